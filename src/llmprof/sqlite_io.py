@@ -1,0 +1,206 @@
+"""The only module that talks to an Nsight Systems SQLite export.
+
+It checks that a file is a whole, readable nsys export, tells which tables and
+columns this export has (nsys creates tables lazily and has added and renamed
+columns across versions), resolves names through ``StringIds`` and enum labels
+through ``ENUM_*`` tables (with built-in fallbacks for exports that predate
+them), and streams query results in fixed-size batches.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, SchemaError
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+BATCH_ROWS = 262_144
+
+#: Labels of CUPTI memcpy kinds, used when the export has no ENUM_CUDA_MEMCPY_OPER.
+MEMCPY_KIND_LABELS: dict[int, str] = {
+    0: "Unknown",
+    1: "Host-to-Device",
+    2: "Device-to-Host",
+    3: "Host-to-Array",
+    4: "Array-to-Host",
+    5: "Array-to-Array",
+    6: "Array-to-Device",
+    7: "Device-to-Array",
+    8: "Device-to-Device",
+    9: "Host-to-Host",
+    10: "Peer-to-Peer",
+    11: "Unified Host-to-Device",
+    12: "Unified Device-to-Host",
+    13: "Unified Device-to-Device",
+}
+
+#: Labels of CUPTI synchronization kinds, used when ENUM_CUPTI_SYNC_TYPE is absent.
+SYNC_TYPE_LABELS: dict[int, str] = {
+    0: "Unknown",
+    1: "Event sync",
+    2: "Stream wait sync",
+    3: "Stream sync",
+    4: "Context sync",
+}
+
+#: Labels of CUDA memory kinds, used when ENUM_CUDA_MEM_KIND is absent.
+MEM_KIND_LABELS: dict[int, str] = {
+    0: "Unknown",
+    1: "Pageable",
+    2: "Pinned",
+    3: "Device",
+    4: "Array",
+    5: "Managed",
+    6: "Device Static",
+    7: "Managed Static",
+}
+
+#: NVTX_EVENTS.eventType codes (stable across nsys versions).
+NVTX_PUSH_POP = 59
+NVTX_START_END = 60
+NVTX_DOMAIN_CREATE = 75
+NVTXT_PUSH_POP = 70  # the same ranges recorded through the NVTX text (NVTXT) path
+NVTXT_START_END = 71
+NVTX_RANGE_TYPES = (NVTX_PUSH_POP, NVTX_START_END, NVTXT_PUSH_POP, NVTXT_START_END)
+
+
+@dataclass(frozen=True)
+class Export:
+    """An open, validated nsys SQLite export and what it contains."""
+
+    path: Path
+    connection: sqlite3.Connection
+    columns: dict[str, tuple[str, ...]] = field(repr=False)
+
+    def has(self, table: str, *cols: str) -> bool:
+        """True when ``table`` exists and has every one of ``cols``."""
+        present = self.columns.get(table)
+        return present is not None and all(c in present for c in cols)
+
+    def has_rows(self, table: str) -> bool:
+        """True when ``table`` exists and holds at least one row."""
+        if table not in self.columns:
+            return False
+        return self.scalar(f'SELECT EXISTS (SELECT 1 FROM "{table}")') == 1
+
+    def first_column(self, table: str, *candidates: str) -> str | None:
+        """The first of ``candidates`` that ``table`` has (columns were renamed over versions)."""
+        present = self.columns.get(table, ())
+        return next((c for c in candidates if c in present), None)
+
+    def require(self, table: str, *cols: str) -> None:
+        """Raise SchemaError naming the table or column that is missing."""
+        if table not in self.columns:
+            raise SchemaError(f"{self.path}: table {table} absent from this export")
+        missing = [c for c in cols if c not in self.columns[table]]
+        if missing:
+            raise SchemaError(
+                f"{self.path}: table {table} lacks column(s) {', '.join(missing)}: "
+                "export it again with a newer nsys"
+            )
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run ``sql`` and return every row (for small results only)."""
+        try:
+            return self.connection.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"{self.path}: cannot be read ({exc}); the file is corrupt") from exc
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run ``sql`` and return the first column of its first row (None when empty)."""
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+    def batches(
+        self, sql: str, params: Sequence[Any] = (), size: int = BATCH_ROWS
+    ) -> Iterator[tuple[list[str], list[tuple[Any, ...]]]]:
+        """Yield (column names, rows) in batches of at most ``size`` rows."""
+        try:
+            cursor = self.connection.execute(sql, params)
+            names = [d[0] for d in cursor.description]
+            while rows := cursor.fetchmany(size):
+                yield names, rows
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"{self.path}: cannot be read ({exc}); the file is corrupt") from exc
+
+    def enum_labels(self, table: str, fallback: dict[int, str]) -> dict[int, str]:
+        """Labels of an ``ENUM_*`` table, or ``fallback`` for exports that predate it."""
+        if not self.has(table, "id", "label"):
+            return dict(fallback)
+        labels = dict(fallback)
+        labels.update({int(i): str(label) for i, label in self.query(f'SELECT id, label FROM "{table}"')})
+        return labels
+
+    def metadata(self) -> dict[str, str]:
+        """Export metadata (nsys version, schema); the table was renamed in nsys 2023.3."""
+        for table in ("META_DATA_EXPORT", "EXPORT_META_DATA"):
+            if self.has(table, "name", "value"):
+                return {str(k): str(v) for k, v in self.query(f'SELECT name, value FROM "{table}"')}
+        return {}
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> Export:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(f"{path}: file is empty (0 bytes); export the capture again")
+    with path.open("rb") as handle:
+        header = handle.read(100)
+    if not header.startswith(SQLITE_MAGIC):
+        raise InputError(
+            f"{path}: not an SQLite file; make one with `nsys export --type sqlite` "
+            "(a .nsys-rep goes through the export stage first)"
+        )
+    if len(header) < 100:
+        raise InputError(f"{path}: truncated SQLite file ({size} bytes, header incomplete)")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    page_count = int.from_bytes(header[28:32], "big")
+    change_counter = header[24:28]
+    valid_for = header[92:96]
+    if page_count and change_counter == valid_for and size < page_size * page_count:
+        raise InputError(
+            f"{path}: truncated SQLite file ({size} bytes, header says {page_size * page_count}); "
+            "copy or export it again"
+        )
+
+
+def open_export(path: str | Path) -> Export:
+    """Open an nsys SQLite export read-only and check that it is whole and from nsys.
+
+    Raises:
+        InputError: the file is missing, empty, truncated, corrupt or not an nsys export.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        connection = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+        names = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")]
+        columns = {
+            name: tuple(r[1] for r in connection.execute(f'PRAGMA table_info("{name}")')) for name in names
+        }
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"{path}: cannot be read as SQLite ({exc}); the file is corrupt") from exc
+    if "StringIds" not in columns:
+        connection.close()
+        raise InputError(
+            f"{path}: not an Nsight Systems export (no StringIds table); "
+            "make one with `nsys export --type sqlite`"
+        )
+    return Export(path=path, connection=connection, columns=columns)

@@ -1,0 +1,440 @@
+"""Summaries equal to ``nsys stats`` reports, computed without nsys.
+
+Each report is a :class:`Report`: a function from an open export to a frame
+with snake_case columns (units in the names), plus how nsys 2025.3 titles and
+prints each column, so ``llmprof stats --format csv`` prints what
+``nsys stats --format csv --timeunit ns`` prints. Grouping, ordering and
+statistics run inside SQLite, which scans the export once per report; only the
+summary rows reach Python.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_HALF_UP, Decimal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .nvtx_projection import nvtx_gpu_projection_summary
+from .sqlite_io import (
+    NVTX_DOMAIN_CREATE,
+    NVTX_PUSH_POP,
+    NVTX_RANGE_TYPES,
+    NVTXT_PUSH_POP,
+    Export,
+)
+
+KERNEL = "CUPTI_ACTIVITY_KIND_KERNEL"
+RUNTIME = "CUPTI_ACTIVITY_KIND_RUNTIME"
+MEMCPY = "CUPTI_ACTIVITY_KIND_MEMCPY"
+MEMSET = "CUPTI_ACTIVITY_KIND_MEMSET"
+OSRT = "OSRT_API"
+NVTX = "NVTX_EVENTS"
+BYTES_PER_MB = 1_000_000
+OSRT_EVENT_CLASS = 27  # OS runtime calls proper (other classes are bookkeeping rows)
+PID_MASK = 0xFFFFFF
+GLOBAL_PID_MASK = "0xFFFFFFFFFF000000"  # SQL literal: the pid bits of a globalTid
+
+
+class ReportSkipped(Exception):
+    """The export holds no data for a report (nsys prints SKIPPED); not an error."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One output column: its Parquet name, its nsys header and how nsys prints it."""
+
+    name: str
+    header: str
+    decimals: int | None = None  # None: integer or text, printed as is
+
+
+@dataclass(frozen=True)
+class Report:
+    """An ``nsys stats`` report: its name, columns and computation."""
+
+    name: str
+    columns: tuple[Column, ...]
+    compute: Callable[[Export], pd.DataFrame]
+
+    def run(self, export: Export) -> pd.DataFrame:
+        """The report's rows, typed and in nsys order; raises ReportSkipped when no data."""
+        frame = self.compute(export)
+        return frame[[c.name for c in self.columns]].reset_index(drop=True)
+
+    def empty(self) -> pd.DataFrame:
+        """A zero-row frame with this report's columns."""
+        return pd.DataFrame({c.name: pd.Series(dtype="float64" if c.decimals else "object") for c in self.columns})
+
+
+def _stat_columns(unit: str, unit_header: str, decimals: int = 1) -> tuple[Column, ...]:
+    return (
+        Column(f"avg_{unit}", f"Avg ({unit_header})", decimals),
+        Column(f"med_{unit}", f"Med ({unit_header})", decimals),
+        Column(f"min_{unit}", f"Min ({unit_header})", None if unit == "ns" else decimals),
+        Column(f"max_{unit}", f"Max ({unit_header})", None if unit == "ns" else decimals),
+        Column(f"stddev_{unit}", f"StdDev ({unit_header})", decimals),
+    )
+
+
+def _summarize(
+    export: Export, source_sql: str, keys: tuple[str, ...], values: tuple[str, ...] = ("value",)
+) -> pd.DataFrame:
+    """Per key: count, total, mean, median, min, max and sample standard deviation of each value.
+
+    ``source_sql`` yields the ``keys`` columns and the ``values`` columns (NULL values are
+    left out of that value's statistics). The median of an even count is the mean of the
+    two middle values; the deviation is computed in two passes, exact for integer ns.
+    Rows come back in key order, which is the order nsys breaks ties in.
+    """
+    key_list = ", ".join(keys)
+    on = " AND ".join(f"s.{k} IS a.{k}" for k in keys) or "1"
+    ctes = [f"src AS MATERIALIZED ({source_sql})"]
+    agg_cols = []
+    for v in values:
+        agg_cols.append(
+            f"count({v}) AS {v}_n, sum({v}) AS {v}_total, avg({v}) AS {v}_mean, "
+            f"min({v}) AS {v}_lo, max({v}) AS {v}_hi"
+        )
+    ctes.append(f"agg AS (SELECT {key_list}, {', '.join(agg_cols)} FROM src GROUP BY {key_list})")
+    selects = [f"a.{k}" for k in keys]
+    joins = []
+    for i, v in enumerate(values):
+        skeys = ", ".join(f"s.{k}" for k in keys)
+        ctes.append(
+            f"r{i} AS (SELECT {key_list}, {v} AS value, row_number() OVER "
+            f"(PARTITION BY {key_list} ORDER BY {v}) AS rn FROM src WHERE {v} IS NOT NULL)"
+        )
+        ctes.append(
+            f"m{i} AS (SELECT {skeys}, avg(s.value) AS median FROM r{i} s JOIN agg a ON {on} "
+            f"WHERE s.rn IN ((a.{v}_n + 1) / 2, (a.{v}_n + 2) / 2) GROUP BY {skeys})"
+        )
+        ctes.append(
+            f"d{i} AS (SELECT {skeys}, sum((s.{v} - a.{v}_mean) * (s.{v} - a.{v}_mean)) AS ss "
+            f"FROM src s JOIN agg a ON {on} WHERE s.{v} IS NOT NULL GROUP BY {skeys})"
+        )
+        for j in (f"m{i}", f"d{i}"):
+            joins.append(f"LEFT JOIN {j} ON " + " AND ".join(f"{j}.{k} IS a.{k}" for k in keys))
+        selects += [f"a.{v}_n", f"a.{v}_total", f"a.{v}_mean", f"m{i}.median", f"a.{v}_lo", f"a.{v}_hi", f"d{i}.ss"]
+    sql = f"WITH {', '.join(ctes)} SELECT {', '.join(selects)} FROM agg a {' '.join(joins)} ORDER BY {', '.join(f'a.{k}' for k in keys)}"
+    names = list(keys)
+    for v in values:
+        names += [f"{v}_n", f"{v}_total", f"{v}_mean", f"{v}_median", f"{v}_lo", f"{v}_hi", f"{v}_ss"]
+    frame = pd.DataFrame(export.query(sql), columns=names)
+    for v in values:
+        n = frame[f"{v}_n"]
+        frame[f"{v}_stddev"] = [
+            math.sqrt(ss / (k - 1)) if k > 1 else 0.0  # nsys prints 0.0 for zero or one value
+            for ss, k in zip(frame[f"{v}_ss"], n)
+        ]
+    return frame
+
+
+def sqlite_round(value: float, decimals: int = 1) -> float:
+    """Round half away from zero on the exact binary value, as SQLite's round() does."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return math.nan
+    quantum = Decimal(1).scaleb(-decimals)
+    return float(Decimal(float(value)).quantize(quantum, rounding=ROUND_HALF_UP))
+
+
+def _rounded(series: pd.Series) -> pd.Series:
+    return series.astype("float64").map(sqlite_round)
+
+
+def _time_summary(
+    export: Export, source_sql: str, keys: tuple[str, ...], count_name: str
+) -> pd.DataFrame:
+    """Duration (``value``, ns) summary per key with its share of the grand total.
+
+    Largest total first; ties keep key order, as nsys's ORDER BY over a GROUP BY does.
+    """
+    stats = _summarize(export, source_sql, keys)
+    grand = stats["value_total"].sum()
+    frame = pd.DataFrame(
+        {
+            "time_pct": _rounded(stats["value_total"] * 100.0 / grand) if grand else 0.0,
+            "total_ns": stats["value_total"].astype("int64"),
+            count_name: stats["value_n"].astype("int64"),
+            "avg_ns": _rounded(stats["value_mean"]),
+            "med_ns": _rounded(stats["value_median"]),
+            "min_ns": stats["value_lo"].astype("int64"),
+            "max_ns": stats["value_hi"].astype("int64"),
+            "stddev_ns": _rounded(stats["value_stddev"]),
+        }
+    )
+    for key in keys:
+        frame[key] = stats[key]
+    return frame.sort_values("total_ns", ascending=False, kind="stable")
+
+
+def _require_rows(export: Export, table: str, what: str) -> None:
+    if not export.has_rows(table):
+        raise ReportSkipped(f"{export.path} does not contain {what}.")
+
+
+def kernel_name_column(export: Export) -> str:
+    """The kernel name column nsys prints by default: demangled where the export has it."""
+    return export.first_column(KERNEL, "demangledName", "shortName") or "shortName"
+
+
+def api_name_sql(column: str) -> str:
+    """SQL naming a CUDA API as nsys prints it: a 4-digit version suffix (``_v3020``) dropped."""
+    return (
+        f"CASE substr({column}, -6, 2) WHEN '_v' THEN substr({column}, 1, length({column}) - 6) "
+        f"ELSE {column} END"
+    )
+
+
+def cuda_gpu_kern_sum(export: Export) -> pd.DataFrame:
+    """GPU time per kernel name (demangled, as nsys prints by default)."""
+    _require_rows(export, KERNEL, "CUDA kernel data")
+    source = f"""
+        SELECT s.value AS name, k."end" - k.start AS value
+        FROM {KERNEL} k LEFT JOIN StringIds s ON s.id = k.{kernel_name_column(export)}
+    """
+    return _time_summary(export, source, ("name",), "instances")
+
+
+def _api_summary(export: Export, table: str, what: str, where: str = "") -> pd.DataFrame:
+    _require_rows(export, table, what)
+    source = f'SELECT nameId AS name_id, "end" - start AS value FROM {table} {where}'
+    frame = _time_summary(export, source, ("name_id",), "num_calls")
+    names = dict(export.query(f"SELECT id, {api_name_sql('value')} FROM StringIds WHERE id IN (SELECT DISTINCT nameId FROM {table})"))
+    return frame.assign(name=frame["name_id"].map(names))
+
+
+def cuda_api_sum(export: Export) -> pd.DataFrame:
+    """Host time per CUDA runtime and driver API function."""
+    return _api_summary(export, RUNTIME, "CUDA trace data")
+
+
+def osrt_sum(export: Export) -> pd.DataFrame:
+    """Host time per OS runtime function (pthread, poll, ioctl, ...)."""
+    where = f"WHERE eventClass = {OSRT_EVENT_CLASS}" if export.has(OSRT, "eventClass") else ""
+    return _api_summary(export, OSRT, "OS Runtime trace data", where)
+
+
+def _memory_source(export: Export, value: str) -> str:
+    """Union of memcpy (labelled by kind) and memset operations with their ``value``."""
+    parts = []
+    if MEMCPY in export.columns:
+        if "ENUM_CUDA_MEMCPY_OPER" not in export.columns:
+            # nsys 2025.3 refuses such exports; llmprof extract labels them with built-in names.
+            raise ReportSkipped(f"{export.path} does not contain ENUM_CUDA_MEMCPY_OPER table.")
+        parts.append(
+            f"SELECT '[CUDA memcpy ' || e.label || ']' AS name, {value} AS value "
+            f"FROM {MEMCPY} m JOIN ENUM_CUDA_MEMCPY_OPER e ON e.id = m.copyKind"
+        )
+    if MEMSET in export.columns:
+        parts.append(f"SELECT '[CUDA memset]' AS name, {value} AS value FROM {MEMSET}")
+    if not parts:
+        raise ReportSkipped(f"{export.path} does not contain GPU memory data.")
+    return " UNION ALL ".join(parts)
+
+
+def cuda_gpu_mem_time_sum(export: Export) -> pd.DataFrame:
+    """GPU time per memory operation kind."""
+    return _time_summary(export, _memory_source(export, '"end" - start'), ("name",), "count")
+
+
+def cuda_gpu_mem_size_sum(export: Export) -> pd.DataFrame:
+    """Bytes moved per memory operation kind, in MB (10^6 bytes) as nsys prints them."""
+    stats = _summarize(export, _memory_source(export, "bytes"), ("name",))
+    frame = pd.DataFrame(
+        {
+            "total_mb": stats["value_total"] / BYTES_PER_MB,
+            "count": stats["value_n"].astype("int64"),
+            "avg_mb": stats["value_mean"] / BYTES_PER_MB,
+            "med_mb": stats["value_median"] / BYTES_PER_MB,
+            "min_mb": stats["value_lo"] / BYTES_PER_MB,
+            "max_mb": stats["value_hi"] / BYTES_PER_MB,
+            "stddev_mb": stats["value_stddev"] / BYTES_PER_MB,
+            "name": stats["name"],
+            "total_bytes": stats["value_total"].astype("int64"),
+        }
+    )
+    return frame.sort_values("total_bytes", ascending=False, kind="stable")
+
+
+def nvtx_range_source(export: Export, same_thread_only: bool = False) -> str:
+    """SQL yielding every NVTX push/pop and start/end range as name, style, start, end, global_tid.
+
+    The name is ``domain:text`` (the default domain has an empty name); text comes from
+    ``text`` or, for registered strings, ``textId``. A range never closed ends at the last
+    NVTX timestamp. ``same_thread_only`` keeps ranges that ended on their starting thread.
+    """
+    if not export.has_rows(NVTX):
+        raise ReportSkipped(f"{export.path} does not contain NV Tools Extension (NVTX) data.")
+    has_text_id = export.has(NVTX, "textId")
+    text = "coalesce(st.value, e.text, '')" if has_text_id else "coalesce(e.text, '')"
+    text_join = "LEFT JOIN StringIds st ON st.id = e.textId" if has_text_id else ""
+    domain, domain_join = "''", ""
+    if export.has(NVTX, "domainId"):
+        domain_text = "coalesce(ds.value, d.text)" if has_text_id else "d.text"
+        ds_join = "LEFT JOIN StringIds ds ON ds.id = d.textId" if has_text_id else ""
+        domain = "coalesce(dom.name, '')"
+        domain_join = f"""
+        LEFT JOIN (SELECT d.domainId AS id, d.globalTid >> 24 AS pid, {domain_text} AS name, min(d.start)
+                   FROM {NVTX} d {ds_join} WHERE d.eventType = {NVTX_DOMAIN_CREATE}
+                   GROUP BY 1, 2) dom
+            ON dom.id = e.domainId AND dom.pid = (e.globalTid >> 24) & {PID_MASK}"""
+    thread_filter = "AND e.endGlobalTid IS NULL" if same_thread_only and export.has(NVTX, "endGlobalTid") else ""
+    return f"""
+        SELECT {domain} || ':' || {text} AS name,
+               CASE WHEN e.eventType IN ({NVTX_PUSH_POP}, {NVTXT_PUSH_POP}) THEN 'PushPop' ELSE 'StartEnd' END AS style,
+               e.start AS start,
+               coalesce(e."end", (SELECT max(max(start), max("end")) FROM {NVTX})) AS "end",
+               e.globalTid AS global_tid
+        FROM {NVTX} e {text_join} {domain_join}
+        WHERE e.eventType IN ({", ".join(str(t) for t in NVTX_RANGE_TYPES)}) {thread_filter}
+    """
+
+
+def nvtx_sum(export: Export) -> pd.DataFrame:
+    """Time per NVTX range name and style."""
+    source = f'SELECT name, style, "end" - start AS value FROM ({nvtx_range_source(export)})'
+    frame = _time_summary(export, source, ("name", "style"), "instances")
+    if frame.empty:
+        raise ReportSkipped(f"{export.path} does not contain NV Tools Extension (NVTX) data.")
+    return frame
+
+
+def nvtx_gpu_proj_sum(export: Export) -> pd.DataFrame:
+    """NVTX ranges projected onto the GPU work their CUDA calls launched."""
+    source = nvtx_range_source(export, same_thread_only=True)
+    _require_rows(export, RUNTIME, "CUDA API data")
+    frame = nvtx_gpu_projection_summary(export, source)
+    if frame.empty:
+        raise ReportSkipped(f"{export.path} does not contain NV Tools Extension (NVTX) data.")
+    return frame
+
+
+def cuda_kern_exec_sum(export: Export) -> pd.DataFrame:
+    """Per launching thread, API and kernel: total, API, queue and kernel time.
+
+    Queue time runs from the end of the launch call to the kernel start; launches whose
+    kernel started before the call returned have none (``q_count`` counts the others).
+    """
+    _require_rows(export, KERNEL, "CUDA kernel data")
+    _require_rows(export, RUNTIME, "CUDA API data")
+    source = f"""
+        SELECT (r.globalTid >> 24) & {PID_MASK} AS pid, r.globalTid & {PID_MASK} AS tid,
+               k.deviceId AS device_id,
+               {api_name_sql("rn.value")} AS api_name, kn.value AS kernel_name,
+               max(r."end", k."end") - r.start AS t,
+               r."end" - r.start AS a,
+               CASE WHEN k.start >= r."end" THEN k.start - r."end" END AS q,
+               k."end" - k.start AS k
+        FROM {KERNEL} k
+        JOIN {RUNTIME} r ON r.correlationId = k.correlationId
+             AND k.globalPid = (r.globalTid & {GLOBAL_PID_MASK})
+        LEFT JOIN StringIds rn ON rn.id = r.nameId
+        LEFT JOIN StringIds kn ON kn.id = k.{kernel_name_column(export)}
+    """
+    keys = ("pid", "tid", "device_id", "api_name", "kernel_name")
+    stats = _summarize(export, source, keys, values=("t", "a", "q", "k"))
+    frame = stats[list(keys)].copy()
+    frame["count"] = stats["t_n"].astype("int64")
+    frame["q_count"] = stats["q_n"].astype("int64")
+    for p in "taqk":
+        frame[f"{p}_avg_ns"] = _rounded(stats[f"{p}_mean"])
+        frame[f"{p}_med_ns"] = _rounded(stats[f"{p}_median"])
+        frame[f"{p}_min_ns"] = stats[f"{p}_lo"].astype("Int64")
+        frame[f"{p}_max_ns"] = stats[f"{p}_hi"].astype("Int64")
+        frame[f"{p}_stddev_ns"] = _rounded(stats[f"{p}_stddev"])
+    return frame.sort_values("t_avg_ns", ascending=False, kind="stable")
+
+
+_TIME = _stat_columns("ns", "ns")
+REPORTS: dict[str, Report] = {
+    r.name: r
+    for r in (
+        Report(
+            "cuda_gpu_kern_sum",
+            (Column("time_pct", "Time (%)", 1), Column("total_ns", "Total Time (ns)"),
+             Column("instances", "Instances"), *_TIME, Column("name", "Name")),
+            cuda_gpu_kern_sum,
+        ),
+        Report(
+            "cuda_api_sum",
+            (Column("time_pct", "Time (%)", 1), Column("total_ns", "Total Time (ns)"),
+             Column("num_calls", "Num Calls"), *_TIME, Column("name", "Name")),
+            cuda_api_sum,
+        ),
+        Report(
+            "cuda_gpu_mem_time_sum",
+            (Column("time_pct", "Time (%)", 1), Column("total_ns", "Total Time (ns)"),
+             Column("count", "Count"), *_TIME, Column("name", "Operation")),
+            cuda_gpu_mem_time_sum,
+        ),
+        Report(
+            "cuda_gpu_mem_size_sum",
+            (Column("total_mb", "Total (MB)", 3), Column("count", "Count"),
+             *_stat_columns("mb", "MB", 3), Column("name", "Operation")),
+            cuda_gpu_mem_size_sum,
+        ),
+        Report(
+            "nvtx_sum",
+            (Column("time_pct", "Time (%)", 1), Column("total_ns", "Total Time (ns)"),
+             Column("instances", "Instances"), *_TIME, Column("style", "Style"), Column("name", "Range")),
+            nvtx_sum,
+        ),
+        Report(
+            "osrt_sum",
+            (Column("time_pct", "Time (%)", 1), Column("total_ns", "Total Time (ns)"),
+             Column("num_calls", "Num Calls"), *_TIME, Column("name", "Name")),
+            osrt_sum,
+        ),
+        Report(
+            "nvtx_gpu_proj_sum",
+            (Column("name", "Range"), Column("style", "Style"),
+             Column("total_proj_ns", "Total Proj Time (ns)"), Column("total_range_ns", "Total Range Time (ns)"),
+             Column("range_instances", "Range Instances"),
+             Column("proj_avg_ns", "Proj Avg (ns)", 1), Column("proj_med_ns", "Proj Med (ns)", 1),
+             Column("proj_min_ns", "Proj Min (ns)"), Column("proj_max_ns", "Proj Max (ns)"),
+             Column("proj_stddev_ns", "Proj StdDev (ns)", 1),
+             Column("total_gpu_ops", "Total GPU Ops"), Column("avg_gpu_ops", "Avg GPU Ops", 1),
+             Column("avg_range_level", "Avg Range Lvl", 1), Column("avg_num_child", "Avg Num Child", 1)),
+            nvtx_gpu_proj_sum,
+        ),
+        Report(
+            "cuda_kern_exec_sum",
+            (Column("pid", "PID"), Column("tid", "TID"), Column("device_id", "DevId"),
+             Column("count", "Count"), Column("q_count", "QCount"),
+             *(Column(f"{p}_{s}_ns", f"{p.upper()}{h} (ns)", d)
+               for p in "taqk"
+               for s, h, d in (("avg", "Avg", 1), ("med", "Med", 1), ("min", "Min", None),
+                               ("max", "Max", None), ("stddev", "StdDev", 1))),
+             Column("api_name", "API Name"), Column("kernel_name", "Kernel Name")),
+            cuda_kern_exec_sum,
+        ),
+    )
+}
+
+
+def _format_value(value: object, decimals: int | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    if decimals is not None:
+        return f"{float(value):.{decimals}f}"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
+def to_csv_text(report: Report, frame: pd.DataFrame) -> str:
+    """The report as ``nsys stats --format csv --timeunit ns`` prints it."""
+    lines = [",".join(_csv_field(c.header) for c in report.columns)]
+    for row in frame.itertuples(index=False):
+        lines.append(",".join(_csv_field(_format_value(v, c.decimals)) for v, c in zip(row, report.columns)))
+    return "\n".join(lines) + "\n"
+
+
+def _csv_field(text: str) -> str:
+    """nsys quotes a field only when it holds a comma or a line break."""
+    if "," in text or "\n" in text:
+        return '"' + text.replace('"', '""') + '"'
+    return text
