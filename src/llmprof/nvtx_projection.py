@@ -12,32 +12,35 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .sqlite_io import Export
+from .sqlite_io import Export, sqlite_round
 
 GPU_OP_TABLES = ("CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_MEMCPY", "CUPTI_ACTIVITY_KIND_MEMSET")
 RUNTIME = "CUPTI_ACTIVITY_KIND_RUNTIME"
 PROJECTED_COLUMNS = [
-    "name", "style", "global_tid", "start_ns", "end_ns",
-    "proj_start_ns", "proj_end_ns", "gpu_ops", "level", "children",
+    "name", "style", "global_tid", "start_ns", "end_ns", "proj_start_ns", "proj_end_ns",
+    "cuda_calls", "gpu_ops", "gpu_time_ns", "level", "children",
 ]
 
 
 def _launches(export: Export) -> pd.DataFrame:
-    """CUDA calls that launched GPU work: thread, call span, span and count of that work."""
-    columns = ["global_tid", "api_start", "api_end", "gpu_start", "gpu_end"]
+    """CUDA calls that launched GPU work: thread, call span, and the span, count and time of that work."""
+    columns = ["global_tid", "api_start", "api_end", "gpu_start", "gpu_end", "gpu_ops", "gpu_time"]
     tables = [t for t in GPU_OP_TABLES if t in export.columns]
     if not tables or RUNTIME not in export.columns:
         return pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})
     ops = " UNION ALL ".join(f'SELECT correlationId, globalPid, start, "end" FROM {t}' for t in tables)
     sql = f"""
-        WITH gpu AS (
-            SELECT correlationId, globalPid, min(start) AS gpu_start, max("end") AS gpu_end
+        WITH gpu AS MATERIALIZED (
+            SELECT correlationId, globalPid, min(start) AS gpu_start, max("end") AS gpu_end,
+                   count(*) AS gpu_ops, sum("end" - start) AS gpu_time
             FROM ({ops}) GROUP BY correlationId, globalPid
-        )
-        SELECT r.globalTid, r.start, r."end", g.gpu_start, g.gpu_end
+        ),
+        threads AS MATERIALIZED (SELECT DISTINCT globalTid FROM NVTX_EVENTS)
+        -- CROSS JOIN keeps the calls as the outer loop, so g is searched through an index
+        SELECT r.globalTid, r.start, r."end", g.gpu_start, g.gpu_end, g.gpu_ops, g.gpu_time
         FROM {RUNTIME} r
-        JOIN gpu g ON g.correlationId = r.correlationId AND g.globalPid = (r.globalTid & 0xFFFFFFFFFF000000)
-        WHERE r.globalTid IN (SELECT DISTINCT globalTid FROM NVTX_EVENTS)
+        CROSS JOIN gpu g ON g.correlationId = r.correlationId AND g.globalPid = (r.globalTid & 0xFFFFFFFFFF000000)
+        WHERE r.globalTid IN threads
         ORDER BY r.globalTid, r.start
     """
     return pd.DataFrame(export.query(sql), columns=columns)
@@ -99,9 +102,10 @@ def project_ranges(export: Export, range_sql: str) -> pd.DataFrame:
         range_sql: SQL yielding name, style, start, end and global_tid of each range.
 
     Returns:
-        Columns of ``PROJECTED_COLUMNS``: times in ns; ``gpu_ops`` counts launching calls
-        (a CUDA graph launch counts once), ``level`` is the nesting depth and ``children``
-        the number of directly nested ranges that launched GPU work.
+        Columns of ``PROJECTED_COLUMNS``: times in ns; ``cuda_calls`` counts launching calls
+        (a CUDA graph launch counts once), ``gpu_ops`` the operations they launched and
+        ``gpu_time_ns`` their summed duration; ``level`` is the nesting depth and
+        ``children`` the number of directly nested ranges that launched GPU work.
     """
     ranges = pd.DataFrame(
         export.query(f'SELECT name, style, start, "end", global_tid FROM ({range_sql})'),
@@ -112,13 +116,17 @@ def project_ranges(export: Export, range_sql: str) -> pd.DataFrame:
     parent, level = _nesting(ranges)
     proj_start = np.full(len(ranges), -1, dtype="int64")
     proj_end = np.full(len(ranges), -1, dtype="int64")
+    cuda_calls = np.zeros(len(ranges), dtype="int64")
     gpu_ops = np.zeros(len(ranges), dtype="int64")
+    gpu_time = np.zeros(len(ranges), dtype="int64")
     launches = _launches(export)
     for tid, calls in launches.groupby("global_tid", sort=False):
         api_start = calls["api_start"].to_numpy()
         api_end = calls["api_end"].to_numpy()
         gpu_start = calls["gpu_start"].to_numpy()
         gpu_end = calls["gpu_end"].to_numpy()
+        ops = calls["gpu_ops"].to_numpy()
+        busy = calls["gpu_time"].to_numpy()
         idx = np.flatnonzero((ranges["global_tid"] == tid).to_numpy())
         starts = ranges["start_ns"].to_numpy()[idx]
         ends = ranges["end_ns"].to_numpy()[idx]
@@ -129,19 +137,25 @@ def project_ranges(export: Export, range_sql: str) -> pd.DataFrame:
             if len(inside):
                 proj_start[i] = gpu_start[inside].min()
                 proj_end[i] = gpu_end[inside].max()
-                gpu_ops[i] = len(inside)
-    has_work = gpu_ops > 0
+                cuda_calls[i] = len(inside)
+                gpu_ops[i] = ops[inside].sum()
+                gpu_time[i] = busy[inside].sum()
+    has_work = cuda_calls > 0
     children = np.bincount(parent[has_work & (parent >= 0)], minlength=len(ranges))
     projected = ranges.assign(
-        proj_start_ns=proj_start, proj_end_ns=proj_end, gpu_ops=gpu_ops, level=level, children=children
+        proj_start_ns=proj_start,
+        proj_end_ns=proj_end,
+        cuda_calls=cuda_calls,
+        gpu_ops=gpu_ops,
+        gpu_time_ns=gpu_time,
+        level=level,
+        children=children,
     )
     return projected[has_work][PROJECTED_COLUMNS].reset_index(drop=True)
 
 
 def nvtx_gpu_projection_summary(export: Export, range_sql: str) -> pd.DataFrame:
     """Per range name and style: projected GPU time, range time and launch counts."""
-    from .stats import sqlite_round  # one rounding rule for every nsys-equal summary
-
     projected = project_ranges(export, range_sql)
     projected["proj_ns"] = projected["proj_end_ns"] - projected["proj_start_ns"]
     projected["range_ns"] = projected["end_ns"] - projected["start_ns"]
@@ -156,8 +170,8 @@ def nvtx_gpu_projection_summary(export: Export, range_sql: str) -> pd.DataFrame:
             "proj_min_ns": grouped["proj_ns"].min(),
             "proj_max_ns": grouped["proj_ns"].max(),
             "proj_stddev_ns": grouped["proj_ns"].std(ddof=1).fillna(0.0).map(sqlite_round),
-            "total_gpu_ops": grouped["gpu_ops"].sum(),
-            "avg_gpu_ops": grouped["gpu_ops"].mean().map(sqlite_round),
+            "total_gpu_ops": grouped["cuda_calls"].sum(),
+            "avg_gpu_ops": grouped["cuda_calls"].mean().map(sqlite_round),
             "avg_range_level": grouped["level"].mean().map(sqlite_round),
             "avg_num_child": grouped["children"].mean().map(sqlite_round),
         }

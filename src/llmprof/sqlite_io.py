@@ -9,9 +9,11 @@ them), and streams query results in fixed-size batches.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +206,11 @@ def open_export(path: str | Path) -> Export:
             "make one with `nsys export --type sqlite`"
         )
     return Export(path=path, connection=connection, columns=columns)
+
+
+def sqlite_round(value: float, decimals: int = 1) -> float:
+    """Round half away from zero on the exact binary value, as SQLite's round() does."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return math.nan
+    quantum = Decimal(1).scaleb(-decimals)
+    return float(Decimal(float(value)).quantize(quantum, rounding=ROUND_HALF_UP))

@@ -11,11 +11,11 @@ summary rows reach Python.
 from __future__ import annotations
 
 import math
-from decimal import ROUND_HALF_UP, Decimal
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
+import pyarrow as pa
 
 from .nvtx_projection import nvtx_gpu_projection_summary
 from .sqlite_io import (
@@ -24,6 +24,7 @@ from .sqlite_io import (
     NVTX_RANGE_TYPES,
     NVTXT_PUSH_POP,
     Export,
+    sqlite_round,
 )
 
 KERNEL = "CUPTI_ACTIVITY_KIND_KERNEL"
@@ -49,6 +50,17 @@ class Column:
     name: str
     header: str
     decimals: int | None = None  # None: integer or text, printed as is
+    text: bool = False
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        if self.text:
+            return pa.string()
+        return pa.float64() if self.decimals is not None else pa.int64()
+
+
+def _text(name: str, header: str) -> Column:
+    return Column(name, header, text=True)
 
 
 @dataclass(frozen=True)
@@ -66,7 +78,16 @@ class Report:
 
     def empty(self) -> pd.DataFrame:
         """A zero-row frame with this report's columns."""
-        return pd.DataFrame({c.name: pd.Series(dtype="float64" if c.decimals else "object") for c in self.columns})
+        return self.schema.empty_table().to_pandas()
+
+    @property
+    def schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, c.arrow_type) for c in self.columns])
+
+
+def report_table(report: Report, frame: pd.DataFrame) -> pa.Table:
+    """The report's rows as an Arrow table with its explicit schema."""
+    return pa.Table.from_pandas(frame, schema=report.schema, preserve_index=False)
 
 
 def _stat_columns(unit: str, unit_header: str, decimals: int = 1) -> tuple[Column, ...]:
@@ -130,14 +151,6 @@ def _summarize(
             for ss, k in zip(frame[f"{v}_ss"], n)
         ]
     return frame
-
-
-def sqlite_round(value: float, decimals: int = 1) -> float:
-    """Round half away from zero on the exact binary value, as SQLite's round() does."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return math.nan
-    quantum = Decimal(1).scaleb(-decimals)
-    return float(Decimal(float(value)).quantize(quantum, rounding=ROUND_HALF_UP))
 
 
 def _rounded(series: pd.Series) -> pd.Series:
@@ -283,7 +296,7 @@ def nvtx_range_source(export: Export, same_thread_only: bool = False) -> str:
             ON dom.id = e.domainId AND dom.pid = (e.globalTid >> 24) & {PID_MASK}"""
     thread_filter = "AND e.endGlobalTid IS NULL" if same_thread_only and export.has(NVTX, "endGlobalTid") else ""
     return f"""
-        SELECT {domain} || ':' || {text} AS name,
+        SELECT {domain} AS domain, {domain} || ':' || {text} AS name,
                CASE WHEN e.eventType IN ({NVTX_PUSH_POP}, {NVTXT_PUSH_POP}) THEN 'PushPop' ELSE 'StartEnd' END AS style,
                e.start AS start,
                coalesce(e."end", (SELECT max(max(start), max("end")) FROM {NVTX})) AS "end",
@@ -355,42 +368,42 @@ REPORTS: dict[str, Report] = {
         Report(
             "cuda_gpu_kern_sum",
             (Column("time_pct", "Time (%)", 1), Column("total_ns", "Total Time (ns)"),
-             Column("instances", "Instances"), *_TIME, Column("name", "Name")),
+             Column("instances", "Instances"), *_TIME, _text("name", "Name")),
             cuda_gpu_kern_sum,
         ),
         Report(
             "cuda_api_sum",
             (Column("time_pct", "Time (%)", 1), Column("total_ns", "Total Time (ns)"),
-             Column("num_calls", "Num Calls"), *_TIME, Column("name", "Name")),
+             Column("num_calls", "Num Calls"), *_TIME, _text("name", "Name")),
             cuda_api_sum,
         ),
         Report(
             "cuda_gpu_mem_time_sum",
             (Column("time_pct", "Time (%)", 1), Column("total_ns", "Total Time (ns)"),
-             Column("count", "Count"), *_TIME, Column("name", "Operation")),
+             Column("count", "Count"), *_TIME, _text("name", "Operation")),
             cuda_gpu_mem_time_sum,
         ),
         Report(
             "cuda_gpu_mem_size_sum",
             (Column("total_mb", "Total (MB)", 3), Column("count", "Count"),
-             *_stat_columns("mb", "MB", 3), Column("name", "Operation")),
+             *_stat_columns("mb", "MB", 3), _text("name", "Operation")),
             cuda_gpu_mem_size_sum,
         ),
         Report(
             "nvtx_sum",
             (Column("time_pct", "Time (%)", 1), Column("total_ns", "Total Time (ns)"),
-             Column("instances", "Instances"), *_TIME, Column("style", "Style"), Column("name", "Range")),
+             Column("instances", "Instances"), *_TIME, _text("style", "Style"), _text("name", "Range")),
             nvtx_sum,
         ),
         Report(
             "osrt_sum",
             (Column("time_pct", "Time (%)", 1), Column("total_ns", "Total Time (ns)"),
-             Column("num_calls", "Num Calls"), *_TIME, Column("name", "Name")),
+             Column("num_calls", "Num Calls"), *_TIME, _text("name", "Name")),
             osrt_sum,
         ),
         Report(
             "nvtx_gpu_proj_sum",
-            (Column("name", "Range"), Column("style", "Style"),
+            (_text("name", "Range"), _text("style", "Style"),
              Column("total_proj_ns", "Total Proj Time (ns)"), Column("total_range_ns", "Total Range Time (ns)"),
              Column("range_instances", "Range Instances"),
              Column("proj_avg_ns", "Proj Avg (ns)", 1), Column("proj_med_ns", "Proj Med (ns)", 1),
@@ -408,7 +421,7 @@ REPORTS: dict[str, Report] = {
                for p in "taqk"
                for s, h, d in (("avg", "Avg", 1), ("med", "Med", 1), ("min", "Min", None),
                                ("max", "Max", None), ("stddev", "StdDev", 1))),
-             Column("api_name", "API Name"), Column("kernel_name", "Kernel Name")),
+             _text("api_name", "API Name"), _text("kernel_name", "Kernel Name")),
             cuda_kern_exec_sum,
         ),
     )

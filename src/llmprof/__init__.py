@@ -1,0 +1,30 @@
+"""llmprof: reproducible profiling of LLM inference on NVIDIA GPUs.
+
+The analysis half reads an Nsight Systems SQLite export into typed Parquet
+tables, nsys-equal summaries and headline metrics, draws figures and writes a
+report with findings. The public API is below; each stage also has a CLI
+subcommand (``llmprof --help``).
+"""
+
+from __future__ import annotations
+
+from .errors import ConfigError, InputError, LlmprofError, SchemaError
+from .extract import extract
+from .sqlite_io import Export, open_export
+from .stats import REPORTS, ReportSkipped, to_csv_text
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "REPORTS",
+    "ConfigError",
+    "Export",
+    "InputError",
+    "LlmprofError",
+    "ReportSkipped",
+    "SchemaError",
+    "__version__",
+    "extract",
+    "open_export",
+    "to_csv_text",
+]

@@ -1,0 +1,116 @@
+"""Kernel families and CUDA API kinds, by name pattern.
+
+A kernel's family is the first category whose regular expression matches its
+name (case-insensitive), so the order matters: attention kernels built on
+CUTLASS must be tested before GEMM, fused norms before generic fused kernels.
+Users may replace the patterns from the workflow config.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+#: Every category, in report order; "other" catches what matches nothing.
+CATEGORY_ORDER = (
+    "gemm",
+    "attention",
+    "normalization",
+    "activation",
+    "elementwise/fused",
+    "communication",
+    "memory",
+    "other",
+)
+
+#: Default patterns, tested in this order.
+DEFAULT_PATTERNS: dict[str, str] = {
+    "communication": r"nccl|all_?reduce|all_?gather|reduce_?scatter|all_?to_?all|cross_device_reduce|custom_ar|broadcast",
+    "attention": r"flash|fmha|attn|attention|mha_|paged_?attention|reshape_and_cache|rotary|rope_|softmax|xformers",
+    "gemm": r"gemm|gemv|nvjet|xmma|wgmma|hmma|matmul|cublas|cutlass|splitk|scudnn|cudnn|conv|winograd|fft",
+    "normalization": r"norm",
+    "activation": r"silu|gelu|relu|act_and_mul|swiglu|sigmoid|tanh|swish|mish|elu_",
+    "memory": r"copy|memcpy|memset|fill|gather|scatter|index|cat_|concat|transpose|permute|pad|arange|zero",
+    "elementwise/fused": r"elementwise|triton_|fused|reduce|vectorized|unrolled|pointwise|add_|_add|mul_|_mul|multiply|subtract|sum_|mean",
+}
+
+#: CUDA API kinds, tested in this order against the API name.
+API_KIND_PATTERNS: dict[str, str] = {
+    "sync": r"synchronize|streamwaitevent|eventquery|streamquery",
+    "graph": r"graphlaunch|graphinstantiate|graphupload",
+    "launch": r"launch",
+    "memcpy": r"memcpy",
+    "memset": r"memset",
+    "alloc": r"malloc|free|memalloc|mempool|hostalloc|hostregister|hostunregister",
+    "event": r"event",
+    "module": r"module|library|getfunction|kernelget|funcget|tensormap",
+}
+
+#: OS runtime calls that wait (block the thread) rather than work.
+WAITING_OSRT = re.compile(
+    r"wait|poll|select|sleep|sem_|futex|pthread_join|pthread_cond|pthread_mutex_lock|accept|recv|read$",
+    re.IGNORECASE,
+)
+
+#: GEMM kernel names that run on tensor cores (Hopper nvjet, xmma/wgmma/hmma, tensorop, MMA shapes).
+TENSOR_CORE = re.compile(r"nvjet|xmma|wgmma|hmma|tensorop|_s16816|_s1688|sm90_|sm80_|sm100_|gmma", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """Maps names to the first matching category, caching each distinct name."""
+
+    patterns: tuple[tuple[str, re.Pattern[str]], ...]
+    fallback: str = "other"
+
+    @classmethod
+    def from_patterns(cls, patterns: Mapping[str, str], fallback: str = "other") -> Classifier:
+        compiled = []
+        for category, pattern in patterns.items():
+            try:
+                compiled.append((category, re.compile(pattern, re.IGNORECASE)))
+            except re.error as exc:
+                raise ConfigError(f"category {category!r}: invalid regular expression {pattern!r} ({exc})") from exc
+        return cls(tuple(compiled), fallback)
+
+    def __call__(self, name: str | None) -> str:
+        return _classify(self, name or "")
+
+    def map(self, names: Iterable[str | None], details: Iterable[str | None] | None = None) -> list[str]:
+        """Category of each name; where a name matches nothing, its detail (e.g. the
+        demangled name with template arguments) is tried next. Distinct pairs are cached."""
+        cache: dict[tuple[str | None, str | None], str] = {}
+        out = []
+        pairs = zip(names, details) if details is not None else ((n, None) for n in names)
+        for pair in pairs:
+            if pair not in cache:
+                category = self(pair[0])
+                if category == self.fallback and pair[1]:
+                    category = self(pair[1])
+                cache[pair] = category
+            out.append(cache[pair])
+        return out
+
+
+def _classify(classifier: Classifier, name: str) -> str:
+    for category, pattern in classifier.patterns:
+        if pattern.search(name):
+            return category
+    return classifier.fallback
+
+
+def kernel_classifier(patterns: Mapping[str, str] | None = None) -> Classifier:
+    """The kernel-family classifier; ``patterns`` (category → regex) replaces the defaults."""
+    chosen = dict(DEFAULT_PATTERNS if patterns is None else patterns)
+    unknown = set(chosen) - set(CATEGORY_ORDER)
+    if unknown:
+        raise ConfigError(
+            f"unknown kernel categories {sorted(unknown)}; choose from {', '.join(CATEGORY_ORDER)}"
+        )
+    return Classifier.from_patterns(chosen)
+
+
+API_KIND = Classifier.from_patterns(API_KIND_PATTERNS)

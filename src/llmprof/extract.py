@@ -1,0 +1,304 @@
+"""Extract stage: an nsys SQLite export in, typed Parquet tables and ``metrics.json`` out.
+
+Every event table is read with one SQL query that selects only the columns it
+needs, resolves names through ``StringIds`` and enum labels inside SQLite, and
+streams rows in fixed-size batches into a Parquet writer, so memory does not
+grow with the export. Columns that older nsys versions lack are read as NULL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from . import tables
+from .categories import API_KIND, Classifier, kernel_classifier
+from .metrics import compute_metrics
+from .nvtx_projection import project_ranges
+from .outputs import ParquetSink, staged_directory, write_json, write_table
+from .sqlite_io import (
+    MEM_KIND_LABELS,
+    MEMCPY_KIND_LABELS,
+    SYNC_TYPE_LABELS,
+    Export,
+    open_export,
+)
+from .stats import (
+    GLOBAL_PID_MASK,
+    KERNEL,
+    MEMCPY,
+    MEMSET,
+    OSRT,
+    OSRT_EVENT_CLASS,
+    PID_MASK,
+    REPORTS,
+    RUNTIME,
+    ReportSkipped,
+    api_name_sql,
+    nvtx_range_source,
+    report_table,
+)
+
+log = logging.getLogger(__name__)
+
+SYNC = "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION"
+
+#: Short direction of each memcpy kind label.
+DIRECTIONS = {
+    "Host-to-Device": "H2D",
+    "Device-to-Host": "D2H",
+    "Device-to-Device": "D2D",
+    "Host-to-Host": "H2H",
+    "Peer-to-Peer": "P2P",
+    "Unified Host-to-Device": "H2D",
+    "Unified Device-to-Host": "D2H",
+    "Unified Device-to-Device": "D2D",
+}
+
+
+def _col(export: Export, table: str, column: str, default: str = "NULL") -> str:
+    """``t.column`` when the export has it, else ``default`` (columns came and went over versions)."""
+    return f't."{column}"' if export.has(table, column) else default
+
+
+def _case(column: str, labels: Mapping[int, str]) -> str:
+    """SQL CASE that turns an enum id into its label."""
+    whens = " ".join(f"WHEN {k} THEN '{v.replace(chr(39), chr(39) * 2)}'" for k, v in sorted(labels.items()))
+    return f"CASE {column} {whens} ELSE 'Unknown' END"
+
+
+def _pid(column: str) -> str:
+    return f"(({column} >> 24) & {PID_MASK})"
+
+
+def _tid(column: str) -> str:
+    return f"({column} & {PID_MASK})"
+
+
+def _gpu_columns(export: Export, table: str) -> str:
+    return (
+        f"t.deviceId, {_col(export, table, 'contextId')}, {_col(export, table, 'streamId')}, "
+        f"t.correlationId, {_pid('t.globalPid')}, t.start, t.\"end\", t.\"end\" - t.start"
+    )
+
+
+def _kernels_sql(export: Export) -> str:
+    name = "dn.value" if export.has(KERNEL, "demangledName") else "sn.value"
+    return f"""
+        SELECT {_gpu_columns(export, KERNEL)}, {name}, sn.value, NULL,
+               t.gridX, t.gridY, t.gridZ, t.blockX, t.blockY, t.blockZ,
+               {_col(export, KERNEL, "registersPerThread")}, {_col(export, KERNEL, "staticSharedMemory")},
+               {_col(export, KERNEL, "dynamicSharedMemory")}, {_col(export, KERNEL, "graphNodeId")}
+        FROM {KERNEL} t
+        LEFT JOIN StringIds sn ON sn.id = t.shortName
+        {"LEFT JOIN StringIds dn ON dn.id = t.demangledName" if export.has(KERNEL, "demangledName") else ""}
+        ORDER BY t.deviceId, t.start, t.correlationId
+    """
+
+
+def _cuda_api_sql(export: Export) -> str:
+    return f"""
+        SELECT {_pid("t.globalTid")}, {_tid("t.globalTid")}, t.start, t."end", t."end" - t.start,
+               t.correlationId, {api_name_sql("s.value")}, NULL, {_col(export, RUNTIME, "returnValue")}
+        FROM {RUNTIME} t LEFT JOIN StringIds s ON s.id = t.nameId
+        ORDER BY t.start, t.globalTid, t.correlationId
+    """
+
+
+def _memcpy_sql(export: Export) -> str:
+    kinds = export.enum_labels("ENUM_CUDA_MEMCPY_OPER", MEMCPY_KIND_LABELS)
+    mem = export.enum_labels("ENUM_CUDA_MEM_KIND", MEM_KIND_LABELS)
+    directions = {k: DIRECTIONS.get(v, "other") for k, v in kinds.items()}
+    return f"""
+        SELECT {_gpu_columns(export, MEMCPY)}, t.bytes, {_case("t.copyKind", kinds)},
+               {_case("t.copyKind", directions).replace("'Unknown'", "'other'")},
+               {_case(_col(export, MEMCPY, "srcKind"), mem)}, {_case(_col(export, MEMCPY, "dstKind"), mem)}
+        FROM {MEMCPY} t ORDER BY t.deviceId, t.start, t.correlationId
+    """
+
+
+def _memset_sql(export: Export) -> str:
+    mem = export.enum_labels("ENUM_CUDA_MEM_KIND", MEM_KIND_LABELS)
+    return f"""
+        SELECT {_gpu_columns(export, MEMSET)}, t.bytes, {_col(export, MEMSET, "value")},
+               {_case(_col(export, MEMSET, "memKind"), mem)}
+        FROM {MEMSET} t ORDER BY t.deviceId, t.start, t.correlationId
+    """
+
+
+def _sync_sql(export: Export) -> str:
+    labels = export.enum_labels("ENUM_CUPTI_SYNC_TYPE", SYNC_TYPE_LABELS)
+    return f"""
+        SELECT {_gpu_columns(export, SYNC)}, {_case(_col(export, SYNC, "syncType"), labels)}
+        FROM {SYNC} t ORDER BY t.deviceId, t.start, t.correlationId
+    """
+
+
+def _nvtx_sql(export: Export) -> str:
+    return f"""
+        SELECT {_pid("global_tid")}, {_tid("global_tid")}, start, "end", "end" - start, domain, name, style
+        FROM ({nvtx_range_source(export)}) ORDER BY start, global_tid, name
+    """
+
+
+def _osrt_sql(export: Export) -> str:
+    where = f"WHERE t.eventClass = {OSRT_EVENT_CLASS}" if export.has(OSRT, "eventClass") else ""
+    return f"""
+        SELECT {_pid("t.globalTid")}, {_tid("t.globalTid")}, t.start, t."end", t."end" - t.start, s.value
+        FROM {OSRT} t LEFT JOIN StringIds s ON s.id = t.nameId {where}
+        ORDER BY t.start, t.globalTid
+    """
+
+
+def _gpus_sql(export: Export) -> str | None:
+    table = "TARGET_INFO_GPU"
+    device = export.first_column(table, "id", "deviceId")
+    if device is None:
+        return None
+    capability = (
+        "t.computeMajor || '.' || t.computeMinor" if export.has(table, "computeMajor", "computeMinor") else "NULL"
+    )
+    return f"""
+        SELECT t.{device}, t.name, {_col(export, table, "busLocation")}, {_col(export, table, "totalMemory")},
+               {_col(export, table, "smCount")}, {capability}, {_col(export, table, "memoryBandwidth")},
+               {_col(export, table, "clockRate")}
+        FROM {table} t ORDER BY t.{device}, t.busLocation
+    """
+
+
+def _processes_sql(export: Export) -> str | None:
+    """Processes that made CUDA calls, NVTX ranges or OS runtime calls in the capture."""
+    sources = [
+        f"SELECT DISTINCT globalTid & {GLOBAL_PID_MASK} AS gpid FROM {t}"
+        for t in (RUNTIME, OSRT, "NVTX_EVENTS")
+        if export.has(t, "globalTid")
+    ] + [f"SELECT DISTINCT globalPid AS gpid FROM {KERNEL}" for _ in [0] if export.has(KERNEL, "globalPid")]
+    if not sources:
+        return None
+    seen = " UNION ".join(sources)
+    if export.has("PROCESSES", "globalPid", "pid", "name"):
+        name = "p.name"
+        join = "LEFT JOIN PROCESSES p ON p.globalPid = seen.gpid"
+    else:  # nsys 2020: the main thread's name stands for the process
+        name = "s.value"
+        join = (f"LEFT JOIN ThreadNames th ON th.globalTid = seen.gpid + {_pid('seen.gpid')} "
+                "LEFT JOIN StringIds s ON s.id = th.nameId") if export.has("ThreadNames", "nameId") else ""
+        name = name if join else "NULL"
+    return f"SELECT DISTINCT {_pid('seen.gpid')}, {name} FROM ({seen}) seen {join} ORDER BY 1, 2"
+
+
+@dataclass(frozen=True)
+class TableReader:
+    """How one event table is read: its source table, query and per-batch derived columns."""
+
+    name: str
+    source: str | None
+    query: Callable[[Export], str | None]
+    derive: Callable[[dict[str, list[object]], Classifier], None] | None = None
+
+
+def _derive_kernel_category(columns: dict[str, list[object]], classifier: Classifier) -> None:
+    columns["category"] = classifier.map(columns["short_name"], columns["name"])  # type: ignore[arg-type]
+
+
+def _derive_api_kind(columns: dict[str, list[object]], classifier: Classifier) -> None:
+    columns["kind"] = API_KIND.map(columns["name"])  # type: ignore[arg-type]
+
+
+READERS = (
+    TableReader("kernels", KERNEL, _kernels_sql, _derive_kernel_category),
+    TableReader("cuda_api", RUNTIME, _cuda_api_sql, _derive_api_kind),
+    TableReader("memcpy", MEMCPY, _memcpy_sql),
+    TableReader("memset", MEMSET, _memset_sql),
+    TableReader("sync", SYNC, _sync_sql),
+    TableReader("nvtx", "NVTX_EVENTS", _nvtx_sql),
+    TableReader("osrt", OSRT, _osrt_sql),
+    TableReader("gpus", "TARGET_INFO_GPU", _gpus_sql),
+    TableReader("processes", None, _processes_sql),
+)
+
+
+def _write_events(export: Export, reader: TableReader, path: Path, classifier: Classifier, progress: bool) -> int:
+    schema = tables.EVENT_TABLES[reader.name]
+    sink = ParquetSink(path, schema)
+    try:
+        sql = None
+        if reader.source is None or export.has_rows(reader.source):
+            try:
+                sql = reader.query(export)
+            except ReportSkipped:
+                sql = None
+        if sql is not None:
+            for _, rows in export.batches(sql):
+                columns = dict(zip(schema.names, (list(c) for c in zip(*rows))))
+                if reader.derive is not None:
+                    reader.derive(columns, classifier)
+                sink.write(columns)
+                if progress:
+                    log.info("%s: %d rows read", reader.name, sink.rows)
+    finally:
+        sink.close()
+    return sink.rows
+
+
+def _write_nvtx_gpu(export: Export, path: Path) -> int:
+    """Per NVTX range: the GPU work its CUDA calls launched (phase attribution)."""
+    try:
+        projected = project_ranges(export, nvtx_range_source(export, same_thread_only=True))
+    except ReportSkipped:
+        projected = None
+    if projected is None or projected.empty:
+        write_table(path, tables.NVTX_GPU.empty_table())
+        return 0
+    global_tid = projected["global_tid"].to_numpy(dtype="int64")
+    projected = projected.assign(
+        pid=(global_tid >> 24) & PID_MASK, tid=global_tid & PID_MASK
+    ).sort_values(["start_ns", "pid", "tid", "name"], kind="stable")
+    write_table(path, pa.Table.from_pandas(projected[tables.NVTX_GPU.names], schema=tables.NVTX_GPU, preserve_index=False))
+    return len(projected)
+
+
+def extract(
+    sqlite: str | Path,
+    out: str | Path,
+    *,
+    categories: Mapping[str, str] | None = None,
+    force: bool = False,
+    progress: bool = False,
+) -> dict[str, object]:
+    """Extract every table, the nsys-equal summaries and the headline metrics of one export.
+
+    Args:
+        sqlite: an nsys SQLite export (any nsys from 2020.3 on).
+        out: the output folder; it appears only when everything was written.
+        categories: kernel category → regular expression, replacing the defaults.
+        force: replace ``out`` if it exists.
+        progress: log rows read per table as they stream.
+
+    Returns:
+        The metrics written to ``out/metrics.json``.
+    """
+    classifier = kernel_classifier(categories)
+    with open_export(sqlite) as export, staged_directory(Path(out), force) as stage:
+        row_counts: dict[str, int] = {}
+        for reader in READERS:
+            row_counts[reader.name] = _write_events(export, reader, stage / f"{reader.name}.parquet", classifier, progress)
+        row_counts["nvtx_gpu"] = _write_nvtx_gpu(export, stage / "nvtx_gpu.parquet")
+        skipped: dict[str, str] = {}
+        for name, report in REPORTS.items():
+            try:
+                frame = report.run(export)
+            except ReportSkipped as reason:
+                frame, skipped[name] = report.empty(), str(reason).replace(str(export.path), Path(sqlite).name)
+            write_table(stage / f"{name}.parquet", report_table(report, frame))
+            row_counts[name] = len(frame)
+        metrics = compute_metrics(export, stage, classifier)
+        metrics["tables"] = row_counts
+        metrics["skipped_summaries"] = skipped
+        metrics["schema_version"] = tables.SCHEMA_VERSION
+        write_json(stage / "metrics.json", metrics)
+    return metrics

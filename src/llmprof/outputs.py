@@ -1,0 +1,81 @@
+"""Writing results: deterministic Parquet and JSON, and output folders that appear whole or not at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import InputError
+
+#: Fixed writer settings: the same rows give byte-identical files.
+PARQUET_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "compression_level": 3,
+    "version": "2.6",
+    "use_dictionary": True,
+    "write_statistics": True,
+    "store_schema": True,
+}
+
+
+@contextmanager
+def staged_directory(out: Path, force: bool) -> Iterator[Path]:
+    """Yield a scratch folder beside ``out`` that becomes ``out`` only if the block succeeds.
+
+    A failure leaves neither a partial ``out`` nor the scratch folder behind.
+    """
+    out = Path(out)
+    if out.exists() and not force:
+        raise InputError(f"{out}: already exists; pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    stage.chmod(0o777 & ~umask)
+    try:
+        yield stage
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.replace(stage, out)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+class ParquetSink:
+    """Streams record batches of one schema into one Parquet file; an empty table still gets a file."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self.schema = schema
+        self.rows = 0
+        self._writer = pq.ParquetWriter(str(path), schema, **PARQUET_OPTIONS)
+
+    def write(self, columns: dict[str, Any]) -> None:
+        batch = pa.RecordBatch.from_pydict(
+            {f.name: columns[f.name] for f in self.schema}, schema=self.schema
+        )
+        self.rows += batch.num_rows
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def write_table(path: Path, table: pa.Table) -> None:
+    """Write one in-memory table with the fixed settings."""
+    pq.write_table(table, str(path), **PARQUET_OPTIONS)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Sorted keys, fixed indentation and a final newline: stable bytes for the same data."""
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
