@@ -114,3 +114,20 @@ def kernel_classifier(patterns: Mapping[str, str] | None = None) -> Classifier:
 
 
 API_KIND = Classifier.from_patterns(API_KIND_PATTERNS)
+
+
+#: Short names too generic to tell kernels apart (CUTLASS and CuTe entry points).
+GENERIC_SHORT_NAMES = {"device_kernel", "kernel", "Kernel", "kernel_entry"}
+_TEMPLATE = re.compile(r"(\w+)<")
+_WRAPPERS = {"device_kernel", "enable_sm90_or_later", "enable_sm80_to_sm89", "enable_sm100_or_later", "tuple", "C"}
+
+
+def kernel_label(name: str | None, short_name: str | None) -> str:
+    """A readable kernel label: the short name, qualified by its first meaningful template
+    argument when the short name is generic (``device_kernel<FlashAttnFwdSm90>``)."""
+    short = short_name or name or "?"
+    if short in GENERIC_SHORT_NAMES and name:
+        inner = next((t for t in _TEMPLATE.findall(name) if t not in _WRAPPERS), None)
+        if inner:
+            return f"{short}<{inner}>"
+    return short

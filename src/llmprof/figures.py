@@ -1,0 +1,204 @@
+"""Figures stage: the only module that draws. Extracted tables in, PNG and SVG out.
+
+Every figure is drawn with a fixed theme, fixed size and DPI, category colours
+from one palette and no timestamps in the files, so the same tables give the
+same bytes. A figure whose data is absent says so on the canvas instead of
+being skipped, so the set of files never depends on the capture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .categories import CATEGORY_ORDER, kernel_label  # noqa: E402
+from .errors import InputError  # noqa: E402
+from .outputs import staged_directory  # noqa: E402
+
+FORMATS = ("png", "svg")
+DPI = 120
+TOP_N = 15
+TIMELINE_BINS = 400
+PALETTE = dict(zip(CATEGORY_ORDER, sns.color_palette("tab10", len(CATEGORY_ORDER)).as_hex()))
+THEME: dict[str, Any] = {
+    **sns.axes_style("whitegrid"),
+    **sns.plotting_context("notebook"),
+    "svg.hashsalt": "llmprof",
+    "svg.fonttype": "path",
+    "figure.dpi": DPI,
+    "font.family": "DejaVu Sans",
+}
+SAVE_METADATA = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None}}
+
+
+def _read(extract_dir: Path, table: str, columns: list[str] | None = None) -> pd.DataFrame:
+    path = extract_dir / f"{table}.parquet"
+    if not path.exists():
+        raise InputError(f"{path}: missing; run `llmprof extract` first")
+    return pq.read_table(path, columns=columns).to_pandas()
+
+
+def _label(name: str, width: int = 60) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def _no_data(ax: plt.Axes, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=12, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def top_kernels(extract_dir: Path, fig: plt.Figure) -> None:
+    """The kernels with the most GPU time, coloured by family."""
+    ax = fig.subplots()
+    kernels = _read(extract_dir, "kernels", ["name", "short_name", "category", "duration_ns"])
+    if kernels.empty:
+        return _no_data(ax, "No GPU kernels in this capture")
+    total = kernels["duration_ns"].sum()
+    top = (
+        kernels.groupby(["name", "short_name", "category"], as_index=False)["duration_ns"].sum()
+        .sort_values(["duration_ns", "name"], ascending=[False, True]).head(TOP_N)
+    )
+    labels = [_label(kernel_label(n, s)) for n, s in zip(top["name"], top["short_name"])]
+    top = top.assign(share=100 * top["duration_ns"] / total, label=labels)
+    sns.barplot(top, x="share", y="label", hue="category", palette=PALETTE, dodge=False, ax=ax)
+    ax.set(xlabel="share of GPU kernel time (%)", ylabel="", title=f"Top {len(top)} kernels by GPU time")
+    ax.legend(title="category", loc="lower right", fontsize=9)
+
+
+def kernel_categories(extract_dir: Path, fig: plt.Figure) -> None:
+    """GPU kernel time per family (GEMM, attention, ...)."""
+    ax = fig.subplots()
+    kernels = _read(extract_dir, "kernels", ["category", "duration_ns"])
+    if kernels.empty:
+        return _no_data(ax, "No GPU kernels in this capture")
+    shares = kernels.groupby("category")["duration_ns"].sum().reindex(CATEGORY_ORDER, fill_value=0)
+    frame = pd.DataFrame({"category": CATEGORY_ORDER, "share": 100 * shares.to_numpy() / shares.sum()})
+    sns.barplot(frame, x="share", y="category", hue="category", palette=PALETTE, legend=False, ax=ax)
+    for patch, value in zip(ax.patches, frame["share"]):
+        ax.annotate(f"{value:.1f}%", (patch.get_width(), patch.get_y() + patch.get_height() / 2),
+                    xytext=(3, 0), textcoords="offset points", va="center", fontsize=9)
+    ax.set(xlabel="share of GPU kernel time (%)", ylabel="", title="GPU time by kernel category")
+
+
+def cuda_api(extract_dir: Path, fig: plt.Figure) -> None:
+    """Host time share of the CUDA API functions."""
+    ax = fig.subplots()
+    summary = _read(extract_dir, "cuda_api_sum", ["name", "time_pct", "total_ns"])
+    if summary.empty:
+        return _no_data(ax, "No CUDA API calls in this capture")
+    top = summary.sort_values(["total_ns", "name"], ascending=[False, True]).head(TOP_N)
+    sns.barplot(top, x="time_pct", y="name", color=sns.color_palette("tab10")[0], ax=ax)
+    ax.set(xlabel="share of CUDA API time (%)", ylabel="", title="CUDA API time share")
+
+
+def memcpy(extract_dir: Path, fig: plt.Figure) -> None:
+    """Bytes and GPU time of copies per direction."""
+    left, right = fig.subplots(1, 2)
+    copies = _read(extract_dir, "memcpy", ["direction", "size_bytes", "duration_ns"])
+    if copies.empty:
+        _no_data(left, "No memory copies")
+        return _no_data(right, "in this capture")
+    by_direction = copies.groupby("direction", as_index=False).agg(
+        megabytes=("size_bytes", lambda b: b.sum() / 1e6), time_ms=("duration_ns", lambda d: d.sum() / 1e6)
+    ).sort_values("direction")
+    sns.barplot(by_direction, x="direction", y="megabytes", color=sns.color_palette("tab10")[1], ax=left)
+    left.set(xlabel="", ylabel="MB copied", title="Bytes by direction")
+    sns.barplot(by_direction, x="direction", y="time_ms", color=sns.color_palette("tab10")[2], ax=right)
+    right.set(xlabel="", ylabel="GPU time (ms)", title="Copy time by direction")
+
+
+def _busy_per_bin(starts: np.ndarray, ends: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Kernel time falling in each time bin (ns), by splitting intervals at bin edges."""
+    bins = len(edges) - 1
+    width = edges[1] - edges[0]
+    first = np.clip(((starts - edges[0]) // width).astype(int), 0, bins - 1)
+    last = np.clip(((ends - edges[0]) // width).astype(int), 0, bins - 1)
+    same = first == last
+    busy = np.bincount(first[same], weights=(ends - starts)[same], minlength=bins).astype(float)
+    split = ~same
+    busy += np.bincount(first[split], weights=edges[first[split] + 1] - starts[split], minlength=bins)
+    busy += np.bincount(last[split], weights=ends[split] - edges[last[split]], minlength=bins)
+    full = np.bincount(first[split] + 1, minlength=bins + 1) - np.bincount(last[split], minlength=bins + 1)
+    return busy + np.cumsum(full)[:bins] * width
+
+
+def _phase_ranges(ranges: pd.DataFrame, most: int = 30) -> pd.DataFrame:
+    """The deepest NVTX nesting level with at most ``most`` ranges (e.g. iterations inside generate)."""
+    if ranges.empty:
+        return ranges
+    counts = ranges.groupby("level").size()
+    level = max((lv for lv, n in counts.items() if n <= most), default=int(counts.index.min()))
+    return ranges[ranges["level"] == level].sort_values(["proj_start_ns", "name"])
+
+
+def timeline(extract_dir: Path, fig: plt.Figure) -> None:
+    """GPU busy share over the capture per device, with NVTX phase ranges shaded."""
+    ax = fig.subplots()
+    span = _read(extract_dir, "kernels", ["start_ns", "end_ns"])
+    if span.empty:
+        return _no_data(ax, "No GPU kernels in this capture")
+    kernels = pq.ParquetFile(extract_dir / "kernels.parquet")
+    origin, end = int(span["start_ns"].min()), int(span["end_ns"].max())
+    edges = np.linspace(origin, max(end, origin + TIMELINE_BINS), TIMELINE_BINS + 1)
+    busy: dict[int, np.ndarray] = {}
+    for batch in kernels.iter_batches(columns=["device_id", "start_ns", "end_ns"], batch_size=1 << 20):
+        frame = batch.to_pandas()
+        for device, rows in frame.groupby("device_id"):
+            part = _busy_per_bin(rows["start_ns"].to_numpy(float), rows["end_ns"].to_numpy(float), edges)
+            busy[int(device)] = busy.get(int(device), 0) + part
+    centres_ms = ((edges[:-1] + edges[1:]) / 2 - origin) / 1e6
+    width = edges[1] - edges[0]
+    for device, values in sorted(busy.items()):
+        ax.plot(centres_ms, 100 * np.minimum(values / width, 1.0), label=f"GPU {device}", linewidth=1)
+    phases = _phase_ranges(_read(extract_dir, "nvtx_gpu", ["name", "level", "proj_start_ns", "proj_end_ns"]))
+    colours = sns.color_palette("pastel", max(len(phases), 1))
+    for i, row in enumerate(phases.itertuples(index=False)):
+        start_ms, end_ms = (row.proj_start_ns - origin) / 1e6, (row.proj_end_ns - origin) / 1e6
+        ax.axvspan(start_ms, end_ms, color=colours[i % len(colours)], alpha=0.4, lw=0)
+        ax.text(start_ms, 103, _label(str(row.name), 24), fontsize=8, va="bottom")
+    ax.set(xlabel="time since first kernel (ms)", ylabel="GPU busy (%)", ylim=(0, 112),
+           title="GPU kernel activity over the capture (NVTX ranges shaded)")
+    ax.legend(loc="lower right", fontsize=9)
+
+
+#: Every figure: name → drawing function and figure size (inches).
+FIGURES: dict[str, tuple[Callable[[Path, plt.Figure], None], tuple[float, float]]] = {
+    "top_kernels": (top_kernels, (11, 6)),
+    "kernel_categories": (kernel_categories, (8, 4.5)),
+    "cuda_api": (cuda_api, (9, 5.5)),
+    "memcpy": (memcpy, (10, 4)),
+    "timeline": (timeline, (12, 4.5)),
+}
+
+
+def draw_figures(extract_dir: str | Path, out: str | Path, *, force: bool = False) -> list[Path]:
+    """Draw every figure of one run from its extract folder into ``out`` (PNG and SVG).
+
+    Returns:
+        The files written, in a fixed order.
+    """
+    extract_dir = Path(extract_dir)
+    written = []
+    with staged_directory(Path(out), force) as stage, plt.rc_context(THEME):
+        for name, (draw, size) in FIGURES.items():
+            fig = plt.figure(figsize=size, layout="constrained")
+            try:
+                draw(extract_dir, fig)
+                for fmt in FORMATS:
+                    fig.savefig(stage / f"{name}.{fmt}", format=fmt, metadata=SAVE_METADATA[fmt])
+                    written.append(Path(out) / f"{name}.{fmt}")
+            finally:
+                plt.close(fig)
+    return written
