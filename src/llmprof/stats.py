@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 
+from .errors import ConfigError
 from .nvtx_projection import nvtx_gpu_projection_summary
 from .sqlite_io import (
     NVTX_DOMAIN_CREATE,
@@ -24,6 +26,7 @@ from .sqlite_io import (
     NVTX_RANGE_TYPES,
     NVTXT_PUSH_POP,
     Export,
+    open_export,
     sqlite_round,
 )
 
@@ -451,3 +454,48 @@ def _csv_field(text: str) -> str:
     if "," in text or "\n" in text:
         return '"' + text.replace('"', '""') + '"'
     return text
+
+
+def to_table_text(report: Report, frame: pd.DataFrame) -> str:
+    """The report as an aligned text table (numbers right-aligned), as nsys prints to a terminal."""
+    cells = [[_format_value(v, c.decimals) for v, c in zip(row, report.columns)] for row in frame.itertuples(index=False)]
+    widths = [max([len(c.header), *(len(r[i]) for r in cells)]) for i, c in enumerate(report.columns)]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(
+            v.ljust(w) if c.text else v.rjust(w) for v, w, c in zip(values, widths, report.columns)
+        ).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line([c.header for c in report.columns]), rule, *(line(r) for r in cells)]) + "\n"
+
+
+def select_reports(spec: str) -> list[Report]:
+    """Reports named in a comma-separated list ('all' for every one), in the order given."""
+    names = list(REPORTS) if spec.strip() == "all" else [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in REPORTS]
+    if unknown:
+        raise ConfigError(f"unknown report(s) {', '.join(unknown)}; choose from {', '.join(REPORTS)}")
+    return [REPORTS[n] for n in names]
+
+
+@dataclass(frozen=True)
+class ReportOutput:
+    """One report's result: its text, or why nsys would have skipped it."""
+
+    report: Report
+    text: str | None
+    skipped: str | None
+
+
+def run_reports(sqlite: str | Path, spec: str, fmt: str = "csv") -> list[ReportOutput]:
+    """Compute the named reports of one export and format them (``csv`` or ``table``)."""
+    render = to_csv_text if fmt == "csv" else to_table_text
+    results = []
+    with open_export(sqlite) as export:
+        for report in select_reports(spec):
+            try:
+                results.append(ReportOutput(report, render(report, report.run(export)), None))
+            except ReportSkipped as reason:
+                results.append(ReportOutput(report, None, str(reason)))
+    return results

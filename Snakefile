@@ -1,0 +1,30 @@
+# llmprof: Nsight Systems captures of LLM inference -> Parquet tables, figures and reports.
+# The study is config/config.yaml by default; `--configfile config/demo.yaml` runs the bundled demo.
+from snakemake.utils import min_version
+
+min_version("8.20")
+
+
+# A --configfile on the command line replaces the default study instead of merging into it.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+container: "docker://ghcr.io/llmprof/llmprof:0.1.0"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/export.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/figures.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        get_final_targets(),
+    default_target: True

@@ -1,0 +1,160 @@
+"""The ``llmprof`` command: one thin subcommand per stage over the library.
+
+Library errors become one ``Error: ...`` line and exit status 1 (a traceback
+only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .errors import InputError, LlmprofError
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("llmprof")
+
+
+def _setup_logging(log_file: Path | None, quiet: bool) -> None:
+    handlers: list[logging.Handler] = []
+    if not quiet:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
+
+
+def common_options(func: F) -> F:
+    """--force, --log, --quiet and --debug, spelled the same on every subcommand."""
+
+    @click.option("--force", is_flag=True, help="Replace the output if it exists.")
+    @click.option("--log", "log_file", type=click.Path(path_type=Path), help="Also write the log to this file.")
+    @click.option("--quiet", is_flag=True, help="Log nothing to the terminal.")
+    @click.option("--debug", is_flag=True, help="Show a traceback on errors.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, log_file: Path | None, quiet: bool, debug: bool, **kwargs: Any) -> Any:
+        _setup_logging(log_file, quiet)
+        try:
+            return func(*args, **kwargs)
+        except LlmprofError as exc:
+            if debug:
+                raise
+            log.error("%s", exc)
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def out_option(help_text: str, required: bool = True) -> Callable[[F], F]:
+    return click.option("-o", "--out", type=click.Path(path_type=Path), required=required, help=help_text)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="llmprof")
+def main() -> None:
+    """Profile LLM inference on NVIDIA GPUs: Nsight Systems captures to tables, figures and reports."""
+
+
+@main.command()
+@click.argument("sqlite", type=click.Path(path_type=Path))
+@click.option("-r", "--report", "reports", default="cuda_gpu_kern_sum,cuda_api_sum,cuda_gpu_mem_time_sum,"
+              "cuda_gpu_mem_size_sum,nvtx_sum,osrt_sum", show_default=True,
+              help="Comma-separated reports (as for nsys stats -r); 'all' for every report.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "table"]), default="table", show_default=True,
+              help="csv prints what `nsys stats --format csv --timeunit ns` prints.")
+@out_option("Write PREFIX_<report>.csv (or .txt) instead of printing.", required=False)
+@common_options
+def stats(sqlite: Path, reports: str, fmt: str, out: Path | None, force: bool) -> None:
+    """nsys stats without nsys: summary reports of an SQLite export.
+
+    A report whose data is absent is announced as SKIPPED (as nsys does) and is not an error.
+    """
+    from .stats import run_reports
+
+    for result in run_reports(sqlite, reports, fmt):
+        name = result.report.name
+        if result.text is None:
+            click.echo(f"SKIPPED: {result.skipped}", err=True)
+        if out is None:
+            if result.text is not None:
+                click.echo(f"\n ** {name}:\n" if fmt == "table" else "", nl=False)
+                click.echo(result.text, nl=False)
+            continue
+        path = Path(f"{out}_{name}.{'csv' if fmt == 'csv' else 'txt'}")
+        if path.exists() and not force:
+            raise InputError(f"{path}: already exists; pass --force to replace it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(result.text or "")
+        log.info("wrote %s", path)
+
+
+@main.command()
+@click.argument("report", type=click.Path(path_type=Path))
+@out_option("The .sqlite file to write.")
+@click.option("--nsys", default="nsys", show_default=True, help="The nsys executable.")
+@common_options
+def export(report: Path, out: Path, nsys: str, force: bool) -> None:
+    """Convert an .nsys-rep report to SQLite (needs nsys)."""
+    from .export import export_sqlite
+
+    export_sqlite(report, out, nsys=nsys, force=force)
+
+
+@main.command()
+@click.argument("sqlite", type=click.Path(path_type=Path))
+@out_option("The folder to write the Parquet tables and metrics.json into.")
+@click.option("--category", "categories", multiple=True, metavar="NAME=REGEX",
+              help="Kernel category pattern, repeatable; when given, these replace the default patterns (in order).")
+@common_options
+def extract(sqlite: Path, out: Path, categories: tuple[str, ...], force: bool) -> None:
+    """Extract typed Parquet tables, nsys-equal summaries and metrics from an SQLite export."""
+    from .extract import extract as run_extract
+
+    patterns = None
+    if categories:
+        patterns = {}
+        for item in categories:
+            name, sep, pattern = item.partition("=")
+            if not sep:
+                raise click.BadParameter(f"{item!r}: expected NAME=REGEX", param_hint="--category")
+            patterns[name] = pattern
+    metrics = run_extract(sqlite, out, categories=patterns, force=force, progress=sys.stderr.isatty())
+    log.info("%s: %s", out, ", ".join(f"{k} {v}" for k, v in metrics["tables"].items()))  # type: ignore[union-attr]
+
+
+@main.command()
+@click.argument("extract_dir", type=click.Path(path_type=Path))
+@out_option("The folder to write the figures into (PNG and SVG).")
+@common_options
+def figures(extract_dir: Path, out: Path, force: bool) -> None:
+    """Draw the figures of one run from its extract folder."""
+    from .figures import draw_figures
+
+    for path in draw_figures(extract_dir, out, force=force):
+        log.info("wrote %s", path)
+
+
+@main.command()
+@click.argument("extract_dir", type=click.Path(path_type=Path))
+@out_option("The folder to write report.md, report.html and findings.json into.")
+@click.option("--figures", "figures_dir", type=click.Path(path_type=Path), help="The run's figures folder to embed.")
+@click.option("--run", "run_name", help="The run's name in the title (default: the extract folder's parent).")
+@common_options
+def report(extract_dir: Path, out: Path, figures_dir: Path | None, run_name: str | None, force: bool) -> None:
+    """Write the Markdown and HTML report, with findings, of one run."""
+    from .report import write_report
+
+    for finding in write_report(extract_dir, out, run=run_name, figures_dir=figures_dir, force=force):
+        log.info("finding: %s", finding.title)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,13 @@
+rule export_sqlite:
+    input:
+        get_capture,
+    output:
+        "results/{run}/export/profile.sqlite",
+    log:
+        "logs/{run}/export_sqlite.log",
+    benchmark:
+        "results/{run}/benchmarks/export_sqlite.tsv"
+    params:
+        nsys=lookup(dpath="nsys/executable", within=config, default="nsys"),
+    shell:
+        "llmprof export {input} -o {output} --nsys {params.nsys} --force --log {log}"
