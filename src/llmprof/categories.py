@@ -28,13 +28,15 @@ CATEGORY_ORDER = (
 
 #: Default patterns, tested in this order.
 DEFAULT_PATTERNS: dict[str, str] = {
-    "communication": r"nccl|all_?reduce|all_?gather|reduce_?scatter|all_?to_?all|cross_device_reduce|custom_ar|broadcast",
+    "communication": r"nccl|all_?reduce|all_?gather|reduce_?scatter|all_?to_?all|cross_device_reduce|custom_ar"
+    r"|broadcast",
     "attention": r"flash|fmha|attn|attention|mha_|paged_?attention|reshape_and_cache|rotary|rope_|softmax|xformers",
     "gemm": r"gemm|gemv|nvjet|xmma|wgmma|hmma|matmul|cublas|cutlass|splitk|scudnn|cudnn|conv|winograd|fft",
     "normalization": r"norm",
     "activation": r"silu|gelu|relu|act_and_mul|swiglu|sigmoid|tanh|swish|mish|elu_",
     "memory": r"copy|memcpy|memset|fill|gather|scatter|index|cat_|concat|transpose|permute|pad|arange|zero",
-    "elementwise/fused": r"elementwise|triton_|fused|reduce|vectorized|unrolled|pointwise|add_|_add|mul_|_mul|multiply|subtract|sum_|mean",
+    "elementwise/fused": r"elementwise|triton_|fused|reduce|vectorized|unrolled|pointwise"
+    r"|add_|_add|mul_|_mul|multiply|subtract|sum_|mean",
 }
 
 #: CUDA API kinds, tested in this order against the API name.
@@ -107,9 +109,7 @@ def kernel_classifier(patterns: Mapping[str, str] | None = None) -> Classifier:
     chosen = dict(DEFAULT_PATTERNS if patterns is None else patterns)
     unknown = set(chosen) - set(CATEGORY_ORDER)
     if unknown:
-        raise ConfigError(
-            f"unknown kernel categories {sorted(unknown)}; choose from {', '.join(CATEGORY_ORDER)}"
-        )
+        raise ConfigError(f"unknown kernel categories {sorted(unknown)}; choose from {', '.join(CATEGORY_ORDER)}")
     return Classifier.from_patterns(chosen)
 
 

@@ -23,13 +23,21 @@ log = logging.getLogger("llmprof")
 
 
 def _setup_logging(log_file: Path | None, quiet: bool) -> None:
-    handlers: list[logging.Handler] = []
+    handlers: list[logging.Handler] = [logging.NullHandler()]
     if not quiet:
         handlers.append(logging.StreamHandler(sys.stderr))
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="w"))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
+
+
+def _record_in_log_file(message: str) -> None:
+    """Put the error in the --log file too (the terminal gets click's single Error: line)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def common_options(func: F) -> F:
@@ -47,7 +55,7 @@ def common_options(func: F) -> F:
         except LlmprofError as exc:
             if debug:
                 raise
-            log.error("%s", exc)
+            _record_in_log_file(str(exc))
             raise click.ClickException(str(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
@@ -65,11 +73,22 @@ def main() -> None:
 
 @main.command()
 @click.argument("sqlite", type=click.Path(path_type=Path))
-@click.option("-r", "--report", "reports", default="cuda_gpu_kern_sum,cuda_api_sum,cuda_gpu_mem_time_sum,"
-              "cuda_gpu_mem_size_sum,nvtx_sum,osrt_sum", show_default=True,
-              help="Comma-separated reports (as for nsys stats -r); 'all' for every report.")
-@click.option("--format", "fmt", type=click.Choice(["csv", "table"]), default="table", show_default=True,
-              help="csv prints what `nsys stats --format csv --timeunit ns` prints.")
+@click.option(
+    "-r",
+    "--report",
+    "reports",
+    default="cuda_gpu_kern_sum,cuda_api_sum,cuda_gpu_mem_time_sum,cuda_gpu_mem_size_sum,nvtx_sum,osrt_sum",
+    show_default=True,
+    help="Comma-separated reports (as for nsys stats -r); 'all' for every report.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "table"]),
+    default="table",
+    show_default=True,
+    help="csv prints what `nsys stats --format csv --timeunit ns` prints.",
+)
 @out_option("Write PREFIX_<report>.csv (or .txt) instead of printing.", required=False)
 @common_options
 def stats(sqlite: Path, reports: str, fmt: str, out: Path | None, force: bool) -> None:
@@ -111,8 +130,13 @@ def export(report: Path, out: Path, nsys: str, force: bool) -> None:
 @main.command()
 @click.argument("sqlite", type=click.Path(path_type=Path))
 @out_option("The folder to write the Parquet tables and metrics.json into.")
-@click.option("--category", "categories", multiple=True, metavar="NAME=REGEX",
-              help="Kernel category pattern, repeatable; when given, these replace the default patterns (in order).")
+@click.option(
+    "--category",
+    "categories",
+    multiple=True,
+    metavar="NAME=REGEX",
+    help="Kernel category pattern, repeatable; when given, these replace the default patterns (in order).",
+)
 @common_options
 def extract(sqlite: Path, out: Path, categories: tuple[str, ...], force: bool) -> None:
     """Extract typed Parquet tables, nsys-equal summaries and metrics from an SQLite export."""

@@ -82,7 +82,7 @@ def _tid(column: str) -> str:
 def _gpu_columns(export: Export, table: str) -> str:
     return (
         f"t.deviceId, {_col(export, table, 'contextId')}, {_col(export, table, 'streamId')}, "
-        f"t.correlationId, {_pid('t.globalPid')}, t.start, t.\"end\", t.\"end\" - t.start"
+        f't.correlationId, {_pid("t.globalPid")}, t.start, t."end", t."end" - t.start'
     )
 
 
@@ -185,8 +185,14 @@ def _processes_sql(export: Export) -> str | None:
         join = "LEFT JOIN PROCESSES p ON p.globalPid = seen.gpid"
     else:  # nsys 2020: the main thread's name stands for the process
         name = "s.value"
-        join = (f"LEFT JOIN ThreadNames th ON th.globalTid = seen.gpid + {_pid('seen.gpid')} "
-                "LEFT JOIN StringIds s ON s.id = th.nameId") if export.has("ThreadNames", "nameId") else ""
+        join = (
+            (
+                f"LEFT JOIN ThreadNames th ON th.globalTid = seen.gpid + {_pid('seen.gpid')} "
+                "LEFT JOIN StringIds s ON s.id = th.nameId"
+            )
+            if export.has("ThreadNames", "nameId")
+            else ""
+        )
         name = name if join else "NULL"
     return f"SELECT DISTINCT {_pid('seen.gpid')}, {name} FROM ({seen}) seen {join} ORDER BY 1, 2"
 
@@ -198,6 +204,7 @@ class TableReader:
     name: str
     source: str | None
     query: Callable[[Export], str | None]
+    required: tuple[str, ...] = ()
     derive: Callable[[dict[str, list[object]], Classifier], None] | None = None
 
 
@@ -209,21 +216,25 @@ def _derive_api_kind(columns: dict[str, list[object]], classifier: Classifier) -
     columns["kind"] = API_KIND.map(columns["name"])  # type: ignore[arg-type]
 
 
+_SPAN = ("start", "end")
+_GPU_KEYS = (*_SPAN, "deviceId", "correlationId", "globalPid")
 READERS = (
-    TableReader("kernels", KERNEL, _kernels_sql, _derive_kernel_category),
-    TableReader("cuda_api", RUNTIME, _cuda_api_sql, _derive_api_kind),
-    TableReader("memcpy", MEMCPY, _memcpy_sql),
-    TableReader("memset", MEMSET, _memset_sql),
-    TableReader("sync", SYNC, _sync_sql),
-    TableReader("nvtx", "NVTX_EVENTS", _nvtx_sql),
-    TableReader("osrt", OSRT, _osrt_sql),
-    TableReader("gpus", "TARGET_INFO_GPU", _gpus_sql),
+    TableReader("kernels", KERNEL, _kernels_sql, (*_GPU_KEYS, "shortName"), _derive_kernel_category),
+    TableReader("cuda_api", RUNTIME, _cuda_api_sql, (*_SPAN, "globalTid", "correlationId", "nameId"), _derive_api_kind),
+    TableReader("memcpy", MEMCPY, _memcpy_sql, (*_GPU_KEYS, "bytes", "copyKind")),
+    TableReader("memset", MEMSET, _memset_sql, (*_GPU_KEYS, "bytes")),
+    TableReader("sync", SYNC, _sync_sql, _GPU_KEYS),
+    TableReader("nvtx", "NVTX_EVENTS", _nvtx_sql, (*_SPAN, "eventType", "globalTid")),
+    TableReader("osrt", OSRT, _osrt_sql, (*_SPAN, "globalTid", "nameId")),
+    TableReader("gpus", "TARGET_INFO_GPU", _gpus_sql, ("name",)),
     TableReader("processes", None, _processes_sql),
 )
 
 
 def _write_events(export: Export, reader: TableReader, path: Path, classifier: Classifier, progress: bool) -> int:
     schema = tables.EVENT_TABLES[reader.name]
+    if reader.source is not None and reader.source in export.columns:
+        export.require(reader.source, *reader.required)
     sink = ParquetSink(path, schema)
     try:
         sql = None
@@ -255,10 +266,12 @@ def _write_nvtx_gpu(export: Export, path: Path) -> int:
         write_table(path, tables.NVTX_GPU.empty_table())
         return 0
     global_tid = projected["global_tid"].to_numpy(dtype="int64")
-    projected = projected.assign(
-        pid=(global_tid >> 24) & PID_MASK, tid=global_tid & PID_MASK
-    ).sort_values(["start_ns", "pid", "tid", "name"], kind="stable")
-    write_table(path, pa.Table.from_pandas(projected[tables.NVTX_GPU.names], schema=tables.NVTX_GPU, preserve_index=False))
+    projected = projected.assign(pid=(global_tid >> 24) & PID_MASK, tid=global_tid & PID_MASK).sort_values(
+        ["start_ns", "pid", "tid", "name"], kind="stable"
+    )
+    write_table(
+        path, pa.Table.from_pandas(projected[tables.NVTX_GPU.names], schema=tables.NVTX_GPU, preserve_index=False)
+    )
     return len(projected)
 
 
@@ -286,7 +299,9 @@ def extract(
     with open_export(sqlite) as export, staged_directory(Path(out), force) as stage:
         row_counts: dict[str, int] = {}
         for reader in READERS:
-            row_counts[reader.name] = _write_events(export, reader, stage / f"{reader.name}.parquet", classifier, progress)
+            row_counts[reader.name] = _write_events(
+                export, reader, stage / f"{reader.name}.parquet", classifier, progress
+            )
         row_counts["nvtx_gpu"] = _write_nvtx_gpu(export, stage / "nvtx_gpu.parquet")
         skipped: dict[str, str] = {}
         for name, report in REPORTS.items():

@@ -67,8 +67,10 @@ def top_kernels(extract_dir: Path, fig: plt.Figure) -> None:
         return _no_data(ax, "No GPU kernels in this capture")
     total = kernels["duration_ns"].sum()
     top = (
-        kernels.groupby(["name", "short_name", "category"], as_index=False)["duration_ns"].sum()
-        .sort_values(["duration_ns", "name"], ascending=[False, True]).head(TOP_N)
+        kernels.groupby(["name", "short_name", "category"], as_index=False)["duration_ns"]
+        .sum()
+        .sort_values(["duration_ns", "name"], ascending=[False, True])
+        .head(TOP_N)
     )
     labels = [_label(kernel_label(n, s)) for n, s in zip(top["name"], top["short_name"])]
     top = top.assign(share=100 * top["duration_ns"] / total, label=labels)
@@ -87,8 +89,14 @@ def kernel_categories(extract_dir: Path, fig: plt.Figure) -> None:
     frame = pd.DataFrame({"category": CATEGORY_ORDER, "share": 100 * shares.to_numpy() / shares.sum()})
     sns.barplot(frame, x="share", y="category", hue="category", palette=PALETTE, legend=False, ax=ax)
     for patch, value in zip(ax.patches, frame["share"]):
-        ax.annotate(f"{value:.1f}%", (patch.get_width(), patch.get_y() + patch.get_height() / 2),
-                    xytext=(3, 0), textcoords="offset points", va="center", fontsize=9)
+        ax.annotate(
+            f"{value:.1f}%",
+            (patch.get_width(), patch.get_y() + patch.get_height() / 2),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=9,
+        )
     ax.set(xlabel="share of GPU kernel time (%)", ylabel="", title="GPU time by kernel category")
 
 
@@ -110,9 +118,11 @@ def memcpy(extract_dir: Path, fig: plt.Figure) -> None:
     if copies.empty:
         _no_data(left, "No memory copies")
         return _no_data(right, "in this capture")
-    by_direction = copies.groupby("direction", as_index=False).agg(
-        megabytes=("size_bytes", lambda b: b.sum() / 1e6), time_ms=("duration_ns", lambda d: d.sum() / 1e6)
-    ).sort_values("direction")
+    by_direction = (
+        copies.groupby("direction", as_index=False)
+        .agg(megabytes=("size_bytes", lambda b: b.sum() / 1e6), time_ms=("duration_ns", lambda d: d.sum() / 1e6))
+        .sort_values("direction")
+    )
     sns.barplot(by_direction, x="direction", y="megabytes", color=sns.color_palette("tab10")[1], ax=left)
     left.set(xlabel="", ylabel="MB copied", title="Bytes by direction")
     sns.barplot(by_direction, x="direction", y="time_ms", color=sns.color_palette("tab10")[2], ax=right)
@@ -168,8 +178,12 @@ def timeline(extract_dir: Path, fig: plt.Figure) -> None:
         start_ms, end_ms = (row.proj_start_ns - origin) / 1e6, (row.proj_end_ns - origin) / 1e6
         ax.axvspan(start_ms, end_ms, color=colours[i % len(colours)], alpha=0.4, lw=0)
         ax.text(start_ms, 103, _label(str(row.name), 24), fontsize=8, va="bottom")
-    ax.set(xlabel="time since first kernel (ms)", ylabel="GPU busy (%)", ylim=(0, 112),
-           title="GPU kernel activity over the capture (NVTX ranges shaded)")
+    ax.set(
+        xlabel="time since first kernel (ms)",
+        ylabel="GPU busy (%)",
+        ylim=(0, 112),
+        title="GPU kernel activity over the capture (NVTX ranges shaded)",
+    )
     ax.legend(loc="lower right", fontsize=9)
 
 

@@ -69,7 +69,9 @@ def _no_gpu_work(m: dict[str, Any]) -> Finding | None:
         return None
     api = m["cuda_api"]["count"]
     return Finding(
-        "no_gpu_work", "warning", "No GPU work captured",
+        "no_gpu_work",
+        "warning",
+        "No GPU work captured",
         f"0 kernels, 0 copies and 0 memsets in the export; {api:,} CUDA API calls were traced on the host.",
         "Check that the capture range started where the work runs (cudaProfilerStart reached with "
         "--capture-range=cudaProfilerApi), that --trace includes cuda, and that GPU activity can be traced "
@@ -81,7 +83,9 @@ def _nvtx_absent(m: dict[str, Any]) -> Finding | None:
     if m["nvtx"]["range_count"]:
         return None
     return Finding(
-        "nvtx_absent", "warning", "NVTX ranges absent",
+        "nvtx_absent",
+        "warning",
+        "NVTX ranges absent",
         "The export holds no NVTX push/pop or start/end ranges, so GPU time cannot be attributed to phases.",
         "Wrap warmup, generate and each iteration in NVTX ranges (the `nvtx` package or torch.cuda.nvtx.range) "
         "and trace with --trace=cuda,nvtx.",
@@ -99,7 +103,9 @@ def _setup_in_capture(m: dict[str, Any]) -> Finding | None:
     if alloc >= SETUP_ALLOC_SHARE:
         evidence.append(f"allocation calls take {_pct(alloc)} of CUDA API time")
     return Finding(
-        "setup_in_capture", "warning", f"Capture includes setup ({'; '.join(evidence)})",
+        "setup_in_capture",
+        "warning",
+        f"Capture includes setup ({'; '.join(evidence)})",
         "Weight loading and allocation show up as large host-to-device copies and cudaMalloc time; "
         "they distort steady-state numbers.",
         "Start the capture after loading and warmup: nsys --capture-range=cudaProfilerApi with "
@@ -113,7 +119,9 @@ def _host_sync(m: dict[str, Any]) -> Finding | None:
         return None
     sync = m["cuda_api"]["kinds"]["sync"]
     return Finding(
-        "host_blocked_in_sync", "warning", f"Host blocked in synchronization {_pct(share)} of CUDA API time",
+        "host_blocked_in_sync",
+        "warning",
+        f"Host blocked in synchronization {_pct(share)} of CUDA API time",
         f"{sync['count']:,} synchronizing calls (stream/event/device synchronize, waits) took {_ms(sync['time_ns'])} "
         f"of {_ms(m['cuda_api']['time_ns'])} in CUDA calls.",
         "Find the syncs in the loop (.item(), .cpu(), .tolist(), torch.cuda.synchronize) and remove or defer them; "
@@ -127,7 +135,9 @@ def _threads_waiting(m: dict[str, Any]) -> Finding | None:
         return None
     top = ", ".join(f"{t['name']} {_ms(t['time_ns'])}" for t in m["osrt"]["top"][:3])
     return Finding(
-        "cpu_threads_waiting", "info", f"CPU threads mostly waiting: {_pct(share)} of OS runtime time in waits",
+        "cpu_threads_waiting",
+        "info",
+        f"CPU threads mostly waiting: {_pct(share)} of OS runtime time in waits",
         f"Largest OS runtime calls: {top}.",
         "Helper threads idling in poll/condition waits is normal; if the GPU is also idle, the main thread is "
         "the bottleneck: profile it with --sample=cpu to see where it spends its time.",
@@ -140,17 +150,25 @@ def _dominant_family(m: dict[str, Any]) -> Finding | None:
         return None
     top = max(categories, key=lambda c: (c["share"], c["category"]))
     tensor = m["kernels"]["tensor_core_share_of_gemm"]
-    detail = f" ({_pct(tensor)} of GEMM time in tensor-core kernels)" if top["category"] == "gemm" and tensor is not None else ""
+    detail = (
+        f" ({_pct(tensor)} of GEMM time in tensor-core kernels)"
+        if top["category"] == "gemm" and tensor is not None
+        else ""
+    )
     kernel = next((k for k in m["kernels"]["top"] if k["category"] == top["category"]), None)
-    evidence = f"{top['count']:,} {top['category']} kernels ran for {_ms(top['time_ns'])} of {_ms(m['kernels']['time_ns'])}"
+    evidence = (
+        f"{top['count']:,} {top['category']} kernels ran for {_ms(top['time_ns'])} of {_ms(m['kernels']['time_ns'])}"
+    )
     if kernel is not None:
         evidence += f"; the largest is {kernel['short_name']} ({_pct(kernel['share'])})."
     severity = "warning" if top["share"] >= DOMINANT_SHARE else "info"
     return Finding(
-        "dominant_kernel_family", severity,
+        "dominant_kernel_family",
+        severity,
         f"{top['category'].upper() if top['category'] == 'gemm' else top['category'].capitalize()} kernels "
         f"{_pct(top['share'])} of GPU time{detail}",
-        evidence, NEXT_FOR_FAMILY[top["category"]],
+        evidence,
+        NEXT_FOR_FAMILY[top["category"]],
     )
 
 
@@ -161,7 +179,9 @@ def _gpu_idle(m: dict[str, Any]) -> Finding | None:
     gaps = [g for d in activity["devices"] for g in d["largest_gaps"]]
     largest = max((g["duration_ns"] for g in gaps), default=0)
     return Finding(
-        "gpu_idle", "warning", f"GPU idle {_pct(activity['idle_fraction'])} of the capture window",
+        "gpu_idle",
+        "warning",
+        f"GPU idle {_pct(activity['idle_fraction'])} of the capture window",
         f"GPU busy {_ms(activity['busy_ns'])} of a {_ms(m['capture_window']['duration_ns'])} window; "
         f"largest gap between GPU operations {_ms(largest)}.",
         "The GPU waits on the host: raise the batch size or concurrency, capture decode steps in CUDA graphs, "
@@ -174,14 +194,24 @@ def _short_kernels(m: dict[str, Any]) -> Finding | None:
     if mean is None or count < SHORT_KERNEL_MIN_COUNT or mean >= SHORT_KERNEL_NS:
         return None
     return Finding(
-        "short_kernels", "info", f"Many short kernels: mean {mean / 1e3:.1f} µs over {count:,} kernels",
+        "short_kernels",
+        "info",
+        f"Many short kernels: mean {mean / 1e3:.1f} µs over {count:,} kernels",
         "Kernels this short are dominated by launch overhead unless launched from CUDA graphs.",
         "Fuse small kernels (torch.compile) and keep CUDA graphs enabled (avoid enforce_eager).",
     )
 
 
-RULES = (_no_gpu_work, _nvtx_absent, _setup_in_capture, _host_sync, _gpu_idle, _dominant_family,
-         _short_kernels, _threads_waiting)
+RULES = (
+    _no_gpu_work,
+    _nvtx_absent,
+    _setup_in_capture,
+    _host_sync,
+    _gpu_idle,
+    _dominant_family,
+    _short_kernels,
+    _threads_waiting,
+)
 
 
 def findings(metrics: dict[str, Any]) -> list[Finding]:

@@ -34,8 +34,11 @@ def grouped_sums(path: Path, keys: Sequence[str], values: Sequence[str]) -> pd.D
     for batch in parquet.iter_batches(columns=[*keys, *values], batch_size=1 << 20):
         table = batch.to_pandas() if batch.num_rows else None
         if table is not None:
-            parts.append(table.groupby(list(keys), dropna=False).agg(
-                count=(values[0], "size"), **{v: (v, "sum") for v in values}))
+            parts.append(
+                table.groupby(list(keys), dropna=False).agg(
+                    count=(values[0], "size"), **{v: (v, "sum") for v in values}
+                )
+            )
     if not parts:
         return pd.DataFrame(columns=[*keys, "count", *values])
     return pd.concat(parts).groupby(level=list(range(len(keys))), dropna=False).sum().reset_index()
@@ -149,10 +152,20 @@ def kernel_metrics(stage: Path, classifier: Classifier) -> dict[str, Any]:
     by_category = per_name.groupby("category")[["duration_ns", "count"]].sum() if total else None
     categories = []
     for category in CATEGORY_ORDER:
-        time_ns = int(by_category.loc[category, "duration_ns"]) if by_category is not None and category in by_category.index else 0
-        count = int(by_category.loc[category, "count"]) if by_category is not None and category in by_category.index else 0
-        categories.append({"category": category, "time_ns": time_ns, "count": count, "share": time_ns / total if total else 0.0})
-    per_name = per_name.assign(tensor_core=[bool(TENSOR_CORE.search(f"{n} {s}")) for n, s in zip(per_name["name"], per_name["short_name"])])
+        time_ns = (
+            int(by_category.loc[category, "duration_ns"])
+            if by_category is not None and category in by_category.index
+            else 0
+        )
+        count = (
+            int(by_category.loc[category, "count"]) if by_category is not None and category in by_category.index else 0
+        )
+        categories.append(
+            {"category": category, "time_ns": time_ns, "count": count, "share": time_ns / total if total else 0.0}
+        )
+    per_name = per_name.assign(
+        tensor_core=[bool(TENSOR_CORE.search(f"{n} {s}")) for n, s in zip(per_name["name"], per_name["short_name"])]
+    )
     gemm = per_name[per_name["category"] == "gemm"]
     gemm_ns = int(gemm["duration_ns"].sum())
     top = per_name.sort_values(["duration_ns", "name"], ascending=[False, True]).head(TOP_KERNELS)
@@ -162,7 +175,9 @@ def kernel_metrics(stage: Path, classifier: Classifier) -> dict[str, Any]:
         "time_ns": total,
         "mean_duration_ns": total / count if count else None,
         "categories": categories,
-        "tensor_core_share_of_gemm": int(gemm.loc[gemm["tensor_core"], "duration_ns"].sum()) / gemm_ns if gemm_ns else None,
+        "tensor_core_share_of_gemm": int(gemm.loc[gemm["tensor_core"], "duration_ns"].sum()) / gemm_ns
+        if gemm_ns
+        else None,
         "top": [
             {
                 "name": row.name,
@@ -215,8 +230,10 @@ def nvtx_metrics(stage: Path) -> dict[str, Any]:
     projected = pq.read_table(stage / "nvtx_gpu.parquet").to_pandas()
     gpu = (
         projected.assign(proj_ns=projected["proj_end_ns"] - projected["proj_start_ns"])
-        .groupby(["name", "style"])[["proj_ns", "gpu_time_ns", "gpu_ops"]].sum()
-        if len(projected) else None
+        .groupby(["name", "style"])[["proj_ns", "gpu_time_ns", "gpu_ops"]]
+        .sum()
+        if len(projected)
+        else None
     )
     rows = []
     for row in ranges.sort_values(["duration_ns", "name"], ascending=[False, True]).itertuples(index=False):
@@ -240,13 +257,19 @@ def osrt_metrics(stage: Path) -> dict[str, Any]:
     """OS runtime time and the share of it spent waiting (poll, futex, condition waits, ...)."""
     per_name = grouped_sums(stage / "osrt.parquet", ["name"], ["duration_ns"])
     total = int(per_name["duration_ns"].sum()) if len(per_name) else 0
-    waiting = int(per_name.loc[[bool(WAITING_OSRT.search(str(n))) for n in per_name["name"]], "duration_ns"].sum()) if total else 0
+    waiting = (
+        int(per_name.loc[[bool(WAITING_OSRT.search(str(n))) for n in per_name["name"]], "duration_ns"].sum())
+        if total
+        else 0
+    )
     top = per_name.sort_values(["duration_ns", "name"], ascending=[False, True]).head(5)
     return {
         "count": int(per_name["count"].sum()) if len(per_name) else 0,
         "time_ns": total,
         "waiting_share": waiting / total if total else None,
-        "top": [{"name": r.name, "time_ns": int(r.duration_ns), "count": int(r.count)} for r in top.itertuples(index=False)],
+        "top": [
+            {"name": r.name, "time_ns": int(r.duration_ns), "count": int(r.count)} for r in top.itertuples(index=False)
+        ],
     }
 
 

@@ -17,8 +17,18 @@ from .sqlite_io import Export, sqlite_round
 GPU_OP_TABLES = ("CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_MEMCPY", "CUPTI_ACTIVITY_KIND_MEMSET")
 RUNTIME = "CUPTI_ACTIVITY_KIND_RUNTIME"
 PROJECTED_COLUMNS = [
-    "name", "style", "global_tid", "start_ns", "end_ns", "proj_start_ns", "proj_end_ns",
-    "cuda_calls", "gpu_ops", "gpu_time_ns", "level", "children",
+    "name",
+    "style",
+    "global_tid",
+    "start_ns",
+    "end_ns",
+    "proj_start_ns",
+    "proj_end_ns",
+    "cuda_calls",
+    "gpu_ops",
+    "gpu_time_ns",
+    "level",
+    "children",
 ]
 
 

@@ -61,9 +61,7 @@ class ParquetSink:
         self._writer = pq.ParquetWriter(str(path), schema, **PARQUET_OPTIONS)
 
     def write(self, columns: dict[str, Any]) -> None:
-        batch = pa.RecordBatch.from_pydict(
-            {f.name: columns[f.name] for f in self.schema}, schema=self.schema
-        )
+        batch = pa.RecordBatch.from_pydict({f.name: columns[f.name] for f in self.schema}, schema=self.schema)
         self.rows += batch.num_rows
         self._writer.write_batch(batch)
 

@@ -111,7 +111,13 @@ def _finding_blocks(found: list[Finding]) -> list[Block]:
 
 def _top_kernels(m: dict[str, Any]) -> Table:
     rows = tuple(
-        (kernel_label(k["name"], k["short_name"]), k["category"], f"{k['count']:,}", _ms(k["time_ns"]), _pct(k["share"]))
+        (
+            kernel_label(k["name"], k["short_name"]),
+            k["category"],
+            f"{k['count']:,}",
+            _ms(k["time_ns"]),
+            _pct(k["share"]),
+        )
         for k in m["kernels"]["top"]
     )
     return Table(("Kernel", "Category", "Instances", "GPU time", "Share"), rows)
@@ -119,8 +125,15 @@ def _top_kernels(m: dict[str, Any]) -> Table:
 
 def _nvtx_table(m: dict[str, Any]) -> Table:
     rows = tuple(
-        (r["name"], r["style"], f"{r['instances']:,}", _ms(r["range_ns"]), _ms(r["gpu_projected_ns"]),
-         _ms(r["gpu_time_ns"]), f"{r['gpu_ops']:,}")
+        (
+            r["name"],
+            r["style"],
+            f"{r['instances']:,}",
+            _ms(r["range_ns"]),
+            _ms(r["gpu_projected_ns"]),
+            _ms(r["gpu_time_ns"]),
+            f"{r['gpu_ops']:,}",
+        )
         for r in m["nvtx"]["ranges"][:20]
     )
     return Table(("Range", "Style", "Instances", "Range time", "GPU projected", "GPU kernel time", "GPU ops"), rows)
@@ -132,7 +145,8 @@ def build_report(run: str, m: dict[str, Any], found: list[Finding], figure_dir: 
     blocks: list[Block] = [
         Heading(f"llmprof report: {run}", 1),
         Paragraph(
-            f"Capture `{source['file']}` (Nsight Systems {source['nsys_version'] or 'before 2021.1: version not recorded'}, "
+            f"Capture `{source['file']}` "
+            f"(Nsight Systems {source['nsys_version'] or 'version not recorded in this export'}, "
             f"export schema {source['export_schema_version'] or 'n/a'})."
         ),
         Heading("Headline numbers"),
@@ -144,7 +158,10 @@ def build_report(run: str, m: dict[str, Any], found: list[Finding], figure_dir: 
         blocks.append(Heading("Figures"))
         blocks += [Figure(f"{figure_dir}/{name}.png", FIGURE_TITLES.get(name, name)) for name in FIGURES]
     blocks += [Heading("Top kernels"), _top_kernels(m) if m["kernels"]["top"] else Paragraph("No kernels.")]
-    blocks += [Heading("NVTX ranges and their GPU work"), _nvtx_table(m) if m["nvtx"]["ranges"] else Paragraph("No NVTX ranges.")]
+    blocks += [
+        Heading("NVTX ranges and their GPU work"),
+        _nvtx_table(m) if m["nvtx"]["ranges"] else Paragraph("No NVTX ranges."),
+    ]
     if m.get("skipped_summaries"):
         blocks.append(Heading("Summaries without data"))
         blocks += [Paragraph(f"`{name}`: {why}") for name, why in sorted(m["skipped_summaries"].items())]

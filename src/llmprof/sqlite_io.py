@@ -101,8 +101,7 @@ class Export:
         missing = [c for c in cols if c not in self.columns[table]]
         if missing:
             raise SchemaError(
-                f"{self.path}: table {table} lacks column(s) {', '.join(missing)}: "
-                "export it again with a newer nsys"
+                f"{self.path}: table {table} lacks column(s) {', '.join(missing)}: export it again with a newer nsys"
             )
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -110,7 +109,15 @@ class Export:
         try:
             return self.connection.execute(sql, params).fetchall()
         except sqlite3.DatabaseError as exc:
-            raise InputError(f"{self.path}: cannot be read ({exc}); the file is corrupt") from exc
+            raise self._read_error(exc) from exc
+
+    def _read_error(self, exc: sqlite3.DatabaseError) -> InputError:
+        """A missing table or column is a schema problem; anything else is a damaged file."""
+        if isinstance(exc, sqlite3.OperationalError) and ("no such column" in str(exc) or "no such table" in str(exc)):
+            return SchemaError(
+                f"{self.path}: {exc}: this export lacks data llmprof needs; export it again with a newer nsys"
+            )
+        return InputError(f"{self.path}: cannot be read ({exc}); the file is corrupt or truncated")
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run ``sql`` and return the first column of its first row (None when empty)."""
@@ -127,7 +134,7 @@ class Export:
             while rows := cursor.fetchmany(size):
                 yield names, rows
         except sqlite3.DatabaseError as exc:
-            raise InputError(f"{self.path}: cannot be read ({exc}); the file is corrupt") from exc
+            raise self._read_error(exc) from exc
 
     def enum_labels(self, table: str, fallback: dict[int, str]) -> dict[int, str]:
         """Labels of an ``ENUM_*`` table, or ``fallback`` for exports that predate it."""
@@ -194,16 +201,13 @@ def open_export(path: str | Path) -> Export:
     try:
         connection = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
         names = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")]
-        columns = {
-            name: tuple(r[1] for r in connection.execute(f'PRAGMA table_info("{name}")')) for name in names
-        }
+        columns = {name: tuple(r[1] for r in connection.execute(f'PRAGMA table_info("{name}")')) for name in names}
     except sqlite3.DatabaseError as exc:
         raise InputError(f"{path}: cannot be read as SQLite ({exc}); the file is corrupt") from exc
     if "StringIds" not in columns:
         connection.close()
         raise InputError(
-            f"{path}: not an Nsight Systems export (no StringIds table); "
-            "make one with `nsys export --type sqlite`"
+            f"{path}: not an Nsight Systems export (no StringIds table); make one with `nsys export --type sqlite`"
         )
     return Export(path=path, connection=connection, columns=columns)
 

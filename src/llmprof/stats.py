@@ -119,8 +119,7 @@ def _summarize(
     agg_cols = []
     for v in values:
         agg_cols.append(
-            f"count({v}) AS {v}_n, sum({v}) AS {v}_total, avg({v}) AS {v}_mean, "
-            f"min({v}) AS {v}_lo, max({v}) AS {v}_hi"
+            f"count({v}) AS {v}_n, sum({v}) AS {v}_total, avg({v}) AS {v}_mean, min({v}) AS {v}_lo, max({v}) AS {v}_hi"
         )
     ctes.append(f"agg AS (SELECT {key_list}, {', '.join(agg_cols)} FROM src GROUP BY {key_list})")
     selects = [f"a.{k}" for k in keys]
@@ -142,7 +141,8 @@ def _summarize(
         for j in (f"m{i}", f"d{i}"):
             joins.append(f"LEFT JOIN {j} ON " + " AND ".join(f"{j}.{k} IS a.{k}" for k in keys))
         selects += [f"a.{v}_n", f"a.{v}_total", f"a.{v}_mean", f"m{i}.median", f"a.{v}_lo", f"a.{v}_hi", f"d{i}.ss"]
-    sql = f"WITH {', '.join(ctes)} SELECT {', '.join(selects)} FROM agg a {' '.join(joins)} ORDER BY {', '.join(f'a.{k}' for k in keys)}"
+    order = ", ".join(f"a.{k}" for k in keys)
+    sql = f"WITH {', '.join(ctes)} SELECT {', '.join(selects)} FROM agg a {' '.join(joins)} ORDER BY {order}"
     names = list(keys)
     for v in values:
         names += [f"{v}_n", f"{v}_total", f"{v}_mean", f"{v}_median", f"{v}_lo", f"{v}_hi", f"{v}_ss"]
@@ -160,9 +160,7 @@ def _rounded(series: pd.Series) -> pd.Series:
     return series.astype("float64").map(sqlite_round)
 
 
-def _time_summary(
-    export: Export, source_sql: str, keys: tuple[str, ...], count_name: str
-) -> pd.DataFrame:
+def _time_summary(export: Export, source_sql: str, keys: tuple[str, ...], count_name: str) -> pd.DataFrame:
     """Duration (``value``, ns) summary per key with its share of the grand total.
 
     Largest total first; ties keep key order, as nsys's ORDER BY over a GROUP BY does.
@@ -198,10 +196,7 @@ def kernel_name_column(export: Export) -> str:
 
 def api_name_sql(column: str) -> str:
     """SQL naming a CUDA API as nsys prints it: a 4-digit version suffix (``_v3020``) dropped."""
-    return (
-        f"CASE substr({column}, -6, 2) WHEN '_v' THEN substr({column}, 1, length({column}) - 6) "
-        f"ELSE {column} END"
-    )
+    return f"CASE substr({column}, -6, 2) WHEN '_v' THEN substr({column}, 1, length({column}) - 6) ELSE {column} END"
 
 
 def cuda_gpu_kern_sum(export: Export) -> pd.DataFrame:
@@ -218,7 +213,11 @@ def _api_summary(export: Export, table: str, what: str, where: str = "") -> pd.D
     _require_rows(export, table, what)
     source = f'SELECT nameId AS name_id, "end" - start AS value FROM {table} {where}'
     frame = _time_summary(export, source, ("name_id",), "num_calls")
-    names = dict(export.query(f"SELECT id, {api_name_sql('value')} FROM StringIds WHERE id IN (SELECT DISTINCT nameId FROM {table})"))
+    names = dict(
+        export.query(
+            f"SELECT id, {api_name_sql('value')} FROM StringIds WHERE id IN (SELECT DISTINCT nameId FROM {table})"
+        )
+    )
     return frame.assign(name=frame["name_id"].map(names))
 
 
@@ -370,61 +369,112 @@ REPORTS: dict[str, Report] = {
     for r in (
         Report(
             "cuda_gpu_kern_sum",
-            (Column("time_pct", "Time (%)", 1), Column("total_ns", "Total Time (ns)"),
-             Column("instances", "Instances"), *_TIME, _text("name", "Name")),
+            (
+                Column("time_pct", "Time (%)", 1),
+                Column("total_ns", "Total Time (ns)"),
+                Column("instances", "Instances"),
+                *_TIME,
+                _text("name", "Name"),
+            ),
             cuda_gpu_kern_sum,
         ),
         Report(
             "cuda_api_sum",
-            (Column("time_pct", "Time (%)", 1), Column("total_ns", "Total Time (ns)"),
-             Column("num_calls", "Num Calls"), *_TIME, _text("name", "Name")),
+            (
+                Column("time_pct", "Time (%)", 1),
+                Column("total_ns", "Total Time (ns)"),
+                Column("num_calls", "Num Calls"),
+                *_TIME,
+                _text("name", "Name"),
+            ),
             cuda_api_sum,
         ),
         Report(
             "cuda_gpu_mem_time_sum",
-            (Column("time_pct", "Time (%)", 1), Column("total_ns", "Total Time (ns)"),
-             Column("count", "Count"), *_TIME, _text("name", "Operation")),
+            (
+                Column("time_pct", "Time (%)", 1),
+                Column("total_ns", "Total Time (ns)"),
+                Column("count", "Count"),
+                *_TIME,
+                _text("name", "Operation"),
+            ),
             cuda_gpu_mem_time_sum,
         ),
         Report(
             "cuda_gpu_mem_size_sum",
-            (Column("total_mb", "Total (MB)", 3), Column("count", "Count"),
-             *_stat_columns("mb", "MB", 3), _text("name", "Operation")),
+            (
+                Column("total_mb", "Total (MB)", 3),
+                Column("count", "Count"),
+                *_stat_columns("mb", "MB", 3),
+                _text("name", "Operation"),
+            ),
             cuda_gpu_mem_size_sum,
         ),
         Report(
             "nvtx_sum",
-            (Column("time_pct", "Time (%)", 1), Column("total_ns", "Total Time (ns)"),
-             Column("instances", "Instances"), *_TIME, _text("style", "Style"), _text("name", "Range")),
+            (
+                Column("time_pct", "Time (%)", 1),
+                Column("total_ns", "Total Time (ns)"),
+                Column("instances", "Instances"),
+                *_TIME,
+                _text("style", "Style"),
+                _text("name", "Range"),
+            ),
             nvtx_sum,
         ),
         Report(
             "osrt_sum",
-            (Column("time_pct", "Time (%)", 1), Column("total_ns", "Total Time (ns)"),
-             Column("num_calls", "Num Calls"), *_TIME, _text("name", "Name")),
+            (
+                Column("time_pct", "Time (%)", 1),
+                Column("total_ns", "Total Time (ns)"),
+                Column("num_calls", "Num Calls"),
+                *_TIME,
+                _text("name", "Name"),
+            ),
             osrt_sum,
         ),
         Report(
             "nvtx_gpu_proj_sum",
-            (_text("name", "Range"), _text("style", "Style"),
-             Column("total_proj_ns", "Total Proj Time (ns)"), Column("total_range_ns", "Total Range Time (ns)"),
-             Column("range_instances", "Range Instances"),
-             Column("proj_avg_ns", "Proj Avg (ns)", 1), Column("proj_med_ns", "Proj Med (ns)", 1),
-             Column("proj_min_ns", "Proj Min (ns)"), Column("proj_max_ns", "Proj Max (ns)"),
-             Column("proj_stddev_ns", "Proj StdDev (ns)", 1),
-             Column("total_gpu_ops", "Total GPU Ops"), Column("avg_gpu_ops", "Avg GPU Ops", 1),
-             Column("avg_range_level", "Avg Range Lvl", 1), Column("avg_num_child", "Avg Num Child", 1)),
+            (
+                _text("name", "Range"),
+                _text("style", "Style"),
+                Column("total_proj_ns", "Total Proj Time (ns)"),
+                Column("total_range_ns", "Total Range Time (ns)"),
+                Column("range_instances", "Range Instances"),
+                Column("proj_avg_ns", "Proj Avg (ns)", 1),
+                Column("proj_med_ns", "Proj Med (ns)", 1),
+                Column("proj_min_ns", "Proj Min (ns)"),
+                Column("proj_max_ns", "Proj Max (ns)"),
+                Column("proj_stddev_ns", "Proj StdDev (ns)", 1),
+                Column("total_gpu_ops", "Total GPU Ops"),
+                Column("avg_gpu_ops", "Avg GPU Ops", 1),
+                Column("avg_range_level", "Avg Range Lvl", 1),
+                Column("avg_num_child", "Avg Num Child", 1),
+            ),
             nvtx_gpu_proj_sum,
         ),
         Report(
             "cuda_kern_exec_sum",
-            (Column("pid", "PID"), Column("tid", "TID"), Column("device_id", "DevId"),
-             Column("count", "Count"), Column("q_count", "QCount"),
-             *(Column(f"{p}_{s}_ns", f"{p.upper()}{h} (ns)", d)
-               for p in "taqk"
-               for s, h, d in (("avg", "Avg", 1), ("med", "Med", 1), ("min", "Min", None),
-                               ("max", "Max", None), ("stddev", "StdDev", 1))),
-             _text("api_name", "API Name"), _text("kernel_name", "Kernel Name")),
+            (
+                Column("pid", "PID"),
+                Column("tid", "TID"),
+                Column("device_id", "DevId"),
+                Column("count", "Count"),
+                Column("q_count", "QCount"),
+                *(
+                    Column(f"{p}_{s}_ns", f"{p.upper()}{h} (ns)", d)
+                    for p in "taqk"
+                    for s, h, d in (
+                        ("avg", "Avg", 1),
+                        ("med", "Med", 1),
+                        ("min", "Min", None),
+                        ("max", "Max", None),
+                        ("stddev", "StdDev", 1),
+                    )
+                ),
+                _text("api_name", "API Name"),
+                _text("kernel_name", "Kernel Name"),
+            ),
             cuda_kern_exec_sum,
         ),
     )
@@ -458,7 +508,9 @@ def _csv_field(text: str) -> str:
 
 def to_table_text(report: Report, frame: pd.DataFrame) -> str:
     """The report as an aligned text table (numbers right-aligned), as nsys prints to a terminal."""
-    cells = [[_format_value(v, c.decimals) for v, c in zip(row, report.columns)] for row in frame.itertuples(index=False)]
+    cells = [
+        [_format_value(v, c.decimals) for v, c in zip(row, report.columns)] for row in frame.itertuples(index=False)
+    ]
     widths = [max([len(c.header), *(len(r[i]) for r in cells)]) for i, c in enumerate(report.columns)]
 
     def line(values: list[str]) -> str:
