@@ -24,6 +24,7 @@ import seaborn as sns  # noqa: E402
 
 from .categories import CATEGORY_ORDER, kernel_label  # noqa: E402
 from .errors import InputError  # noqa: E402
+from .metrics import grouped_sums, time_span  # noqa: E402
 from .outputs import staged_directory  # noqa: E402
 
 FORMATS = ("png", "svg")
@@ -42,11 +43,21 @@ THEME: dict[str, Any] = {
 SAVE_METADATA = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None}}
 
 
-def _read(extract_dir: Path, table: str, columns: list[str] | None = None) -> pd.DataFrame:
+def _path(extract_dir: Path, table: str) -> Path:
     path = extract_dir / f"{table}.parquet"
     if not path.exists():
         raise InputError(f"{path}: missing; run `llmprof extract` first")
-    return pq.read_table(path, columns=columns).to_pandas()
+    return path
+
+
+def _read(extract_dir: Path, table: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """A small table (summaries, NVTX ranges) read whole."""
+    return pq.read_table(_path(extract_dir, table), columns=columns).to_pandas()
+
+
+def _sums(extract_dir: Path, table: str, keys: list[str], values: list[str]) -> pd.DataFrame:
+    """Per-key row count and sums of a table, streamed (memory does not grow with the rows)."""
+    return grouped_sums(_path(extract_dir, table), keys, values)
 
 
 def _label(name: str, width: int = 60) -> str:
@@ -82,10 +93,10 @@ def top_kernels(extract_dir: Path, fig: plt.Figure) -> None:
 def kernel_categories(extract_dir: Path, fig: plt.Figure) -> None:
     """GPU kernel time per family (GEMM, attention, ...)."""
     ax = fig.subplots()
-    kernels = _read(extract_dir, "kernels", ["category", "duration_ns"])
-    if kernels.empty:
+    per_category = _sums(extract_dir, "kernels", ["category"], ["duration_ns"])
+    if per_category.empty:
         return _no_data(ax, "No GPU kernels in this capture")
-    shares = kernels.groupby("category")["duration_ns"].sum().reindex(CATEGORY_ORDER, fill_value=0)
+    shares = per_category.set_index("category")["duration_ns"].reindex(CATEGORY_ORDER, fill_value=0)
     frame = pd.DataFrame({"category": CATEGORY_ORDER, "share": 100 * shares.to_numpy() / shares.sum()})
     sns.barplot(frame, x="share", y="category", hue="category", palette=PALETTE, legend=False, ax=ax)
     for patch, value in zip(ax.patches, frame["share"]):
@@ -156,11 +167,11 @@ def _phase_ranges(ranges: pd.DataFrame, most: int = 30) -> pd.DataFrame:
 def timeline(extract_dir: Path, fig: plt.Figure) -> None:
     """GPU busy share over the capture per device, with NVTX phase ranges shaded."""
     ax = fig.subplots()
-    span = _read(extract_dir, "kernels", ["start_ns", "end_ns"])
-    if span.empty:
+    kernels = pq.ParquetFile(_path(extract_dir, "kernels"))
+    span = time_span(extract_dir, ["kernels"])
+    if span is None:
         return _no_data(ax, "No GPU kernels in this capture")
-    kernels = pq.ParquetFile(extract_dir / "kernels.parquet")
-    origin, end = int(span["start_ns"].min()), int(span["end_ns"].max())
+    origin, end = span
     edges = np.linspace(origin, max(end, origin + TIMELINE_BINS), TIMELINE_BINS + 1)
     busy: dict[int, np.ndarray] = {}
     for batch in kernels.iter_batches(columns=["device_id", "start_ns", "end_ns"], batch_size=1 << 20):

@@ -44,7 +44,7 @@ def grouped_sums(path: Path, keys: Sequence[str], values: Sequence[str]) -> pd.D
     return pd.concat(parts).groupby(level=list(range(len(keys))), dropna=False).sum().reset_index()
 
 
-def _time_span(stage: Path, names: Iterable[str]) -> tuple[int, int] | None:
+def time_span(stage: Path, names: Iterable[str]) -> tuple[int, int] | None:
     """Earliest start and latest end over tables, read from Parquet column statistics."""
     lo, hi = None, None
     for name in names:
@@ -69,7 +69,7 @@ def capture_window(stage: Path) -> dict[str, Any]:
     Falls back to NVTX ranges, then OS runtime calls, for captures without CUDA activity.
     """
     for basis, names in (("cuda", (*HOST_TABLES, *GPU_TABLES)), ("nvtx", ("nvtx",)), ("osrt", ("osrt",))):
-        span = _time_span(stage, names)
+        span = time_span(stage, names)
         if span is not None:
             return {"basis": basis, "start_ns": span[0], "end_ns": span[1], "duration_ns": span[1] - span[0]}
     return {"basis": "none", "start_ns": 0, "end_ns": 0, "duration_ns": 0}
