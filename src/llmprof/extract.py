@@ -171,29 +171,30 @@ def _gpus_sql(export: Export) -> str | None:
 
 
 def _processes_sql(export: Export) -> str | None:
-    """Processes that made CUDA calls, NVTX ranges or OS runtime calls in the capture."""
+    """Processes that made CUDA calls, ran kernels, NVTX ranges or OS runtime calls in the capture."""
     sources = [
-        f"SELECT DISTINCT globalTid & {GLOBAL_PID_MASK} AS gpid FROM {t}"
-        for t in (RUNTIME, OSRT, "NVTX_EVENTS")
-        if export.has(t, "globalTid")
-    ] + [f"SELECT DISTINCT globalPid AS gpid FROM {KERNEL}" for _ in [0] if export.has(KERNEL, "globalPid")]
+        f"SELECT DISTINCT {column} AS gpid FROM {table}"
+        for table, column in (
+            (RUNTIME, f"globalTid & {GLOBAL_PID_MASK}"),
+            (OSRT, f"globalTid & {GLOBAL_PID_MASK}"),
+            ("NVTX_EVENTS", f"globalTid & {GLOBAL_PID_MASK}"),
+            (KERNEL, "globalPid"),
+        )
+        if export.has(table, column.split()[0])
+    ]
     if not sources:
         return None
     seen = " UNION ".join(sources)
     if export.has("PROCESSES", "globalPid", "pid", "name"):
-        name = "p.name"
-        join = "LEFT JOIN PROCESSES p ON p.globalPid = seen.gpid"
-    else:  # nsys 2020: the main thread's name stands for the process
+        name, join = "p.name", "LEFT JOIN PROCESSES p ON p.globalPid = seen.gpid"
+    elif export.has("ThreadNames", "nameId", "globalTid"):  # nsys 2020: the main thread's name names the process
         name = "s.value"
         join = (
-            (
-                f"LEFT JOIN ThreadNames th ON th.globalTid = seen.gpid + {_pid('seen.gpid')} "
-                "LEFT JOIN StringIds s ON s.id = th.nameId"
-            )
-            if export.has("ThreadNames", "nameId")
-            else ""
+            f"LEFT JOIN ThreadNames th ON th.globalTid = seen.gpid + {_pid('seen.gpid')} "
+            "LEFT JOIN StringIds s ON s.id = th.nameId"
         )
-        name = name if join else "NULL"
+    else:
+        name, join = "NULL", ""
     return f"SELECT DISTINCT {_pid('seen.gpid')}, {name} FROM ({seen}) seen {join} ORDER BY 1, 2"
 
 

@@ -91,9 +91,8 @@ class _DeviceActivity:
         covered_until = np.maximum.accumulate(np.concatenate([[self.last_end_ns], ends]))[:-1]
         self.busy_ns += int(np.maximum(0, ends - np.maximum(starts, covered_until)).sum())
         gap = starts - covered_until
-        gap[covered_until < 0] = 0 if self.operations == 0 else gap[covered_until < 0]
         if self.operations == 0:
-            gap[0] = 0
+            gap[0] = 0  # nothing ran before the first operation: not a gap
         for i in np.argsort(-gap, kind="stable")[:TOP_GAPS]:
             if gap[i] <= 0:
                 break
@@ -274,8 +273,8 @@ def osrt_metrics(stage: Path) -> dict[str, Any]:
 
 
 def gpus(stage: Path) -> list[dict[str, Any]]:
-    table = pq.read_table(stage / "gpus.parquet")
-    return [{k: v for k, v in row.items()} for row in table.to_pylist()]
+    rows: list[dict[str, Any]] = pq.read_table(stage / "gpus.parquet").to_pylist()
+    return rows
 
 
 def compute_metrics(export: Export, stage: Path, classifier: Classifier) -> dict[str, Any]:

@@ -108,7 +108,7 @@ GPUS = pa.schema(
         pa.field("sm_count", pa.int32()),
         pa.field("compute_capability", pa.string()),
         pa.field("memory_bandwidth_bytes_per_s", pa.int64()),
-        pa.field("clock_rate_khz", pa.int64()),
+        pa.field("clock_rate_hz", pa.int64()),
     ]
 )
 
