@@ -18,6 +18,8 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/profile.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/figures.smk"

@@ -171,13 +171,113 @@ def figures(extract_dir: Path, out: Path, force: bool) -> None:
 @out_option("The folder to write report.md, report.html and findings.json into.")
 @click.option("--figures", "figures_dir", type=click.Path(path_type=Path), help="The run's figures folder to embed.")
 @click.option("--run", "run_name", help="The run's name in the title (default: the extract folder's parent).")
+@click.option("--record", type=click.Path(path_type=Path), help="The profiled run's run.json (workload, traced tok/s).")
+@click.option("--baseline", type=click.Path(path_type=Path), help="The untraced run's run.json (profiler overhead).")
 @common_options
-def report(extract_dir: Path, out: Path, figures_dir: Path | None, run_name: str | None, force: bool) -> None:
+def report(
+    extract_dir: Path,
+    out: Path,
+    figures_dir: Path | None,
+    run_name: str | None,
+    record: Path | None,
+    baseline: Path | None,
+    force: bool,
+) -> None:
     """Write the Markdown and HTML report, with findings, of one run."""
     from .report import write_report
 
-    for finding in write_report(extract_dir, out, run=run_name, figures_dir=figures_dir, force=force):
+    found = write_report(
+        extract_dir, out, run=run_name, figures_dir=figures_dir, record=record, baseline=baseline, force=force
+    )
+    for finding in found:
         log.info("finding: %s", finding.title)
+
+
+def _json_option(text: str, what: str) -> dict[str, Any]:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc})", param_hint=what) from exc
+    if not isinstance(value, dict):
+        raise click.BadParameter("expected a JSON object", param_hint=what)
+    return value
+
+
+@main.command()
+@click.argument("name")
+@click.option("--spec", required=True, help="The model's config entry as JSON (source and its keys).")
+@out_option("The model folder to write (files and model.json).")
+@common_options
+def model(name: str, spec: str, out: Path, force: bool) -> None:
+    """Fetch or build one model: Hugging Face at a pinned commit, a local folder, or synthetic weights."""
+    from .model import fetch_model
+
+    record = fetch_model(name, _json_option(spec, "--spec"), out, force=force)
+    log.info("%s: %d files", out, len(record["files"]))
+
+
+@main.command()
+@click.argument("run")
+@click.option("--spec", required=True, help="The run's config entry as JSON (model, engine, workload, ...).")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True, help="The fetched model folder.")
+@out_option("The folder to write profile.nsys-rep, run.json, spec.json and profile.log into.")
+@click.option("--nsys", default="nsys", show_default=True, help="The nsys executable.")
+@common_options
+def profile(run: str, spec: str, model_dir: Path, out: Path, nsys: str, force: bool) -> None:
+    """Profile a run's steady-state vLLM generate under nsys (needs a GPU and nsys)."""
+    from .config import run_spec
+    from .profile import profile_run
+
+    record = profile_run(run_spec(run, _json_option(spec, "--spec")), model_dir, out, nsys=nsys, force=force)
+    log.info(
+        "%s: %.1f output tok/s traced, %d kernels captured",
+        run,
+        record["output_tokens_per_s"],
+        record["nsys"]["kernels_captured"],
+    )
+
+
+@main.command()
+@click.argument("run")
+@click.option("--spec", required=True, help="The run's config entry as JSON (model, engine, workload, ...).")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True, help="The fetched model folder.")
+@out_option("The run record (JSON) to write.")
+@common_options
+def baseline(run: str, spec: str, model_dir: Path, out: Path, force: bool) -> None:
+    """Run the same workload without nsys, to measure the profiler's overhead (needs a GPU)."""
+    from .config import run_spec
+    from .profile import baseline_run
+
+    record = baseline_run(run_spec(run, _json_option(spec, "--spec")), model_dir, out, force=force)
+    log.info("%s: %.1f output tok/s untraced", run, record["output_tokens_per_s"])
+
+
+@main.command("run")
+@click.argument("spec_file", type=click.Path(path_type=Path))
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True, help="The fetched model folder.")
+@out_option("The run record (JSON) to write.")
+@click.option(
+    "--profile/--no-profile",
+    "with_profile",
+    default=False,
+    show_default=True,
+    help="Open the capture range around the steady-state iterations.",
+)
+@common_options
+def run_command(spec_file: Path, model_dir: Path, out: Path, with_profile: bool) -> None:
+    """The instrumented vLLM workload itself (what `profile` runs under nsys); SPEC_FILE holds resolved settings."""
+    import json
+
+    from .workload import run_workload
+
+    try:
+        spec = json.loads(spec_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{spec_file}: cannot read the run settings ({exc})") from exc
+    record = run_workload(spec, model_dir, out, profile=with_profile)
+    log.info("%s: %.1f output tok/s", record["run"], record["output_tokens_per_s"])
 
 
 if __name__ == "__main__":  # pragma: no cover

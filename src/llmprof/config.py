@@ -29,7 +29,40 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
         first = errors[0]
         where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
         raise ConfigError(f"{source}: {where}: {first.message}")
+    models = config.get("models", {})
+    for run, spec in config["runs"].items():
+        if "model" in spec and spec["model"] not in models:
+            known = ", ".join(models) or "none"
+            raise ConfigError(f"{source}: runs/{run}/model: {spec['model']!r} is not one of the models ({known})")
     return config
+
+
+def with_defaults(instance: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``instance`` with every schema default filled in, recursively through properties."""
+    filled = dict(instance)
+    for key, child in node.get("properties", {}).items():
+        if key not in filled and "default" in child:
+            filled[key] = json_copy(child["default"])
+        if isinstance(filled.get(key), dict) and child.get("type") == "object":
+            filled[key] = with_defaults(filled[key], child)
+    return filled
+
+
+def json_copy(value: Any) -> Any:
+    return yaml.safe_load(yaml.safe_dump(value))
+
+
+def run_spec(run: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A profiled run's settings with every default filled: what the workload and profile stages read."""
+    if "model" not in spec:
+        raise ConfigError(f"run {run}: analyses an existing capture; it has no model to profile")
+    node = schema()["properties"]["runs"]["additionalProperties"]
+    validator = jsonschema.Draft202012Validator(node)
+    error = next(iter(sorted(validator.iter_errors(spec), key=lambda e: list(e.absolute_path))), None)
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(run)"
+        raise ConfigError(f"run {run}: {where}: {error.message}")
+    return {"run": run, **with_defaults(spec, node)}
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -24,13 +24,14 @@ import seaborn as sns  # noqa: E402
 
 from .categories import CATEGORY_ORDER, kernel_label  # noqa: E402
 from .errors import InputError  # noqa: E402
-from .metrics import grouped_sums, time_span  # noqa: E402
+from .metrics import grouped_sums, step_phase, time_span  # noqa: E402
 from .outputs import staged_directory  # noqa: E402
 
 FORMATS = ("png", "svg")
 DPI = 120
 TOP_N = 15
 TIMELINE_BINS = 400
+LABELLED_RANGES = 30
 PALETTE = dict(zip(CATEGORY_ORDER, sns.color_palette("tab10", len(CATEGORY_ORDER)).as_hex()))
 THEME: dict[str, Any] = {
     **sns.axes_style("whitegrid"),
@@ -155,7 +156,7 @@ def _busy_per_bin(starts: np.ndarray, ends: np.ndarray, edges: np.ndarray) -> np
     return busy + np.cumsum(full)[:bins] * width
 
 
-def _phase_ranges(ranges: pd.DataFrame, most: int = 30) -> pd.DataFrame:
+def _phase_ranges(ranges: pd.DataFrame, most: int = LABELLED_RANGES) -> pd.DataFrame:
     """The deepest NVTX nesting level with at most ``most`` ranges (e.g. iterations inside generate)."""
     if ranges.empty:
         return ranges
@@ -184,18 +185,35 @@ def timeline(extract_dir: Path, fig: plt.Figure) -> None:
     for device, values in sorted(busy.items()):
         ax.plot(centres_ms, 100 * np.minimum(values / width, 1.0), label=f"GPU {device}", linewidth=1)
     phases = _phase_ranges(_read(extract_dir, "nvtx_gpu", ["name", "level", "proj_start_ns", "proj_end_ns"]))
-    colours = sns.color_palette("pastel", max(len(phases), 1))
-    for i, row in enumerate(phases.itertuples(index=False)):
-        start_ms, end_ms = (row.proj_start_ns - origin) / 1e6, (row.proj_end_ns - origin) / 1e6
-        ax.axvspan(start_ms, end_ms, color=colours[i % len(colours)], alpha=0.4, lw=0)
-        ax.text(start_ms, 103, _label(str(row.name), 24), fontsize=8, va="bottom")
+    if len(phases) <= LABELLED_RANGES:  # few ranges (generate, iterations): one colour and a label each
+        colours = sns.color_palette("pastel", max(len(phases), 1))
+        for i, row in enumerate(phases.itertuples(index=False)):
+            start_ms, end_ms = (row.proj_start_ns - origin) / 1e6, (row.proj_end_ns - origin) / 1e6
+            ax.axvspan(start_ms, end_ms, color=colours[i], alpha=0.4, lw=0)
+            ax.text(start_ms, 103, _label(str(row.name), 24), fontsize=8, va="bottom")
+    else:  # many ranges (vLLM engine steps): coloured by phase, named in the legend
+        kinds = [step_phase(str(n)) or "NVTX range" for n in phases["name"]]
+        colours = dict(zip(["prefill", "decode", "mixed", "NVTX range"], sns.color_palette("pastel", 4)))
+        for kind, row in zip(kinds, phases.itertuples(index=False)):
+            ax.axvspan(
+                (row.proj_start_ns - origin) / 1e6,
+                (row.proj_end_ns - origin) / 1e6,
+                color=colours[kind],
+                alpha=0.4,
+                lw=0,
+                label=kind,
+            )
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))
+        ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=9)
     ax.set(
         xlabel="time since first kernel (ms)",
         ylabel="GPU busy (%)",
         ylim=(0, 112),
         title="GPU kernel activity over the capture (NVTX ranges shaded)",
     )
-    ax.legend(loc="lower right", fontsize=9)
+    if len(phases) <= LABELLED_RANGES:
+        ax.legend(loc="lower right", fontsize=9)
 
 
 #: Every figure: name → drawing function and figure size (inches).

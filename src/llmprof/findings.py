@@ -214,7 +214,37 @@ RULES = (
 )
 
 
-def findings(metrics: dict[str, Any]) -> list[Finding]:
-    """Every finding the metrics support, warnings first, in rule order."""
+#: Traced throughput this far below untraced makes traced timings unrepresentative.
+OVERHEAD_SHARE = 0.10
+
+
+def profiler_overhead(traced: dict[str, Any], untraced: dict[str, Any]) -> float | None:
+    """Relative throughput lost under nsys: 1 - traced tok/s / untraced tok/s."""
+    t, u = traced.get("output_tokens_per_s"), untraced.get("output_tokens_per_s")
+    return 1 - t / u if t and u else None
+
+
+def _overhead(traced: dict[str, Any], untraced: dict[str, Any]) -> Finding | None:
+    loss = profiler_overhead(traced, untraced)
+    if loss is None:
+        return None
+    severity = "warning" if loss >= OVERHEAD_SHARE else "info"
+    return Finding(
+        "profiler_overhead",
+        severity,
+        f"Profiler overhead: {_pct(loss)} of throughput under nsys",
+        f"{traced['output_tokens_per_s']:,.0f} output tok/s traced against {untraced['output_tokens_per_s']:,.0f} "
+        "untraced, same workload, same machine.",
+        "Quote the untraced throughput; read traced kernel times as relative. To lower the overhead, trace less "
+        "(drop osrt, --cuda-graph-trace=graph) or capture fewer iterations.",
+    )
+
+
+def findings(
+    metrics: dict[str, Any], traced: dict[str, Any] | None = None, untraced: dict[str, Any] | None = None
+) -> list[Finding]:
+    """Every finding the metrics (and the run records, when given) support, warnings first, in rule order."""
     found = [f for rule in RULES if (f := rule(metrics)) is not None]
+    if traced is not None and untraced is not None and (f := _overhead(traced, untraced)) is not None:
+        found.append(f)
     return sorted(found, key=lambda f: f.severity != "warning")

@@ -9,6 +9,7 @@ reads only this dict and the tables.
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,39 @@ def nvtx_metrics(stage: Path) -> dict[str, Any]:
     return {"range_count": int(ranges["count"].sum()) if len(ranges) else 0, "ranges": rows}
 
 
+#: vLLM's NVTX range per engine step: requests and tokens of context (prefill) and generation (decode).
+VLLM_STEP = re.compile(r"execute_context_(\d+)\((\d+)\)_generation_(\d+)\((\d+)\)")
+
+
+def step_phase(name: str) -> str | None:
+    """prefill, decode or mixed for a vLLM engine-step range name; None for other ranges."""
+    match = VLLM_STEP.search(name)
+    if match is None:
+        return None
+    context, generation = int(match.group(1)), int(match.group(3))
+    if context and generation:
+        return "mixed"
+    return "prefill" if context else "decode"
+
+
+def phase_metrics(stage: Path) -> dict[str, Any]:
+    """GPU time of vLLM engine steps by phase (prefill, decode, mixed), from their NVTX ranges."""
+    projected = pq.read_table(stage / "nvtx_gpu.parquet", columns=["name", "gpu_time_ns", "gpu_ops"]).to_pandas()
+    phases = projected.assign(phase=[step_phase(str(n)) for n in projected["name"]]).dropna(subset=["phase"])
+    rows = []
+    for phase in ("prefill", "decode", "mixed"):
+        part = phases[phases["phase"] == phase]
+        rows.append(
+            {
+                "phase": phase,
+                "steps": len(part),
+                "gpu_time_ns": int(part["gpu_time_ns"].sum()),
+                "gpu_ops": int(part["gpu_ops"].sum()),
+            }
+        )
+    return {"source": "vllm_step_ranges" if len(phases) else None, "phases": rows}
+
+
 def osrt_metrics(stage: Path) -> dict[str, Any]:
     """OS runtime time and the share of it spent waiting (poll, futex, condition waits, ...)."""
     per_name = grouped_sums(stage / "osrt.parquet", ["name"], ["duration_ns"])
@@ -296,5 +330,6 @@ def compute_metrics(export: Export, stage: Path, classifier: Classifier) -> dict
         "memcpy": memcpy_metrics(stage),
         "sync_events": int(pq.ParquetFile(stage / "sync.parquet").metadata.num_rows),
         "nvtx": nvtx_metrics(stage),
+        "phases": phase_metrics(stage),
         "osrt": osrt_metrics(stage),
     }

@@ -75,5 +75,12 @@ def write_table(path: Path, table: pa.Table) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Sorted keys, fixed indentation and a final newline: stable bytes for the same data."""
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    """Sorted keys, fixed indentation and a final newline: stable bytes for the same data.
+
+    Written beside the target and renamed into place, so a reader never sees half a file.
+    """
+    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial.write_text(text)
+    os.replace(partial, path)

@@ -17,7 +17,7 @@ from typing import Any
 from .categories import kernel_label
 from .errors import InputError
 from .figures import FIGURES
-from .findings import Finding, findings
+from .findings import Finding, findings, profiler_overhead
 from .outputs import staged_directory, write_json
 
 FIGURE_TITLES = {
@@ -67,15 +67,18 @@ def _mb(value: int) -> str:
     return f"{value / 1e6:,.2f} MB"
 
 
-def load_metrics(extract_dir: Path) -> dict[str, Any]:
-    path = extract_dir / "metrics.json"
+def _load_json(path: Path, made_by: str = "the stage that writes it") -> dict[str, Any]:
     if not path.exists():
-        raise InputError(f"{path}: missing; run `llmprof extract` first")
+        raise InputError(f"{path}: missing; run {made_by} first")
     try:
         data: dict[str, Any] = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc}); run `llmprof extract` again") from exc
+        raise InputError(f"{path}: not valid JSON ({exc}); run {made_by} again") from exc
     return data
+
+
+def load_metrics(extract_dir: Path) -> dict[str, Any]:
+    return _load_json(extract_dir / "metrics.json", "`llmprof extract`")
 
 
 def _headline(m: dict[str, Any]) -> Table:
@@ -139,8 +142,87 @@ def _nvtx_table(m: dict[str, Any]) -> Table:
     return Table(("Range", "Style", "Instances", "Range time", "GPU projected", "GPU kernel time", "GPU ops"), rows)
 
 
-def build_report(run: str, m: dict[str, Any], found: list[Finding], figure_dir: str | None) -> list[Block]:
-    """The report's blocks for one run."""
+def _workload_blocks(traced: dict[str, Any], untraced: dict[str, Any] | None) -> list[Block]:
+    spec, model, versions = traced["spec"], traced["model"], traced["versions"]
+    workload = spec["workload"]
+    loss = profiler_overhead(traced, untraced) if untraced is not None else None
+    rows = [
+        (
+            "Model",
+            f"{model['name']} ({model['source']}"
+            + (f", {model['parameters'] / 1e9:.2f}B parameters)" if model.get("parameters") else ")"),
+        ),
+        ("Capture mode", traced["capture_mode"]),
+        (
+            "Workload",
+            f"batch {workload['batch_size']}, input {workload['input_len']} tokens, output "
+            f"{workload['output_len']} tokens; {len(traced['warmup_latency_s'])} warmup calls before the "
+            f"capture, {len(traced['iterations'])} captured",
+        ),
+        ("Throughput traced", f"{traced['output_tokens_per_s']:,.0f} output tok/s"),
+        ("Throughput untraced", f"{untraced['output_tokens_per_s']:,.0f} output tok/s" if untraced else "not measured"),
+        ("Profiler overhead", _pct(loss)),
+        ("GPU", f"{traced['gpu']['name']} × {traced['gpu']['count']}"),
+        (
+            "Versions",
+            f"vLLM {versions['vllm']}, torch {versions['torch']}, CUDA {versions['cuda']}, "
+            f"driver {versions['driver'] or 'n/a'}, {(traced.get('nsys') or {}).get('version') or 'nsys n/a'}",
+        ),
+        (
+            "Kernels captured",
+            f"{(traced.get('nsys') or {}).get('kernels_captured', 'n/a'):,}" if traced.get("nsys") else "n/a",
+        ),
+    ]
+    latency = tuple(
+        (
+            str(i["index"]),
+            f"{i['latency_s'] * 1e3:,.1f} ms",
+            f"{i['output_tokens']:,}",
+            f"{i['output_tokens_per_s']:,.0f}",
+        )
+        for i in traced["iterations"]
+    )
+    return [
+        Heading("Workload"),
+        Table(("Item", "Value"), tuple(rows)),
+        Table(("Captured iteration", "Latency", "Output tokens", "tok/s"), latency),
+    ]
+
+
+def _phase_blocks(m: dict[str, Any]) -> list[Block]:
+    phases = m.get("phases", {})
+    if not phases.get("source"):
+        return []
+    total = sum(p["gpu_time_ns"] for p in phases["phases"]) or 1
+    rows = tuple(
+        (
+            p["phase"],
+            f"{p['steps']:,}",
+            _ms(p["gpu_time_ns"]),
+            _pct(p["gpu_time_ns"] / total),
+            _ms(p["gpu_time_ns"] / p["steps"]) if p["steps"] else "n/a",
+        )
+        for p in phases["phases"]
+    )
+    return [
+        Heading("Prefill and decode"),
+        Paragraph(
+            "GPU time of vLLM's engine steps, by the requests each step's NVTX range names "
+            "(context requests: prefill; generation requests: decode)."
+        ),
+        Table(("Phase", "Steps", "GPU kernel time", "Share", "Per step"), rows),
+    ]
+
+
+def build_report(
+    run: str,
+    m: dict[str, Any],
+    found: list[Finding],
+    figure_dir: str | None,
+    traced: dict[str, Any] | None = None,
+    untraced: dict[str, Any] | None = None,
+) -> list[Block]:
+    """The report's blocks for one run (with its workload when the run records are given)."""
     source = m["source"]
     blocks: list[Block] = [
         Heading(f"llmprof report: {run}", 1),
@@ -151,6 +233,7 @@ def build_report(run: str, m: dict[str, Any], found: list[Finding], figure_dir: 
         ),
         Heading("Headline numbers"),
         _headline(m),
+        *(_workload_blocks(traced, untraced) if traced is not None else []),
         Heading("Findings"),
         *_finding_blocks(found),
     ]
@@ -230,6 +313,8 @@ def write_report(
     *,
     run: str | None = None,
     figures_dir: str | Path | None = None,
+    record: str | Path | None = None,
+    baseline: str | Path | None = None,
     force: bool = False,
 ) -> list[Finding]:
     """Write report.md, report.html and findings.json for one run into ``out``.
@@ -239,14 +324,18 @@ def write_report(
         out: the report folder.
         run: the run's name for the title (default: the extract folder's parent name).
         figures_dir: the run's figures folder, linked relative to ``out``.
+        record: the profiled run's record (run.json of the profile stage).
+        baseline: the same workload's record without nsys (baseline stage).
         force: replace ``out`` if it exists.
     """
     extract_dir, out = Path(extract_dir), Path(out)
     metrics = load_metrics(extract_dir)
-    found = findings(metrics)
+    traced = _load_json(Path(record)) if record is not None else None
+    untraced = _load_json(Path(baseline)) if baseline is not None else None
+    found = findings(metrics, traced, untraced)
     figure_link = os.path.relpath(figures_dir, out) if figures_dir is not None else None
     name = run or extract_dir.resolve().parent.name
-    blocks = build_report(name, metrics, found, figure_link)
+    blocks = build_report(name, metrics, found, figure_link, traced, untraced)
     with staged_directory(out, force) as stage:
         (stage / "report.md").write_text(to_markdown(blocks))
         (stage / "report.html").write_text(to_html(blocks, f"llmprof report: {name}"))

@@ -1,4 +1,5 @@
 # Config validation and path lookups only; every computation lives in the llmprof package.
+import json
 import os
 import shlex
 
@@ -8,26 +9,79 @@ from snakemake.utils import validate
 validate(config, "../../config/schema.yaml")
 
 RUNS = sorted(config["runs"])
+MODELS = sorted(config.get("models", {}))
+PROFILED = [run for run in RUNS if "model" in config["runs"][run]]
 
 
 wildcard_constraints:
     run="|".join(map(re.escape, RUNS)),
+    model="|".join(map(re.escape, MODELS)) or "(?!)",
+
+
+def project_path(path):
+    """A config path, relative paths taken from the project root."""
+    return os.path.join(workflow.basedir, path)
+
+
+def is_profiled(run):
+    return run in PROFILED
 
 
 def get_capture(wildcards):
-    """The run's capture path, relative paths taken from the project root."""
-    return os.path.join(workflow.basedir, config["runs"][wildcards.run]["capture"])
+    return project_path(config["runs"][wildcards.run]["capture"])
 
 
-def is_sqlite(run):
-    return config["runs"][run]["capture"].endswith(".sqlite")
+def get_report(wildcards):
+    """The run's .nsys-rep: made by profile_run, or the configured capture."""
+    if is_profiled(wildcards.run):
+        return f"results/{wildcards.run}/profile/profile.nsys-rep"
+    return get_capture(wildcards)
 
 
 def get_sqlite(wildcards):
-    """The SQLite export of a run: the capture itself, or the export stage's output."""
-    if is_sqlite(wildcards.run):
+    """The SQLite export of a run: a configured .sqlite capture itself, or the export stage's output."""
+    run = config["runs"][wildcards.run]
+    if not is_profiled(wildcards.run) and run["capture"].endswith(".sqlite"):
         return get_capture(wildcards)
     return f"results/{wildcards.run}/export/profile.sqlite"
+
+
+def get_model_dir(wildcards):
+    return f"resources/models/{config['runs'][wildcards.run]['model']}"
+
+
+def get_model_spec(wildcards):
+    """The model's config entry as shell-quoted JSON, paths made absolute."""
+    spec = dict(config["models"][wildcards.model])
+    for key in ("architecture", "path"):
+        if key in spec:
+            spec[key] = project_path(spec[key])
+    return shlex.quote(json.dumps(spec, sort_keys=True))
+
+
+def get_run_spec(wildcards):
+    """The run's config entry as shell-quoted JSON, a prompts file made absolute."""
+    spec = json.loads(json.dumps(config["runs"][wildcards.run]))
+    prompts = spec.get("workload", {}).get("prompts", "synthetic")
+    if prompts != "synthetic":
+        spec["workload"]["prompts"] = project_path(prompts)
+    return shlex.quote(json.dumps(spec, sort_keys=True))
+
+
+def get_run_records(wildcards):
+    """The traced and untraced run records a profiled run's report cites."""
+    if not is_profiled(wildcards.run):
+        return {}
+    return {
+        "record": f"results/{wildcards.run}/profile/run.json",
+        "baseline": f"results/{wildcards.run}/baseline/run.json",
+    }
+
+
+def get_record_args(wildcards, input):
+    if not is_profiled(wildcards.run):
+        return ""
+    return f"--record {input.record} --baseline {input.baseline}"
 
 
 def get_category_args():

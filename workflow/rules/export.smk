@@ -1,6 +1,6 @@
 rule export_sqlite:
     input:
-        get_capture,
+        get_report,
     output:
         "results/{run}/export/profile.sqlite",
     log:

@@ -1,5 +1,6 @@
 rule render_report:
     input:
+        unpack(get_run_records),
         extract="results/{run}/extract",
         figures="results/{run}/figures",
     output:
@@ -17,6 +18,7 @@ rule render_report:
         "results/{run}/benchmarks/render_report.tsv"
     params:
         out=subpath(output.html, parent=True),
+        records=get_record_args,
     shell:
         "llmprof report {input.extract} -o {params.out} --figures {input.figures} --run {wildcards.run}"
-        " --force --log {log}"
+        " {params.records} --force --log {log}"

@@ -1,0 +1,187 @@
+"""The instrumented vLLM workload: warmup outside the capture, steady-state generate inside it.
+
+Runs as ``llmprof run SPEC -o run.json``, under ``nsys profile`` (profile stage)
+or alone (baseline stage, to measure what nsys costs). vLLM and torch are
+imported here only, so the analysis half never needs them.
+
+Capture modes (see config/README.md):
+- ``vllm_hook``: vLLM V1 runs its engine core in a separate process, where a
+  cudaProfilerStart in the driver would not reach; ``LLM(profiler_config=cuda)``
+  makes ``llm.start_profile()`` call it in the worker, and vLLM labels each engine
+  step with an NVTX range.
+- ``in_process``: ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` keeps the engine in this
+  process, so ``torch.cuda.profiler.start()`` opens the capture and the driver's
+  NVTX ranges (``generate``, ``iteration k``) project onto the GPU work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import ConfigError, InputError
+from .model import model_path
+from .outputs import write_json
+
+#: Environment every workload runs with: spawned workers (CUDA cannot fork), no telemetry.
+WORKLOAD_ENV = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+
+
+def config_digest(spec: dict[str, Any]) -> str:
+    """sha256 of the run's settings in canonical JSON: equal digests, equal workloads."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def synthetic_prompts(batch_size: int, input_len: int, vocab_size: int, seed: int) -> list[list[int]]:
+    """Seeded random token ids, avoiding the first ids (special tokens in most vocabularies)."""
+    low = min(16, vocab_size - 1)
+    rng = np.random.default_rng(seed)
+    return rng.integers(low, vocab_size, size=(batch_size, input_len)).tolist()  # type: ignore[no-any-return]
+
+
+def file_prompts(path: Path, batch_size: int) -> list[dict[str, Any]]:
+    """The first ``batch_size`` prompts of a JSONL file ({"prompt_token_ids": [...]} or {"prompt": text})."""
+    prompts = []
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: no such prompts file") from exc
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{number}: not valid JSON ({exc})") from exc
+        if not isinstance(item, dict) or not ({"prompt_token_ids", "prompt"} & set(item)):
+            raise InputError(f'{path}:{number}: expected {{"prompt_token_ids": [...]}} or {{"prompt": text}}')
+        prompts.append(item)
+        if len(prompts) == batch_size:
+            return prompts
+    raise InputError(f"{path}: {len(prompts)} prompts, the workload needs batch_size={batch_size}")
+
+
+def _driver_version() -> str | None:
+    try:
+        result = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        return result.stdout.strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
+def run_workload(spec: dict[str, Any], model_dir: str | Path, out: str | Path, *, profile: bool) -> dict[str, Any]:
+    """Build the engine, warm up, run the steady-state iterations (captured when ``profile``), write run.json.
+
+    Args:
+        spec: the run's settings with defaults filled (``llmprof.config.run_spec``).
+        model_dir: the fetched model folder (with model.json).
+        out: the run record to write.
+        profile: open and close the capture range around the steady-state iterations.
+    """
+    mode = spec["capture_mode"]
+    if mode not in ("vllm_hook", "in_process"):
+        raise ConfigError(f"capture_mode {mode!r}: choose vllm_hook or in_process")
+    os.environ.update(WORKLOAD_ENV)
+    if mode == "in_process":
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # must precede the vLLM import
+    import nvtx
+    import torch
+    import vllm
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    engine, workload = spec["engine"], spec["workload"]
+    path = model_path(model_dir)
+    vocab_size = int(json.loads((path / "config.json").read_text())["vocab_size"])
+    if workload["prompts"] == "synthetic":
+        ids = synthetic_prompts(workload["batch_size"], workload["input_len"], vocab_size, workload["seed"])
+        prompts: list[Any] = [TokensPrompt(prompt_token_ids=p) for p in ids]
+        text_prompts = False
+    else:
+        items = file_prompts(Path(workload["prompts"]), workload["batch_size"])
+        text_prompts = any("prompt" in i and "prompt_token_ids" not in i for i in items)
+        prompts = [
+            i["prompt"] if "prompt_token_ids" not in i else TokensPrompt(prompt_token_ids=i["prompt_token_ids"])
+            for i in items
+        ]
+    kwargs: dict[str, Any] = {
+        "model": str(path),
+        "skip_tokenizer_init": not text_prompts,
+        "dtype": engine["dtype"],
+        "tensor_parallel_size": engine["tensor_parallel_size"],
+        "gpu_memory_utilization": engine["gpu_memory_utilization"],
+        "max_model_len": engine["max_model_len"],
+        "enforce_eager": engine["enforce_eager"],
+        "seed": engine["seed"],
+    }
+    if profile and mode == "vllm_hook":
+        kwargs["profiler_config"] = {"profiler": "cuda"}
+    sampling = SamplingParams(max_tokens=workload["output_len"], ignore_eos=True, temperature=0.0, detokenize=False)
+
+    started = time.perf_counter()
+    with nvtx.annotate("model_load"):
+        llm = LLM(**kwargs)
+    engine_start_s = time.perf_counter() - started
+
+    def generate(engine: Any) -> tuple[float, int]:
+        t0 = time.perf_counter()
+        outputs = engine.generate(prompts, sampling, use_tqdm=False)
+        return time.perf_counter() - t0, sum(len(o.outputs[0].token_ids) for o in outputs)
+
+    warmup = []
+    with nvtx.annotate("warmup"):
+        for _ in range(workload["warmup_iters"]):
+            warmup.append(generate(llm)[0])
+    if profile:
+        llm.start_profile() if mode == "vllm_hook" else torch.cuda.profiler.start()
+    iterations = []
+    with nvtx.annotate("generate"):
+        for i in range(workload["profile_iters"]):
+            with nvtx.annotate(f"iteration {i}"):
+                latency, tokens = generate(llm)
+            iterations.append(
+                {"index": i, "latency_s": latency, "output_tokens": tokens, "output_tokens_per_s": tokens / latency}
+            )
+    if profile:
+        llm.stop_profile() if mode == "vllm_hook" else torch.cuda.profiler.stop()
+    total_tokens = sum(i["output_tokens"] for i in iterations)
+    total_s = sum(i["latency_s"] for i in iterations)
+    record = {
+        "run": spec["run"],
+        "profiled": profile,
+        "capture_mode": mode,
+        "config_digest": config_digest(spec),
+        "spec": spec,
+        "model": json.loads((Path(model_dir) / "model.json").read_text()),
+        "engine_start_s": engine_start_s,
+        "warmup_latency_s": warmup,
+        "iterations": iterations,
+        "output_tokens": total_tokens,
+        "output_tokens_per_s": total_tokens / total_s if total_s else None,
+        "gpu": {"name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count()},
+        "versions": {
+            "llmprof": __version__,
+            "vllm": vllm.__version__,
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "driver": _driver_version(),
+            "python": platform.python_version(),
+        },
+    }
+    write_json(Path(out), record)
+    return record
