@@ -13,7 +13,9 @@ from llmprof.extract import extract
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
-DEMO = ROOT / "resources" / "samples" / "vllm-llama1b-inproc" / "vllm.sqlite"
+SAMPLES = ROOT / "resources" / "samples"
+#: The in-process vLLM capture: the fixture most tests pin numbers on (40,755 kernels).
+DEMO = DATA / "vllm_inproc_h100_3iter" / "vllm.sqlite"
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,9 @@ class Capture:
 
 
 def all_captures() -> list[Capture]:
-    captures = [Capture(f"{p.parent.name}/{p.stem}", p) for p in sorted(DATA.glob("*/*.sqlite"))]
-    return [*captures, Capture("demo/vllm-llama1b-inproc", DEMO)]
+    tests = [Capture(f"{p.parent.name}/{p.stem}", p) for p in sorted(DATA.glob("*/*.sqlite"))]
+    samples = [Capture(f"samples/{p.parent.name}", p) for p in sorted(SAMPLES.glob("*/*.sqlite"))]
+    return tests + samples
 
 
 CAPTURES = all_captures()

@@ -24,7 +24,8 @@ def _keys(node: dict, prefix: str = "") -> list[str]:  # type: ignore[type-arg]
         keys.append(prefix + key)
         keys += _keys(child, prefix + key + ".")
         if isinstance(child.get("additionalProperties"), dict):
-            keys += _keys(child["additionalProperties"], prefix + key + ".{run}.")
+            placeholder = {"runs": "{run}", "models": "{model}"}.get(key, "{name}")
+            keys += _keys(child["additionalProperties"], f"{prefix}{key}.{placeholder}.")
     return keys
 
 
@@ -33,8 +34,9 @@ def test_every_config_key_is_described_in_schema_and_readme() -> None:
     tree = schema()
     for key in _keys(tree):
         assert f"`{key}`" in doc, key
-    for run_key, spec in tree["properties"]["runs"]["additionalProperties"]["properties"].items():
-        assert spec.get("description"), run_key
+    for section in ("runs", "models"):
+        for key, spec in tree["properties"][section]["additionalProperties"]["properties"].items():
+            assert spec.get("description"), f"{section}: {key}"
 
 
 def test_readme_test_command_is_what_ci_runs() -> None:

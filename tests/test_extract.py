@@ -75,7 +75,7 @@ def test_metrics_agree_with_the_summaries(extracted: dict[str, Path], capture_id
 
 
 def test_demo_metrics(extracted: dict[str, Path]) -> None:
-    metrics = json.loads((extracted["demo/vllm-llama1b-inproc"] / "metrics.json").read_text())
+    metrics = json.loads((extracted["vllm_inproc_h100_3iter/vllm"] / "metrics.json").read_text())
     assert metrics["source"]["nsys_version"] == "2025.3.2.0"
     assert metrics["kernels"]["count"] == 40755
     shares = {c["category"]: c["share"] for c in metrics["kernels"]["categories"]}
@@ -108,7 +108,7 @@ def test_old_export_without_enum_tables_gets_builtin_labels(extracted: dict[str,
 
 
 def test_ids_decoded_and_names_resolved(extracted: dict[str, Path]) -> None:
-    folder = extracted["demo/vllm-llama1b-inproc"]
+    folder = extracted["vllm_inproc_h100_3iter/vllm"]
     api = pq.read_table(folder / "cuda_api.parquet").to_pandas()
     processes = pq.read_table(folder / "processes.parquet").to_pandas()
     assert set(api["pid"]) == {1796}

@@ -20,7 +20,7 @@ def _digests(folder: Path) -> dict[str, str]:
 
 
 def test_figures_are_complete_and_deterministic(extracted: dict[str, Path], tmp_path: Path) -> None:
-    folder = extracted["demo/vllm-llama1b-inproc"]
+    folder = extracted["vllm_inproc_h100_3iter/vllm"]
     draw_figures(folder, tmp_path / "a")
     draw_figures(folder, tmp_path / "b")
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(f"{n}.{f}" for n in FIGURES for f in FORMATS)
@@ -34,7 +34,7 @@ def test_figures_draw_for_sparse_captures(extracted: dict[str, Path], tmp_path: 
 
 
 def test_demo_report(extracted: dict[str, Path], tmp_path: Path) -> None:
-    folder = extracted["demo/vllm-llama1b-inproc"]
+    folder = extracted["vllm_inproc_h100_3iter/vllm"]
     draw_figures(folder, tmp_path / "figures")
     result = CliRunner().invoke(
         main,
@@ -72,7 +72,7 @@ def test_report_of_a_capture_without_gpu_work(extracted: dict[str, Path], tmp_pa
 
 
 def test_rules_follow_their_thresholds(extracted: dict[str, Path]) -> None:
-    base = json.loads((extracted["demo/vllm-llama1b-inproc"] / "metrics.json").read_text())
+    base = json.loads((extracted["vllm_inproc_h100_3iter/vllm"] / "metrics.json").read_text())
     ids = {f.id for f in findings(base)}
     assert "host_blocked_in_sync" not in ids and "setup_in_capture" not in ids
 

@@ -44,7 +44,7 @@ def test_cli_writes_prefix_files_like_nsys(tmp_path: Path) -> None:
 
 
 def test_cli_table_format_prints_every_row() -> None:
-    capture = next(c for c in CAPTURES if c.id.startswith("demo"))
+    capture = next(c for c in CAPTURES if c.id == "vllm_inproc_h100_3iter/vllm")
     result = CliRunner().invoke(main, ["stats", str(capture.sqlite), "-r", "cuda_api_sum"])
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()

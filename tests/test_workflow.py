@@ -35,10 +35,15 @@ def test_demo_runs_end_to_end(cli_env: dict[str, str], tmp_path: Path) -> None:
     args = ["--cores", "1", "--configfile", str(ROOT / "config" / "demo.yaml"), "--directory", str(tmp_path)]
     result = _snakemake(args, cli_env)
     assert result.returncode == 0, result.stdout + result.stderr
-    run = tmp_path / "results" / "vllm-llama1b-inproc"
+    run = tmp_path / "results" / "llama1b-bs16"
+    assert (tmp_path / "results" / "llama1b-bs1" / "report" / "report.html").exists()
     assert (run / "report" / "report.html").exists() and (run / "figures" / "timeline.svg").exists()
     metrics = json.loads((run / "extract" / "metrics.json").read_text())
-    assert metrics["kernels"]["count"] == 40755
+    assert metrics["kernels"]["count"] == 14018
+    phases = {p["phase"]: p["steps"] for p in metrics["phases"]["phases"]}
+    assert phases["decode"] > 30 * phases["prefill"] > 0
+    report = (run / "report" / "report.md").read_text()
+    assert "5,843 output tok/s" in report and "Profiler overhead" in report and "Prefill and decode" in report
     again = _snakemake([*args, "-n"], cli_env)
     assert "Nothing to be done" in again.stdout + again.stderr
     report = _snakemake([*args, "--report", str(tmp_path / "report.zip")], cli_env)

@@ -266,7 +266,7 @@ def baseline(run: str, spec: str, model_dir: Path, out: Path, force: bool) -> No
     help="Open the capture range around the steady-state iterations.",
 )
 @common_options
-def run_command(spec_file: Path, model_dir: Path, out: Path, with_profile: bool) -> None:
+def run_command(spec_file: Path, model_dir: Path, out: Path, with_profile: bool, force: bool) -> None:
     """The instrumented vLLM workload itself (what `profile` runs under nsys); SPEC_FILE holds resolved settings."""
     import json
 
@@ -276,6 +276,8 @@ def run_command(spec_file: Path, model_dir: Path, out: Path, with_profile: bool)
         spec = json.loads(spec_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{spec_file}: cannot read the run settings ({exc})") from exc
+    if out.exists() and not force:
+        raise InputError(f"{out}: already exists; pass --force to replace it")
     record = run_workload(spec, model_dir, out, profile=with_profile)
     log.info("%s: %.1f output tok/s", record["run"], record["output_tokens_per_s"])
 

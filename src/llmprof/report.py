@@ -241,6 +241,7 @@ def build_report(
         blocks.append(Heading("Figures"))
         blocks += [Figure(f"{figure_dir}/{name}.png", FIGURE_TITLES.get(name, name)) for name in FIGURES]
     blocks += [Heading("Top kernels"), _top_kernels(m) if m["kernels"]["top"] else Paragraph("No kernels.")]
+    blocks += _phase_blocks(m)
     blocks += [
         Heading("NVTX ranges and their GPU work"),
         _nvtx_table(m) if m["nvtx"]["ranges"] else Paragraph("No NVTX ranges."),

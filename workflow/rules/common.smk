@@ -69,19 +69,19 @@ def get_run_spec(wildcards):
 
 
 def get_run_records(wildcards):
-    """The traced and untraced run records a profiled run's report cites."""
-    if not is_profiled(wildcards.run):
-        return {}
-    return {
-        "record": f"results/{wildcards.run}/profile/run.json",
-        "baseline": f"results/{wildcards.run}/baseline/run.json",
-    }
+    """The traced and untraced run records a run's report cites, where the run has them."""
+    if is_profiled(wildcards.run):
+        return {
+            "record": f"results/{wildcards.run}/profile/run.json",
+            "baseline": f"results/{wildcards.run}/baseline/run.json",
+        }
+    run = config["runs"][wildcards.run]
+    keys = {"record": "run_record", "baseline": "baseline_record"}
+    return {name: project_path(run[key]) for name, key in keys.items() if key in run}
 
 
 def get_record_args(wildcards, input):
-    if not is_profiled(wildcards.run):
-        return ""
-    return f"--record {input.record} --baseline {input.baseline}"
+    return " ".join(f"--{name} {input[name]}" for name in ("record", "baseline") if name in input.keys())
 
 
 def get_category_args():
