@@ -24,6 +24,14 @@ include: "workflow/rules/export.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/provenance.smk"
+include: "workflow/rules/study.smk"
+
+
+# With --keep-going, a failed run stops the study job: write the study of what finished, failed runs listed.
+onerror:
+    manifest = get_study_manifest()
+    shell("llmprof study --manifest {manifest} -o results/study --force --quiet || true")
 
 
 rule all:

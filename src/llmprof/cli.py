@@ -30,6 +30,7 @@ def _setup_logging(log_file: Path | None, quiet: bool) -> None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="w"))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
 
 def _record_in_log_file(message: str) -> None:
@@ -191,6 +192,102 @@ def report(
     )
     for finding in found:
         log.info("finding: %s", finding.title)
+
+
+@main.command()
+@click.option(
+    "--manifest",
+    required=True,
+    help="The study's runs as JSON: [{run, extract, record?, baseline?, logs?, sweep?}, ...].",
+)
+@out_option("The study folder (runs.parquet, figures/, report.md, report.html, findings.json).")
+@common_options
+def study(manifest: str, out: Path, force: bool) -> None:
+    """Compare the runs of a study: one table, comparison figures and findings; failed runs are listed."""
+    from .study import load_manifest, write_study
+
+    table = write_study(load_manifest(manifest), out, force=force)
+    failed = table[table["status"] == "failed"]["run"].tolist()
+    log.info("%s: %d runs%s", out, len(table), f", failed: {', '.join(failed)}" if failed else "")
+
+
+@main.command()
+@click.argument("name")
+@click.argument("artifacts", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--config", "config_json", required=True, help="The config entry (run) or whole config (study) as JSON.")
+@click.option("--record", type=click.Path(path_type=Path), help="The profiled run's run.json (GPU and versions).")
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="The project root (paths are recorded relative to it; its git commit is recorded).",
+)
+@out_option("The provenance.json to write.")
+@common_options
+def provenance(
+    name: str, config_json: str, artifacts: tuple[Path, ...], record: Path | None, root: Path, out: Path, force: bool
+) -> None:
+    """Record what made a run's or study's ARTIFACTS (files, folders): config digest, versions, git, container,
+    host, time and the sha256 of every file."""
+    from .provenance import write_provenance
+
+    if out.exists() and not force:
+        raise InputError(f"{out}: already exists; pass --force to replace it")
+    written = write_provenance(
+        name, _json_option(config_json, "--config"), list(artifacts), out, root=root, record=record
+    )
+    log.info("%s: %d artifacts", out, len(written["artifacts"]))
+
+
+@main.command()
+@click.option(
+    "--config",
+    "configfile",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The study's config file (as given to snakemake).",
+)
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="The project root holding results/.",
+)
+@out_option("The archive to write (.tar.gz).")
+@common_options
+def archive(configfile: Path, root: Path, out: Path, force: bool) -> None:
+    """Pack a study (config, captures, records, Parquet, figures, reports, provenance, checksums) into one file."""
+    from .archive import pack
+
+    manifest = pack(configfile, out, root=root, force=force)
+    log.info("%s: %d files, %d runs", out, len(manifest["files"]), len(manifest["runs"]))
+
+
+@main.command()
+@click.argument("archive_file", type=click.Path(path_type=Path))
+@click.option("--no-rebuild", is_flag=True, help="Only check the checksums; do not rebuild the analysis stages.")
+@common_options
+def verify(archive_file: Path, no_rebuild: bool, force: bool) -> None:
+    """Check every checksum of an archive and rebuild its analysis from the captures; name what differs."""
+    from .archive import verify as run_verify
+
+    result = run_verify(archive_file, rebuild=not no_rebuild)
+    problems = [
+        *(f"checksum mismatch: {p}" for p in result.bad_checksums),
+        *(f"missing from the archive: {p}" for p in result.missing),
+        *(f"not in the manifest: {p}" for p in result.unlisted),
+        *(f"rebuilt bytes differ: {p}" for p in result.differs),
+    ]
+    for problem in problems:
+        click.echo(problem)
+    click.echo(
+        f"{archive_file}: {result.checked} checksums checked, {result.rebuilt} artifacts rebuilt, "
+        f"{len(problems)} problem(s)"
+    )
+    if problems:
+        raise LlmprofError(f"{archive_file}: verification failed ({len(problems)} problem(s), listed above)")
 
 
 def _json_option(text: str, what: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,68 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
         where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
         raise ConfigError(f"{source}: {where}: {first.message}")
     models = config.get("models", {})
-    for run, spec in config["runs"].items():
+    if not config.get("runs") and not config.get("sweeps"):
+        raise ConfigError(f"{source}: no runs: give at least one under runs or sweeps")
+    for run, spec in config.get("runs", {}).items():
         if "model" in spec and spec["model"] not in models:
             known = ", ".join(models) or "none"
             raise ConfigError(f"{source}: runs/{run}/model: {spec['model']!r} is not one of the models ({known})")
     return config
+
+
+#: Short labels of swept keys in expanded run names (llama1b-batch-bs16-in512).
+SWEEP_LABELS = {
+    "capture_mode": "",
+    "engine.dtype": "",
+    "engine.tensor_parallel_size": "tp",
+    "engine.gpu_memory_utilization": "gmu",
+    "engine.max_model_len": "len",
+    "engine.enforce_eager": "eager",
+    "engine.seed": "seed",
+    "workload.batch_size": "bs",
+    "workload.input_len": "in",
+    "workload.output_len": "out",
+    "workload.warmup_iters": "warmup",
+    "workload.profile_iters": "iters",
+    "workload.prompts": "prompts",
+    "workload.seed": "pseed",
+}
+
+
+def _value_label(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    text = str(value).replace("/", "_").replace(" ", "_")
+    return Path(text).stem if "." in text and not text.replace(".", "").isdigit() else text
+
+
+def sweep_run_name(sweep: str, values: dict[str, Any]) -> str:
+    """A readable, stable run name: the sweep's name, then each swept key's label and value, in key order."""
+    return "-".join([sweep, *(f"{SWEEP_LABELS[k]}{_value_label(v)}" for k, v in sorted(values.items()))])
+
+
+def expand_sweeps(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """The config with every sweep expanded into runs (the product of its value lists), validated.
+
+    Raises:
+        ConfigError: an expanded run is invalid, or its name collides with another run.
+    """
+    runs = dict(config.get("runs", {}))
+    for sweep, spec in config.get("sweeps", {}).items():
+        keys = sorted(spec["over"])
+        for combination in itertools.product(*(spec["over"][k] for k in keys)):
+            values = dict(zip(keys, combination))
+            run = json_copy(spec["base"])
+            for key, value in values.items():
+                section, _, leaf = key.rpartition(".")
+                (run.setdefault(section, {}) if section else run)[leaf or key] = value
+            run["sweep"] = {"name": sweep, "values": values}
+            name = sweep_run_name(sweep, values)
+            if name in runs:
+                raise ConfigError(f"{source}: sweeps/{sweep}: expanded run {name!r} collides with another run")
+            runs[name] = run
+    expanded = {**config, "runs": runs}
+    return validate(expanded, source)
 
 
 def with_defaults(instance: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:

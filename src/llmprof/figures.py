@@ -245,3 +245,109 @@ def draw_figures(extract_dir: str | Path, out: str | Path, *, force: bool = Fals
             finally:
                 plt.close(fig)
     return written
+
+
+def _study_x(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Successful runs ordered along the swept parameter (or by name), and the x column."""
+    from .study import swept_parameter
+
+    ok = table[table["status"] == "ok"].copy()
+    parameter = swept_parameter(table)
+    if parameter is None:
+        return ok.assign(x=ok["run"]).sort_values("run"), "run"
+    ok = ok.sort_values([parameter, "run"])
+    return ok.assign(x=ok[parameter].astype(str)), parameter
+
+
+def study_throughput(table: pd.DataFrame, entries: list[Any], fig: plt.Figure) -> None:
+    """Output tokens per second, traced and untraced, along the swept parameter."""
+    ax = fig.subplots()
+    ok, label = _study_x(table)
+    long = ok.melt(
+        id_vars=["x"],
+        value_vars=["output_tok_per_s_traced", "output_tok_per_s_untraced"],
+        var_name="measure",
+        value_name="tok_s",
+    ).dropna()
+    if long.empty:
+        return _no_data(ax, "No run records: throughput was not measured")
+    long["measure"] = long["measure"].map(
+        {"output_tok_per_s_traced": "under nsys", "output_tok_per_s_untraced": "without nsys"}
+    )
+    sns.pointplot(long, x="x", y="tok_s", hue="measure", hue_order=["without nsys", "under nsys"], ax=ax)
+    ax.set(xlabel=label, ylabel="output tokens / s", title="Throughput")
+
+
+def study_latency(table: pd.DataFrame, entries: list[Any], fig: plt.Figure) -> None:
+    """Mean latency of a captured generate call along the swept parameter."""
+    ax = fig.subplots()
+    ok, label = _study_x(table)
+    ok = ok.dropna(subset=["mean_iteration_latency_s"])
+    if ok.empty:
+        return _no_data(ax, "No run records: latency was not measured")
+    sns.pointplot(ok.assign(ms=ok["mean_iteration_latency_s"] * 1e3), x="x", y="ms", ax=ax)
+    ax.set(xlabel=label, ylabel="latency per generate call (ms, under nsys)", title="Latency")
+
+
+def study_categories(table: pd.DataFrame, entries: list[Any], fig: plt.Figure) -> None:
+    """GPU kernel time by category, stacked per run."""
+    ax = fig.subplots()
+    ok, label = _study_x(table)
+    if ok.empty:
+        return _no_data(ax, "No complete run")
+    bottom = np.zeros(len(ok))
+    names = [f"{r} ({x})" if label != "run" else r for r, x in zip(ok["run"], ok["x"])]
+    for category in CATEGORY_ORDER:
+        values = 100 * ok[f"share_{category.replace('/', '_')}"].fillna(0).to_numpy()
+        ax.barh(names, values, left=bottom, color=PALETTE[category], label=category)
+        bottom += values
+    ax.set(xlabel="share of GPU kernel time (%)", xlim=(0, 100), title="GPU time by kernel category per run")
+    ax.legend(loc="lower right", fontsize=8, ncols=2)
+
+
+def study_top_kernels(table: pd.DataFrame, entries: list[Any], fig: plt.Figure) -> None:
+    """Share of GPU time of the kernels that lead in any run, per run."""
+    ax = fig.subplots()
+    ok, _ = _study_x(table)
+    shares = {}
+    for entry in entries:
+        if entry.run not in set(ok["run"]):
+            continue
+        sums = grouped_sums(entry.extract / "kernels.parquet", ["name", "short_name"], ["duration_ns"])
+        total = sums["duration_ns"].sum()
+        labels = [kernel_label(n, s) for n, s in zip(sums["name"], sums["short_name"])]
+        shares[entry.run] = pd.Series(100 * sums["duration_ns"].to_numpy() / total, index=labels).groupby(level=0).sum()
+    if not shares:
+        return _no_data(ax, "No complete run")
+    matrix = pd.DataFrame(shares).fillna(0.0)
+    order = matrix.max(axis=1).sort_values(ascending=False, kind="stable").index[:TOP_N]
+    matrix = matrix.loc[order, [r for r in ok["run"] if r in matrix.columns]]
+    matrix.index = [_label(str(i), 50) for i in matrix.index]
+    sns.heatmap(matrix, annot=True, fmt=".1f", cmap="Blues", cbar_kws={"label": "% of GPU kernel time"}, ax=ax)
+    ax.set(xlabel="", ylabel="", title="Top kernels: share of GPU time per run")
+
+
+#: Study figures: name → drawing function, size (inches) and caption.
+STUDY_FIGURES: dict[str, tuple[Callable[[pd.DataFrame, list[Any], plt.Figure], None], tuple[float, float], str]] = {
+    "throughput": (study_throughput, (8, 4.5), "Throughput with and without nsys along the swept parameter"),
+    "latency": (study_latency, (8, 4.5), "Latency of a captured generate call"),
+    "categories": (study_categories, (10, 4.5), "GPU time by kernel category per run"),
+    "top_kernels": (study_top_kernels, (11, 7), "Top kernels' share of GPU time per run"),
+}
+
+
+def draw_study_figures(table: pd.DataFrame, entries: list[Any], out: Path) -> list[Path]:
+    """Draw the study figures into ``out`` (PNG and SVG), deterministically."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    with plt.rc_context(THEME):
+        for name, (draw, size, _) in STUDY_FIGURES.items():
+            fig = plt.figure(figsize=size, layout="constrained")
+            try:
+                draw(table, entries, fig)
+                for fmt in FORMATS:
+                    fig.savefig(out / f"{name}.{fmt}", format=fmt, metadata=SAVE_METADATA[fmt])
+                    written.append(out / f"{name}.{fmt}")
+            finally:
+                plt.close(fig)
+    return written

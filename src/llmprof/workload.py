@@ -22,6 +22,7 @@ import os
 import platform
 import subprocess
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,7 @@ def run_workload(spec: dict[str, Any], model_dir: str | Path, out: str | Path, *
         kwargs["profiler_config"] = {"profiler": "cuda"}
     sampling = SamplingParams(max_tokens=workload["output_len"], ignore_eos=True, temperature=0.0, detokenize=False)
 
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     started = time.perf_counter()
     with nvtx.annotate("model_load"):
         llm = LLM(**kwargs)
@@ -169,6 +171,8 @@ def run_workload(spec: dict[str, Any], model_dir: str | Path, out: str | Path, *
         "spec": spec,
         "model": json.loads((Path(model_dir) / "model.json").read_text()),
         "engine_start_s": engine_start_s,
+        "started_at": started_at,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "warmup_latency_s": warmup,
         "iterations": iterations,
         "output_tokens": total_tokens,

@@ -5,8 +5,11 @@ import shlex
 
 from snakemake.utils import validate
 
+from llmprof.config import expand_sweeps
 
-validate(config, "../../config/schema.yaml")
+
+validate(config, "../../config/schema.yaml", set_default=False)  # defaults are filled per stage by llmprof
+config.update(expand_sweeps(config))
 
 RUNS = sorted(config["runs"])
 MODELS = sorted(config.get("models", {}))
@@ -68,16 +71,16 @@ def get_run_spec(wildcards):
     return shlex.quote(json.dumps(spec, sort_keys=True))
 
 
-def get_run_records(wildcards):
+def run_records(run):
     """The traced and untraced run records a run's report cites, where the run has them."""
-    if is_profiled(wildcards.run):
-        return {
-            "record": f"results/{wildcards.run}/profile/run.json",
-            "baseline": f"results/{wildcards.run}/baseline/run.json",
-        }
-    run = config["runs"][wildcards.run]
+    if is_profiled(run):
+        return {"record": f"results/{run}/profile/run.json", "baseline": f"results/{run}/baseline/run.json"}
     keys = {"record": "run_record", "baseline": "baseline_record"}
-    return {name: project_path(run[key]) for name, key in keys.items() if key in run}
+    return {name: project_path(config["runs"][run][key]) for name, key in keys.items() if key in config["runs"][run]}
+
+
+def get_run_records(wildcards):
+    return run_records(wildcards.run)
 
 
 def get_record_args(wildcards, input):
@@ -92,5 +95,49 @@ def get_category_args():
     )
 
 
+def get_run_artifacts(wildcards):
+    """Everything a run produced (and the capture it started from), for its provenance."""
+    artifacts = {
+        "extract": f"results/{wildcards.run}/extract",
+        "figures": f"results/{wildcards.run}/figures",
+        "report": f"results/{wildcards.run}/report/report.html",
+        "sqlite": get_sqlite(wildcards),
+    }
+    return {**artifacts, **get_run_records(wildcards)}
+
+
+def get_run_config(wildcards):
+    return shlex.quote(json.dumps(config["runs"][wildcards.run], sort_keys=True))
+
+
+def get_study_config():
+    return shlex.quote(json.dumps(config, sort_keys=True))
+
+
+def get_study_manifest():
+    """The study's runs as shell-quoted JSON for `llmprof study`."""
+    entries = []
+    for run in RUNS:
+        records = run_records(run)
+        entries.append(
+            {
+                "run": run,
+                "extract": f"results/{run}/extract",
+                "logs": f"logs/{run}",
+                "sweep": config["runs"][run].get("sweep"),
+                **records,
+            }
+        )
+    return shlex.quote(json.dumps(entries, sort_keys=True))
+
+
+def get_study_inputs(wildcards):
+    inputs = {f"extract_{run}": f"results/{run}/extract" for run in RUNS}
+    for run in RUNS:
+        inputs.update({f"{name}_{run}": path for name, path in run_records(run).items()})
+    return inputs
+
+
 def get_final_targets():
-    return [f"results/{run}/report/report.html" for run in RUNS]
+    per_run = [f"results/{run}/{name}" for run in RUNS for name in ("report/report.html", "provenance.json")]
+    return per_run + ["results/study/report.html", "results/study/provenance.json"]
