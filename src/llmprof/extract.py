@@ -2,8 +2,10 @@
 
 Every event table is read with one SQL query that selects only the columns it
 needs, resolves names through ``StringIds`` and enum labels inside SQLite, and
-streams rows in fixed-size batches into a Parquet writer, so memory does not
-grow with the export. Columns that older nsys versions lack are read as NULL.
+streams rows as Arrow batches into a Parquet writer, so memory does not grow
+with the export. Columns that older nsys versions lack are read as NULL. Event
+rows keep the export's own order, which is fixed for a given file: sorting tens
+of millions of rows inside SQLite would cost more than the extraction itself.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from . import tables
@@ -96,7 +100,6 @@ def _kernels_sql(export: Export) -> str:
         FROM {KERNEL} t
         LEFT JOIN StringIds sn ON sn.id = t.shortName
         {"LEFT JOIN StringIds dn ON dn.id = t.demangledName" if export.has(KERNEL, "demangledName") else ""}
-        ORDER BY t.deviceId, t.start, t.correlationId
     """
 
 
@@ -105,7 +108,6 @@ def _cuda_api_sql(export: Export) -> str:
         SELECT {_pid("t.globalTid")}, {_tid("t.globalTid")}, t.start, t."end", t."end" - t.start,
                t.correlationId, {api_name_sql("s.value")}, NULL, {_col(export, RUNTIME, "returnValue")}
         FROM {RUNTIME} t LEFT JOIN StringIds s ON s.id = t.nameId
-        ORDER BY t.start, t.globalTid, t.correlationId
     """
 
 
@@ -117,7 +119,7 @@ def _memcpy_sql(export: Export) -> str:
         SELECT {_gpu_columns(export, MEMCPY)}, t.bytes, {_case("t.copyKind", kinds)},
                {_case("t.copyKind", directions).replace("'Unknown'", "'other'")},
                {_case(_col(export, MEMCPY, "srcKind"), mem)}, {_case(_col(export, MEMCPY, "dstKind"), mem)}
-        FROM {MEMCPY} t ORDER BY t.deviceId, t.start, t.correlationId
+        FROM {MEMCPY} t
     """
 
 
@@ -126,7 +128,7 @@ def _memset_sql(export: Export) -> str:
     return f"""
         SELECT {_gpu_columns(export, MEMSET)}, t.bytes, {_col(export, MEMSET, "value")},
                {_case(_col(export, MEMSET, "memKind"), mem)}
-        FROM {MEMSET} t ORDER BY t.deviceId, t.start, t.correlationId
+        FROM {MEMSET} t
     """
 
 
@@ -134,7 +136,7 @@ def _sync_sql(export: Export) -> str:
     labels = export.enum_labels("ENUM_CUPTI_SYNC_TYPE", SYNC_TYPE_LABELS)
     return f"""
         SELECT {_gpu_columns(export, SYNC)}, {_case(_col(export, SYNC, "syncType"), labels)}
-        FROM {SYNC} t ORDER BY t.deviceId, t.start, t.correlationId
+        FROM {SYNC} t
     """
 
 
@@ -150,7 +152,6 @@ def _osrt_sql(export: Export) -> str:
     return f"""
         SELECT {_pid("t.globalTid")}, {_tid("t.globalTid")}, t.start, t."end", t."end" - t.start, s.value
         FROM {OSRT} t LEFT JOIN StringIds s ON s.id = t.nameId {where}
-        ORDER BY t.start, t.globalTid
     """
 
 
@@ -206,15 +207,28 @@ class TableReader:
     source: str | None
     query: Callable[[Export], str | None]
     required: tuple[str, ...] = ()
-    derive: Callable[[dict[str, list[object]], Classifier], None] | None = None
+    derive: Callable[[pa.RecordBatch, Classifier], pa.RecordBatch] | None = None
 
 
-def _derive_kernel_category(columns: dict[str, list[object]], classifier: Classifier) -> None:
-    columns["category"] = classifier.map(columns["short_name"], columns["name"])  # type: ignore[arg-type]
+def _classified(batch: pa.RecordBatch, column: str, classifier: Classifier, detail: str | None = None) -> pa.Array:
+    """Classify each distinct value of ``column`` once (``detail`` is tried where it matches nothing)."""
+    codes, uniques = pd.factorize(batch.column(column).to_pandas(), use_na_sentinel=False)
+    if detail is None:
+        labels = classifier.map(list(uniques))
+    else:
+        _, first = np.unique(codes, return_index=True)
+        details = batch.column(detail).take(pa.array(first)).to_pylist()
+        labels = classifier.map(list(uniques), details)
+    return pa.array(np.asarray(labels, dtype=object)[codes], type=pa.string())
 
 
-def _derive_api_kind(columns: dict[str, list[object]], classifier: Classifier) -> None:
-    columns["kind"] = API_KIND.map(columns["name"])  # type: ignore[arg-type]
+def _derive_kernel_category(batch: pa.RecordBatch, classifier: Classifier) -> pa.RecordBatch:
+    index = batch.schema.get_field_index("category")
+    return batch.set_column(index, "category", _classified(batch, "short_name", classifier, detail="name"))
+
+
+def _derive_api_kind(batch: pa.RecordBatch, classifier: Classifier) -> pa.RecordBatch:
+    return batch.set_column(batch.schema.get_field_index("kind"), "kind", _classified(batch, "name", API_KIND))
 
 
 _SPAN = ("start", "end")
@@ -245,11 +259,8 @@ def _write_events(export: Export, reader: TableReader, path: Path, classifier: C
             except ReportSkipped:
                 sql = None
         if sql is not None:
-            for _, rows in export.batches(sql):
-                columns = dict(zip(schema.names, (list(c) for c in zip(*rows))))
-                if reader.derive is not None:
-                    reader.derive(columns, classifier)
-                sink.write(columns)
+            for batch in export.arrow_batches(sql, schema):
+                sink.write(batch if reader.derive is None else reader.derive(batch, classifier))
                 if progress:
                     log.info("%s: %d rows read", reader.name, sink.rows)
     finally:

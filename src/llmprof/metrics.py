@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .categories import CATEGORY_ORDER, TENSOR_CORE, WAITING_OSRT, Classifier
 from .sqlite_io import Export
-from .stats import KERNEL, MEMCPY, MEMSET
 
 TOP_GAPS = 5
 TOP_KERNELS = 10
@@ -29,20 +30,26 @@ HOST_TABLES = ("cuda_api",)
 
 
 def grouped_sums(path: Path, keys: Sequence[str], values: Sequence[str]) -> pd.DataFrame:
-    """Stream a Parquet file and return, per key, the row count and the sum of each value."""
+    """Stream a Parquet file and return, per key, the row count and the sum of each value.
+
+    Each batch is aggregated by Arrow's own group-by over dictionary-encoded text keys (the
+    codes Parquet stored), and the partial sums are combined by value.
+    """
     parts = []
-    parquet = pq.ParquetFile(path)
+    schema = pq.read_schema(path)
+    text_keys = [k for k in keys if pa.types.is_string(schema.field(k).type)]
+    parquet = pq.ParquetFile(path, read_dictionary=text_keys)
+    aggregations = [(values[0], "count", pc.CountOptions(mode="all")), *((v, "sum") for v in values)]
     for batch in parquet.iter_batches(columns=[*keys, *values], batch_size=1 << 20):
-        table = batch.to_pandas() if batch.num_rows else None
-        if table is not None:
-            parts.append(
-                table.groupby(list(keys), dropna=False).agg(
-                    count=(values[0], "size"), **{v: (v, "sum") for v in values}
-                )
-            )
+        if batch.num_rows:
+            grouped = pa.Table.from_batches([batch]).group_by(list(keys), use_threads=False).aggregate(aggregations)
+            parts.append(grouped.to_pandas())
     if not parts:
         return pd.DataFrame(columns=[*keys, "count", *values])
-    return pd.concat(parts).groupby(level=list(range(len(keys))), dropna=False).sum().reset_index()
+    names = {f"{values[0]}_count": "count", **{f"{v}_sum": v for v in values}}
+    frame = pd.concat(parts).rename(columns=names)
+    combined = frame.groupby(list(keys), dropna=False, sort=True)[["count", *values]].sum().reset_index()
+    return combined
 
 
 def time_span(stage: Path, names: Iterable[str]) -> tuple[int, int] | None:
@@ -106,18 +113,26 @@ class _DeviceActivity:
         self.operations += len(starts)
 
 
-def gpu_activity(export: Export, window: dict[str, Any]) -> dict[str, Any]:
-    """Per device: busy time (union of kernels, copies and memsets), idle share and largest gaps."""
-    tables = [t for t in (KERNEL, MEMCPY, MEMSET) if export.has_rows(t)]
+def gpu_activity(stage: Path, window: dict[str, Any]) -> dict[str, Any]:
+    """Per device: busy time (union of kernels, copies and memsets), idle share and largest gaps.
+
+    The intervals of each device are read from the extracted tables and sorted by start in
+    memory (24 bytes per GPU operation), then merged in one pass.
+    """
+    columns = ["device_id", "start_ns", "end_ns"]
+    parts = [pq.read_table(stage / f"{t}.parquet", columns=columns) for t in GPU_TABLES]
+    intervals = pa.concat_tables(parts)
     devices: dict[int, _DeviceActivity] = {}
-    if tables:
-        union = " UNION ALL ".join(f'SELECT deviceId, start, "end" FROM {t}' for t in tables)
-        for _, rows in export.batches(f"SELECT * FROM ({union}) ORDER BY deviceId, start"):
-            block = np.asarray(rows, dtype="int64")
-            ids, first = np.unique(block[:, 0], return_index=True)
-            bounds = [*first[1:], len(block)]
-            for device, lo, hi in zip(ids, first, bounds):
-                devices.setdefault(int(device), _DeviceActivity()).add(block[lo:hi, 1], block[lo:hi, 2])
+    if intervals.num_rows:
+        device = intervals.column("device_id").to_numpy(zero_copy_only=False)
+        start = intervals.column("start_ns").to_numpy(zero_copy_only=False)
+        end = intervals.column("end_ns").to_numpy(zero_copy_only=False)
+        order = np.lexsort((start, device))
+        device, start, end = device[order], start[order], end[order]
+        for value in np.unique(device):
+            lo, hi = np.searchsorted(device, value, "left"), np.searchsorted(device, value, "right")
+            devices[int(value)] = _DeviceActivity()
+            devices[int(value)].add(start[lo:hi], end[lo:hi])
     span = max(int(window["duration_ns"]), 1)
     per_device = []
     for device, activity in sorted(devices.items()):
@@ -324,7 +339,7 @@ def compute_metrics(export: Export, stage: Path, classifier: Classifier) -> dict
         },
         "capture_window": window,
         "gpus": gpus(stage),
-        "gpu_activity": gpu_activity(export, window),
+        "gpu_activity": gpu_activity(stage, window),
         "kernels": kernel_metrics(stage, classifier),
         "cuda_api": cuda_api_metrics(stage),
         "memcpy": memcpy_metrics(stage),

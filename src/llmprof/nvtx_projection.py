@@ -116,7 +116,15 @@ def project_ranges(export: Export, range_sql: str) -> pd.DataFrame:
         (a CUDA graph launch counts once), ``gpu_ops`` the operations they launched and
         ``gpu_time_ns`` their summed duration; ``level`` is the nesting depth and
         ``children`` the number of directly nested ranges that launched GPU work.
+        Computed once per export and range query; later calls get a copy.
     """
+    key = f"project_ranges:{range_sql}"
+    if key not in export.memo:
+        export.memo[key] = _project_ranges(export, range_sql)
+    return export.memo[key].copy()  # type: ignore[no-any-return]
+
+
+def _project_ranges(export: Export, range_sql: str) -> pd.DataFrame:
     ranges = pd.DataFrame(
         export.query(f'SELECT name, style, start, "end", global_tid FROM ({range_sql})'),
         columns=["name", "style", "start_ns", "end_ns", "global_tid"],

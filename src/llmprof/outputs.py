@@ -60,8 +60,7 @@ class ParquetSink:
         self.rows = 0
         self._writer = pq.ParquetWriter(str(path), schema, **PARQUET_OPTIONS)
 
-    def write(self, columns: dict[str, Any]) -> None:
-        batch = pa.RecordBatch.from_pydict({f.name: columns[f.name] for f in self.schema}, schema=self.schema)
+    def write(self, batch: pa.RecordBatch) -> None:
         self.rows += batch.num_rows
         self._writer.write_batch(batch)
 

@@ -17,7 +17,14 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from .errors import InputError, SchemaError
+
+try:  # the fast path to Arrow; the standard library's sqlite3 serves where it is not installed
+    import adbc_driver_sqlite.dbapi as adbc_dbapi
+except ImportError:  # pragma: no cover - depends on the environment
+    adbc_dbapi = None  # type: ignore[assignment]
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BATCH_ROWS = 262_144
@@ -77,6 +84,8 @@ class Export:
     path: Path
     connection: sqlite3.Connection
     columns: dict[str, tuple[str, ...]] = field(repr=False)
+    #: Results derived once per export and shared by the stages that need them (NVTX projection).
+    memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def has(self, table: str, *cols: str) -> bool:
         """True when ``table`` exists and has every one of ``cols``."""
@@ -136,6 +145,40 @@ class Export:
         except sqlite3.DatabaseError as exc:
             raise self._read_error(exc) from exc
 
+    def arrow_batches(self, sql: str, schema: pa.Schema | None = None) -> Iterator[pa.RecordBatch]:
+        """Stream the rows of ``sql`` as Arrow record batches (columns renamed and cast to ``schema``).
+
+        Uses the ADBC SQLite driver, which fills Arrow buffers without Python objects per row, where
+        installed; otherwise the standard library's sqlite3. Both yield the same batches.
+        """
+        try:
+            source = _adbc_batches(self.path, sql) if adbc_dbapi is not None else self._sqlite3_batches(sql)
+            for batch in source:
+                yield batch if schema is None else _conform(batch, schema)
+        except sqlite3.DatabaseError as exc:
+            raise self._read_error(exc) from exc
+        except Exception as exc:  # ADBC raises its own DB-API error classes
+            if adbc_dbapi is not None and isinstance(exc, adbc_dbapi.Error):
+                raise self._read_error(sqlite3.OperationalError(str(exc).splitlines()[0])) from exc
+            raise
+
+    def arrow_table(self, sql: str, schema: pa.Schema | None = None) -> pa.Table:
+        """Every row of ``sql`` as one Arrow table (for column subsets that fit in memory)."""
+        batches = list(self.arrow_batches(sql, schema))
+        if batches:
+            return pa.Table.from_batches(batches)
+        if schema is None:
+            names = [d[0] for d in self.connection.execute(f"SELECT * FROM ({sql}) LIMIT 0").description]
+            schema = pa.schema([pa.field(n, pa.int64()) for n in names])
+        return schema.empty_table()
+
+    def _sqlite3_batches(self, sql: str) -> Iterator[pa.RecordBatch]:
+        cursor = self.connection.execute(sql)
+        names = [d[0] for d in cursor.description]
+        while rows := cursor.fetchmany(BATCH_ROWS):
+            columns = list(zip(*rows))
+            yield pa.RecordBatch.from_arrays([pa.array(list(c)) for c in columns], names=names)
+
     def enum_labels(self, table: str, fallback: dict[int, str]) -> dict[int, str]:
         """Labels of an ``ENUM_*`` table, or ``fallback`` for exports that predate it."""
         if not self.has(table, "id", "label"):
@@ -159,6 +202,25 @@ class Export:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _adbc_batches(path: Path, sql: str) -> Iterator[pa.RecordBatch]:
+    assert adbc_dbapi is not None
+    with adbc_dbapi.connect(f"file:{path.resolve()}?mode=ro") as connection, connection.cursor() as cursor:
+        cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
+        cursor.execute(sql)
+        yield from cursor.fetch_record_batch()
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Rename columns positionally to ``schema`` and cast them (all-NULL columns come typed as anything)."""
+    arrays = []
+    for column, target in zip(batch.columns, schema):
+        if column.type != target.type:
+            empty = column.null_count == len(column)
+            column = pa.nulls(len(column), target.type) if empty else column.cast(target.type)
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _check_file(path: Path) -> None:

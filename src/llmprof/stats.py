@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -108,52 +109,55 @@ def _summarize(
 ) -> pd.DataFrame:
     """Per key: count, total, mean, median, min, max and sample standard deviation of each value.
 
-    ``source_sql`` yields the ``keys`` columns and the ``values`` columns (NULL values are
-    left out of that value's statistics). The median of an even count is the mean of the
-    two middle values; the deviation is computed in two passes, exact for integer ns.
-    Rows come back in key order, which is the order nsys breaks ties in.
+    ``source_sql`` yields the ``keys`` columns (ids or short labels) and the ``values`` columns
+    (NULL values are left out of that value's statistics). The rows stream into Arrow, then one
+    sort per value column gives every statistic: sums are exact integer sums, the median of an
+    even count is the mean of the two middle values, and the deviation is two-pass and summed in
+    order, as SQLite would. Rows come back in ascending key order, the order nsys breaks ties in.
     """
-    key_list = ", ".join(keys)
-    on = " AND ".join(f"s.{k} IS a.{k}" for k in keys) or "1"
-    ctes = [f"src AS MATERIALIZED ({source_sql})"]
-    agg_cols = []
+    frame = export.arrow_table(source_sql).to_pandas()
+    groups = frame.groupby(list(keys), sort=True, dropna=False)
+    codes = groups.ngroup().to_numpy()
+    result = frame.loc[:, list(keys)].drop_duplicates().assign(_code=codes[~frame.duplicated(list(keys))])
+    result = result.sort_values("_code").reset_index(drop=True)
     for v in values:
-        agg_cols.append(
-            f"count({v}) AS {v}_n, sum({v}) AS {v}_total, avg({v}) AS {v}_mean, min({v}) AS {v}_lo, max({v}) AS {v}_hi"
-        )
-    ctes.append(f"agg AS (SELECT {key_list}, {', '.join(agg_cols)} FROM src GROUP BY {key_list})")
-    selects = [f"a.{k}" for k in keys]
-    joins = []
-    for i, v in enumerate(values):
-        skeys = ", ".join(f"s.{k}" for k in keys)
-        ctes.append(
-            f"r{i} AS (SELECT {key_list}, {v} AS value, row_number() OVER "
-            f"(PARTITION BY {key_list} ORDER BY {v}) AS rn FROM src WHERE {v} IS NOT NULL)"
-        )
-        ctes.append(
-            f"m{i} AS (SELECT {skeys}, avg(s.value) AS median FROM r{i} s JOIN agg a ON {on} "
-            f"WHERE s.rn IN ((a.{v}_n + 1) / 2, (a.{v}_n + 2) / 2) GROUP BY {skeys})"
-        )
-        ctes.append(
-            f"d{i} AS (SELECT {skeys}, sum((s.{v} - a.{v}_mean) * (s.{v} - a.{v}_mean)) AS ss "
-            f"FROM src s JOIN agg a ON {on} WHERE s.{v} IS NOT NULL GROUP BY {skeys})"
-        )
-        for j in (f"m{i}", f"d{i}"):
-            joins.append(f"LEFT JOIN {j} ON " + " AND ".join(f"{j}.{k} IS a.{k}" for k in keys))
-        selects += [f"a.{v}_n", f"a.{v}_total", f"a.{v}_mean", f"m{i}.median", f"a.{v}_lo", f"a.{v}_hi", f"d{i}.ss"]
-    order = ", ".join(f"a.{k}" for k in keys)
-    sql = f"WITH {', '.join(ctes)} SELECT {', '.join(selects)} FROM agg a {' '.join(joins)} ORDER BY {order}"
-    names = list(keys)
-    for v in values:
-        names += [f"{v}_n", f"{v}_total", f"{v}_mean", f"{v}_median", f"{v}_lo", f"{v}_hi", f"{v}_ss"]
-    frame = pd.DataFrame(export.query(sql), columns=names)
-    for v in values:
-        n = frame[f"{v}_n"]
-        frame[f"{v}_stddev"] = [
-            math.sqrt(ss / (k - 1)) if k > 1 else 0.0  # nsys prints 0.0 for zero or one value
-            for ss, k in zip(frame[f"{v}_ss"], n)
-        ]
-    return frame
+        column = frame[v]
+        valid = column.notna().to_numpy()
+        stats = _group_stats(codes[valid], column.to_numpy()[valid], len(result))
+        for name, array in stats.items():
+            result[f"{v}_{name}"] = array
+    return result.drop(columns="_code")
+
+
+def _group_stats(codes: np.ndarray, values: np.ndarray, groups: int) -> dict[str, np.ndarray]:
+    """count, total, mean, median, lo, hi and stddev of ``values`` per group code (0 … groups-1)."""
+    values = values.astype("int64")
+    order = np.lexsort((values, codes))
+    codes, values = codes[order], values[order]
+    present = np.unique(codes)
+    starts = np.searchsorted(codes, present, side="left")
+    ends = np.searchsorted(codes, present, side="right")
+    n = (ends - starts).astype("int64")
+    total = np.add.reduceat(values, starts) if len(values) else np.zeros(0, dtype="int64")
+    mean = total / n
+    lower, upper = values[starts + (n - 1) // 2], values[starts + n // 2]
+    median = (lower + upper) / 2.0
+    deviation = values - np.repeat(mean, n)
+    ss = np.add.reduceat(deviation * deviation, starts) if len(values) else np.zeros(0)
+    stddev = np.where(n > 1, np.sqrt(ss / np.maximum(n - 1, 1)), 0.0)
+    out = {
+        "n": np.zeros(groups, dtype="int64"),
+        "total": np.zeros(groups, dtype="int64"),
+        "mean": np.full(groups, np.nan),
+        "median": np.full(groups, np.nan),
+        "lo": np.full(groups, np.nan),
+        "hi": np.full(groups, np.nan),
+        "stddev": np.zeros(groups),  # nsys prints 0.0 for zero or one value
+    }
+    for name, array in (("n", n), ("total", total), ("mean", mean), ("median", median), ("lo", values[starts]),
+                        ("hi", values[ends - 1]), ("stddev", stddev)):
+        out[name][present] = array
+    return out
 
 
 def _rounded(series: pd.Series) -> pd.Series:
@@ -202,23 +206,36 @@ def api_name_sql(column: str) -> str:
 def cuda_gpu_kern_sum(export: Export) -> pd.DataFrame:
     """GPU time per kernel name (demangled, as nsys prints by default)."""
     _require_rows(export, KERNEL, "CUDA kernel data")
-    source = f"""
-        SELECT s.value AS name, k."end" - k.start AS value
-        FROM {KERNEL} k LEFT JOIN StringIds s ON s.id = k.{kernel_name_column(export)}
-    """
-    return _time_summary(export, source, ("name",), "instances")
+    source = f'SELECT {kernel_name_column(export)} AS name_id, "end" - start AS value FROM {KERNEL}'
+    return _by_label(_time_summary(export, source, ("name_id",), "instances"), "name_id", _strings(export))
+
+
+def _strings(export: Export, transform: str = "value") -> Callable[[list[int]], dict[int, str]]:
+    """A lookup of StringIds values (through an SQL ``transform``) for the ids a summary found."""
+
+    def lookup(ids: list[int]) -> dict[int, str]:
+        listed = ",".join(str(int(i)) for i in ids if i is not None and i == i)
+        rows = export.query(f"SELECT id, {transform} FROM StringIds WHERE id IN ({listed})") if listed else []
+        return {int(i): str(v) for i, v in rows}
+
+    return lookup
+
+
+def _by_label(frame: pd.DataFrame, key: str, lookup: Callable[[list[int]], dict[int, str]]) -> pd.DataFrame:
+    """Replace id ``key`` with its label in ``name``; ties in total keep label order, as nsys's do."""
+    names = lookup(frame[key].tolist())
+    labelled = frame.assign(name=[names.get(int(i)) if i == i else None for i in frame[key]])
+    labelled = labelled.sort_values("name", kind="stable", na_position="first")
+    total = "total_ns" if "total_ns" in labelled else "total_bytes"
+    return labelled.sort_values(total, ascending=False, kind="stable")
 
 
 def _api_summary(export: Export, table: str, what: str, where: str = "") -> pd.DataFrame:
     _require_rows(export, table, what)
     source = f'SELECT nameId AS name_id, "end" - start AS value FROM {table} {where}'
-    frame = _time_summary(export, source, ("name_id",), "num_calls")
-    names = dict(
-        export.query(
-            f"SELECT id, {api_name_sql('value')} FROM StringIds WHERE id IN (SELECT DISTINCT nameId FROM {table})"
-        )
-    )
-    return frame.assign(name=frame["name_id"].map(names))
+    frame = _time_summary(export, source, ("name_id",), "num_calls")  # ties stay in nameId order
+    names = _strings(export, api_name_sql("value"))(frame["name_id"].tolist())
+    return frame.assign(name=[names.get(int(i)) for i in frame["name_id"]])
 
 
 def cuda_api_sum(export: Export) -> pd.DataFrame:
@@ -232,32 +249,41 @@ def osrt_sum(export: Export) -> pd.DataFrame:
     return _api_summary(export, OSRT, "OS Runtime trace data", where)
 
 
-def _memory_source(export: Export, value: str) -> str:
-    """Union of memcpy (labelled by kind) and memset operations with their ``value``."""
+MEMSET_KIND = -1  # the memory-operation code of memsets, beside memcpy's copyKind
+
+
+def _memory_source(export: Export, value: str) -> tuple[str, Callable[[list[int]], dict[int, str]]]:
+    """Union of memcpy (by copy kind) and memset operations with their ``value``, and the kinds' labels."""
     parts = []
     if MEMCPY in export.columns:
         if "ENUM_CUDA_MEMCPY_OPER" not in export.columns:
             # nsys 2025.3 refuses such exports; llmprof extract labels them with built-in names.
             raise ReportSkipped(f"{export.path} does not contain ENUM_CUDA_MEMCPY_OPER table.")
         parts.append(
-            f"SELECT '[CUDA memcpy ' || e.label || ']' AS name, {value} AS value "
+            f"SELECT m.copyKind AS kind, {value} AS value "
             f"FROM {MEMCPY} m JOIN ENUM_CUDA_MEMCPY_OPER e ON e.id = m.copyKind"
         )
     if MEMSET in export.columns:
-        parts.append(f"SELECT '[CUDA memset]' AS name, {value} AS value FROM {MEMSET}")
+        parts.append(f"SELECT {MEMSET_KIND} AS kind, {value} AS value FROM {MEMSET}")
     if not parts:
         raise ReportSkipped(f"{export.path} does not contain GPU memory data.")
-    return " UNION ALL ".join(parts)
+    labels = {MEMSET_KIND: "[CUDA memset]"}
+    if "ENUM_CUDA_MEMCPY_OPER" in export.columns:
+        kinds = export.query("SELECT id, label FROM ENUM_CUDA_MEMCPY_OPER")
+        labels.update({int(k): f"[CUDA memcpy {v}]" for k, v in kinds})
+    return " UNION ALL ".join(parts), lambda ids: labels
 
 
 def cuda_gpu_mem_time_sum(export: Export) -> pd.DataFrame:
     """GPU time per memory operation kind."""
-    return _time_summary(export, _memory_source(export, '"end" - start'), ("name",), "count")
+    source, labels = _memory_source(export, '"end" - start')
+    return _by_label(_time_summary(export, source, ("kind",), "count"), "kind", labels)
 
 
 def cuda_gpu_mem_size_sum(export: Export) -> pd.DataFrame:
     """Bytes moved per memory operation kind, in MB (10^6 bytes) as nsys prints them."""
-    stats = _summarize(export, _memory_source(export, "bytes"), ("name",))
+    source, labels = _memory_source(export, "bytes")
+    stats = _summarize(export, source, ("kind",))
     frame = pd.DataFrame(
         {
             "total_mb": stats["value_total"] / BYTES_PER_MB,
@@ -267,11 +293,11 @@ def cuda_gpu_mem_size_sum(export: Export) -> pd.DataFrame:
             "min_mb": stats["value_lo"] / BYTES_PER_MB,
             "max_mb": stats["value_hi"] / BYTES_PER_MB,
             "stddev_mb": stats["value_stddev"] / BYTES_PER_MB,
-            "name": stats["name"],
+            "kind": stats["kind"],
             "total_bytes": stats["value_total"].astype("int64"),
         }
     )
-    return frame.sort_values("total_bytes", ascending=False, kind="stable")
+    return _by_label(frame, "kind", labels)
 
 
 def nvtx_range_source(export: Export, same_thread_only: bool = False) -> str:
@@ -335,10 +361,13 @@ def cuda_kern_exec_sum(export: Export) -> pd.DataFrame:
     """
     _require_rows(export, KERNEL, "CUDA kernel data")
     _require_rows(export, RUNTIME, "CUDA API data")
+    # API names that differ only in a version suffix are one API: group by the smallest id of each name.
     source = f"""
+        WITH api AS MATERIALIZED (
+            SELECT id, min(id) OVER (PARTITION BY {api_name_sql("value")}) AS canon FROM StringIds
+        )
         SELECT (r.globalTid >> 24) & {PID_MASK} AS pid, r.globalTid & {PID_MASK} AS tid,
-               k.deviceId AS device_id,
-               {api_name_sql("rn.value")} AS api_name, kn.value AS kernel_name,
+               k.deviceId AS device_id, api.canon AS api_id, k.{kernel_name_column(export)} AS kernel_id,
                max(r."end", k."end") - r.start AS t,
                r."end" - r.start AS a,
                CASE WHEN k.start >= r."end" THEN k.start - r."end" END AS q,
@@ -346,11 +375,16 @@ def cuda_kern_exec_sum(export: Export) -> pd.DataFrame:
         FROM {KERNEL} k
         JOIN {RUNTIME} r ON r.correlationId = k.correlationId
              AND k.globalPid = (r.globalTid & {GLOBAL_PID_MASK})
-        LEFT JOIN StringIds rn ON rn.id = r.nameId
-        LEFT JOIN StringIds kn ON kn.id = k.{kernel_name_column(export)}
+        LEFT JOIN api ON api.id = r.nameId
     """
+    ids = ("pid", "tid", "device_id", "api_id", "kernel_id")
+    stats = _summarize(export, source, ids, values=("t", "a", "q", "k"))
+    api_names = _strings(export, api_name_sql("value"))(stats["api_id"].tolist())
+    kernel_names = _strings(export)(stats["kernel_id"].tolist())
+    stats["api_name"] = [api_names.get(int(i)) if i == i else None for i in stats["api_id"]]
+    stats["kernel_name"] = [kernel_names.get(int(i)) if i == i else None for i in stats["kernel_id"]]
     keys = ("pid", "tid", "device_id", "api_name", "kernel_name")
-    stats = _summarize(export, source, keys, values=("t", "a", "q", "k"))
+    stats = stats.sort_values(list(keys), kind="stable").reset_index(drop=True)  # nsys's tie order
     frame = stats[list(keys)].copy()
     frame["count"] = stats["t_n"].astype("int64")
     frame["q_count"] = stats["q_n"].astype("int64")

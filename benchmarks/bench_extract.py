@@ -1,0 +1,96 @@
+"""Extraction and summaries at scale, against the floors of the same machine.
+
+    python benchmarks/bench_extract.py benchmarks/data/k1m.sqlite [more.sqlite ...] [--json out.json]
+
+For each export: the Arrow floor (every row and column of the kernel and runtime tables fetched into
+Arrow through ADBC), the GROUP BY floor (count, sum, min and max of durations per name over the same
+tables, inside SQLite), then `llmprof extract` and `llmprof stats` (the six summaries nsys stats
+computes by default) as separate processes, each with wall time and peak RSS (from wait4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SIX = "cuda_gpu_kern_sum,cuda_api_sum,cuda_gpu_mem_time_sum,cuda_gpu_mem_size_sum,nvtx_sum,osrt_sum"
+KERNEL, RUNTIME = "CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_RUNTIME"
+
+ARROW_FLOOR = """
+import sys, adbc_driver_sqlite.dbapi as dbapi
+with dbapi.connect("file:" + sys.argv[1] + "?mode=ro") as conn, conn.cursor() as cur:
+    for table in ("CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_RUNTIME"):
+        cur.execute("SELECT * FROM " + table)
+        cur.fetch_arrow_table()
+"""
+GROUP_BY_FLOOR = """
+import sqlite3, sys
+db = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)
+for table, key in (("CUPTI_ACTIVITY_KIND_KERNEL", "demangledName"), ("CUPTI_ACTIVITY_KIND_RUNTIME", "nameId")):
+    db.execute(f'SELECT {key}, count(*), sum("end" - start), min("end" - start), max("end" - start) '
+               f"FROM {table} GROUP BY {key}").fetchall()
+"""
+
+
+def measure(command: list[str]) -> dict[str, float]:
+    """Wall seconds and peak RSS (MiB) of a child process."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    if status != 0:
+        raise RuntimeError(f"{command}: exit {status}: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+    return {"wall_s": round(wall, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
+
+
+def rows(sqlite: Path) -> dict[str, int]:
+    with sqlite3.connect(f"file:{sqlite}?mode=ro", uri=True) as db:
+        return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in (KERNEL, RUNTIME)}
+
+
+def bench(sqlite: Path) -> dict[str, object]:
+    counts = rows(sqlite)
+    total = sum(counts.values())
+    python = sys.executable
+    llmprof = [python, "-m", "llmprof"]
+    result: dict[str, object] = {"export": sqlite.name, "bytes": sqlite.stat().st_size, "rows": counts}
+    with tempfile.TemporaryDirectory() as scratch:
+        result["arrow_floor"] = measure([python, "-c", ARROW_FLOOR, str(sqlite)])
+        result["group_by_floor"] = measure([python, "-c", GROUP_BY_FLOOR, str(sqlite)])
+        result["extract"] = measure([*llmprof, "extract", str(sqlite), "-o", f"{scratch}/x", "--quiet"])
+        result["stats"] = measure([*llmprof, "stats", str(sqlite), "-r", SIX, "--format", "csv",
+                                   "-o", f"{scratch}/s", "--quiet"])
+    for name in ("arrow_floor", "group_by_floor", "extract", "stats"):
+        entry = result[name]
+        entry["rows_per_s"] = round(total / entry["wall_s"])  # type: ignore[index]
+    result["extract_vs_arrow_floor"] = round(result["extract"]["wall_s"] / result["arrow_floor"]["wall_s"], 2)  # type: ignore[index]
+    result["stats_vs_group_by_floor"] = round(result["stats"]["wall_s"] / result["group_by_floor"]["wall_s"], 2)  # type: ignore[index]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("exports", nargs="+", type=Path)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    machine = {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version, "cpus": os.cpu_count(),
+               "processor": platform.processor() or platform.machine()}
+    results = [bench(p) for p in args.exports]
+    report = {"machine": machine, "results": results}
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
