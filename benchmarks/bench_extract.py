@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import sqlite3
 import subprocess
@@ -58,7 +57,12 @@ def rows(sqlite: Path) -> dict[str, int]:
         return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in (KERNEL, RUNTIME)}
 
 
-def bench(sqlite: Path) -> dict[str, object]:
+def same_csvs(ours: str, theirs: str) -> bool:
+    """True when llmprof stats and nsys stats wrote the same bytes for each of the six reports."""
+    return all(Path(f"{ours}_{r}.csv").read_bytes() == Path(f"{theirs}_{r}.csv").read_bytes() for r in SIX.split(","))
+
+
+def bench(sqlite: Path, nsys: str | None = None) -> dict[str, object]:
     counts = rows(sqlite)
     total = sum(counts.values())
     python = sys.executable
@@ -70,7 +74,16 @@ def bench(sqlite: Path) -> dict[str, object]:
         result["extract"] = measure([*llmprof, "extract", str(sqlite), "-o", f"{scratch}/x", "--quiet"])
         result["stats"] = measure([*llmprof, "stats", str(sqlite), "-r", SIX, "--format", "csv",
                                    "-o", f"{scratch}/s", "--quiet"])
-    for name in ("arrow_floor", "group_by_floor", "extract", "stats"):
+        if nsys is not None:  # nsys stats on a copy: it may add tables to the file it reads
+            copy = Path(scratch) / sqlite.name
+            shutil.copy(sqlite, copy)
+            result["nsys_stats"] = measure([nsys, "stats", "--format", "csv", "--timeunit", "ns", "-r", SIX,
+                                            "-o", f"{scratch}/n", str(copy)])
+            result["stats_speedup_vs_nsys"] = round(result["nsys_stats"]["wall_s"] / result["stats"]["wall_s"], 2)  # type: ignore[index]
+            result["stats_csv_identical_to_nsys"] = same_csvs(f"{scratch}/s", f"{scratch}/n")
+    for name in ("arrow_floor", "group_by_floor", "extract", "stats", "nsys_stats"):
+        if name not in result:
+            continue
         entry = result[name]
         entry["rows_per_s"] = round(total / entry["wall_s"])  # type: ignore[index]
     result["extract_vs_arrow_floor"] = round(result["extract"]["wall_s"] / result["arrow_floor"]["wall_s"], 2)  # type: ignore[index]
@@ -82,10 +95,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("exports", nargs="+", type=Path)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--nsys", help="Also time `nsys stats` (this executable) and compare its CSVs.")
     args = parser.parse_args()
     machine = {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version, "cpus": os.cpu_count(),
-               "processor": platform.processor() or platform.machine()}
-    results = [bench(p) for p in args.exports]
+               "processor": platform.processor() or platform.machine(), "host": platform.node()}
+    results = [bench(p, args.nsys) for p in args.exports]
     report = {"machine": machine, "results": results}
     print(json.dumps(report, indent=2))
     if args.json:

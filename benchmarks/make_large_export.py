@@ -26,7 +26,7 @@ def replicate(db: sqlite3.Connection, table: str, target_rows: int, span: int, i
     shifted = {"start": f"start + c.k * {span}", "end": f'"end" + c.k * {span}',
                "correlationId": f"correlationId + c.k * {id_range}"}
     select = ", ".join(shifted.get(c, f'"{c}"') for c in columns)
-    db.execute(f"CREATE TEMP TABLE copies (k INTEGER PRIMARY KEY)")
+    db.execute("CREATE TEMP TABLE copies (k INTEGER PRIMARY KEY)")
     db.executemany("INSERT INTO copies VALUES (?)", [(k,) for k in range(1, copies)])
     db.execute(f'INSERT INTO {table} ({", ".join(chr(34) + c + chr(34) for c in columns)}) '
                f"SELECT {select} FROM {table} t, copies c WHERE t.rowid <= {base} ORDER BY c.k, t.rowid")

@@ -142,3 +142,23 @@ def test_bad_category_pattern_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown kernel categories"):
         extract(DEMO, tmp_path / "out", categories={"matmuls": "gemm"})
     assert not (tmp_path / "out").exists()
+
+
+def test_standard_library_reader_gives_the_same_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the ADBC driver, extraction reads through sqlite3 and writes byte-identical files."""
+    import llmprof.sqlite_io as sqlite_io
+
+    extract(DEMO, tmp_path / "adbc")
+    monkeypatch.setattr(sqlite_io, "adbc_dbapi", None)
+    extract(DEMO, tmp_path / "sqlite3")
+    assert _digests(tmp_path / "adbc") == _digests(tmp_path / "sqlite3")
+
+
+def test_progress_is_logged_per_table(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="llmprof.extract"):
+        extract(by_id("h100_matmul_capture_range/matmul").sqlite, tmp_path / "out", progress=True)
+    assert any(r.getMessage().startswith("kernels: ") and "rows read" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="llmprof.extract"):
+        extract(by_id("h100_matmul_capture_range/matmul").sqlite, tmp_path / "quiet", progress=False)
+    assert not any("rows read" in r.getMessage() for r in caplog.records)

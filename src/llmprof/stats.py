@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import ConfigError
 from .nvtx_projection import nvtx_gpu_projection_summary
@@ -41,6 +42,10 @@ BYTES_PER_MB = 1_000_000
 OSRT_EVENT_CLASS = 27  # OS runtime calls proper (other classes are bookkeeping rows)
 PID_MASK = 0xFFFFFF
 GLOBAL_PID_MASK = "0xFFFFFFFFFF000000"  # SQL literal: the pid bits of a globalTid
+
+
+NULL_KEY = np.iinfo("int64").min  # stands for a NULL key while grouping; sorts first, as SQLite's NULL
+SORT_KEY_LIMIT = 1 << 62
 
 
 class ReportSkipped(Exception):
@@ -115,25 +120,55 @@ def _summarize(
     even count is the mean of the two middle values, and the deviation is two-pass and summed in
     order, as SQLite would. Rows come back in ascending key order, the order nsys breaks ties in.
     """
-    frame = export.arrow_table(source_sql).to_pandas()
-    groups = frame.groupby(list(keys), sort=True, dropna=False)
-    codes = groups.ngroup().to_numpy()
-    result = frame.loc[:, list(keys)].drop_duplicates().assign(_code=codes[~frame.duplicated(list(keys))])
-    result = result.sort_values("_code").reset_index(drop=True)
+    table = export.arrow_table(source_sql)
+    codes, result = _group_codes(table, keys)
     for v in values:
-        column = frame[v]
-        valid = column.notna().to_numpy()
-        stats = _group_stats(codes[valid], column.to_numpy()[valid], len(result))
+        column = table.column(v)
+        valid = column.is_valid().to_numpy(zero_copy_only=False) if column.null_count else None
+        numbers = pc.fill_null(column, 0).to_numpy(zero_copy_only=False) if column.null_count else column.to_numpy()
+        stats = _group_stats(codes if valid is None else codes[valid],
+                             numbers if valid is None else numbers[valid], len(result))
         for name, array in stats.items():
             result[f"{v}_{name}"] = array
-    return result.drop(columns="_code")
+        del numbers, valid
+    return result
+
+
+def _group_codes(table: pa.Table, keys: tuple[str, ...]) -> tuple[np.ndarray, pd.DataFrame]:
+    """A group code per row, numbered in ascending key order (NULL first), and the keys of each code."""
+    codes = np.zeros(table.num_rows, dtype="int64")
+    key_values: list[np.ndarray] = []
+    for key in keys:
+        column = table.column(key)
+        text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+        filled = pc.fill_null(column, "" if text else NULL_KEY).to_numpy(zero_copy_only=False)
+        inverse, uniques = pd.factorize(filled, sort=True)
+        codes = codes * len(uniques) + inverse
+        key_values.append(np.asarray(uniques))
+    codes, present = pd.factorize(codes, sort=True)
+    present = np.asarray(present)
+    result = {}
+    for key, uniques in zip(reversed(keys), reversed(key_values)):
+        result[key] = uniques[present % len(uniques)]
+        present = present // len(uniques)
+    frame = pd.DataFrame({k: result[k] for k in keys})
+    for key in keys:
+        if frame[key].dtype.kind in "iu" and (frame[key] == NULL_KEY).any():
+            frame[key] = frame[key].astype(object).where(frame[key] != NULL_KEY, None)
+    return codes.astype("int64"), frame
 
 
 def _group_stats(codes: np.ndarray, values: np.ndarray, groups: int) -> dict[str, np.ndarray]:
     """count, total, mean, median, lo, hi and stddev of ``values`` per group code (0 … groups-1)."""
     values = values.astype("int64")
-    order = np.lexsort((values, codes))
-    codes, values = codes[order], values[order]
+    if len(values) and 0 <= (span := int(values.max()) - int(values.min()) + 1) < SORT_KEY_LIMIT // max(groups, 1):
+        low = int(values.min())  # one int64 key (group, value): a plain sort orders both
+        packed = np.sort(codes * span + (values - low))
+        codes, values = packed // span, packed % span + low
+        del packed
+    else:
+        order = np.lexsort((values, codes))
+        codes, values = codes[order], values[order]
     present = np.unique(codes)
     starts = np.searchsorted(codes, present, side="left")
     ends = np.searchsorted(codes, present, side="right")
