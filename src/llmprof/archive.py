@@ -25,6 +25,7 @@ from .config import expand_sweeps, load
 from .errors import InputError
 from .extract import extract
 from .figures import draw_figures
+from .outputs import refuse_existing
 from .report import write_report
 from .study import RunEntry, write_study
 
@@ -78,8 +79,7 @@ def study_files(configfile: Path, root: Path) -> tuple[dict[str, Any], list[Path
 def pack(configfile: str | Path, out: str | Path, *, root: str | Path = ".", force: bool = False) -> dict[str, Any]:
     """Pack a study into a deterministic ``.tar.gz`` with ``MANIFEST.json`` (sha256 of every file)."""
     root, out, configfile = Path(root).resolve(), Path(out), Path(configfile)
-    if out.exists() and not force:
-        raise InputError(f"{out}: already exists; pass --force to replace it")
+    refuse_existing(out, force)
     config, files = study_files(configfile, root)
     members = {str(p.relative_to(root)): p.read_bytes() for p in files}
     manifest = {

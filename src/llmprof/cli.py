@@ -17,6 +17,7 @@ import click
 
 from . import __version__
 from .errors import InputError, LlmprofError
+from .outputs import refuse_existing
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("llmprof")
@@ -60,6 +61,10 @@ def common_options(func: F) -> F:
             raise click.ClickException(str(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def root_option(help_text: str) -> Callable[[F], F]:
+    return click.option("--root", type=click.Path(path_type=Path), default=Path("."), show_default=True, help=help_text)
 
 
 def out_option(help_text: str, required: bool = True) -> Callable[[F], F]:
@@ -109,8 +114,7 @@ def stats(sqlite: Path, reports: str, fmt: str, out: Path | None, force: bool) -
                 click.echo(result.text, nl=False)
             continue
         path = Path(f"{out}_{name}.{'csv' if fmt == 'csv' else 'txt'}")
-        if path.exists() and not force:
-            raise InputError(f"{path}: already exists; pass --force to replace it")
+        refuse_existing(path, force)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(result.text or "")
         log.info("wrote %s", path)
@@ -216,13 +220,7 @@ def study(manifest: str, out: Path, force: bool) -> None:
 @click.argument("artifacts", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--config", "config_json", required=True, help="The config entry (run) or whole config (study) as JSON.")
 @click.option("--record", type=click.Path(path_type=Path), help="The profiled run's run.json (GPU and versions).")
-@click.option(
-    "--root",
-    type=click.Path(path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="The project root (paths are recorded relative to it; its git commit is recorded).",
-)
+@root_option("The project root (paths are recorded relative to it; its git commit is recorded).")
 @out_option("The provenance.json to write.")
 @common_options
 def provenance(
@@ -232,8 +230,7 @@ def provenance(
     host, time and the sha256 of every file."""
     from .provenance import write_provenance
 
-    if out.exists() and not force:
-        raise InputError(f"{out}: already exists; pass --force to replace it")
+    refuse_existing(out, force)
     written = write_provenance(
         name, _json_option(config_json, "--config"), list(artifacts), out, root=root, record=record
     )
@@ -248,13 +245,7 @@ def provenance(
     required=True,
     help="The study's config file (as given to snakemake).",
 )
-@click.option(
-    "--root",
-    type=click.Path(path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="The project root holding results/.",
-)
+@root_option("The project root holding results/.")
 @out_option("The archive to write (.tar.gz).")
 @common_options
 def archive(configfile: Path, root: Path, out: Path, force: bool) -> None:
@@ -373,8 +364,7 @@ def run_command(spec_file: Path, model_dir: Path, out: Path, with_profile: bool,
         spec = json.loads(spec_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{spec_file}: cannot read the run settings ({exc})") from exc
-    if out.exists() and not force:
-        raise InputError(f"{out}: already exists; pass --force to replace it")
+    refuse_existing(out, force)
     record = run_workload(spec, model_dir, out, profile=with_profile)
     log.info("%s: %.1f output tok/s", record["run"], record["output_tokens_per_s"])
 

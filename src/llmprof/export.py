@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from .errors import InputError, LlmprofError
+from .outputs import refuse_existing
 from .sqlite_io import open_export
 
 
@@ -27,8 +28,7 @@ def export_sqlite(report: str | Path, out: str | Path, *, nsys: str = "nsys", fo
     report, out = Path(report), Path(out)
     if not report.is_file():
         raise InputError(f"{report}: no such report file")
-    if out.exists() and not force:
-        raise InputError(f"{out}: already exists; pass --force to replace it")
+    refuse_existing(out, force)
     executable = shutil.which(nsys)
     if executable is None:
         raise ToolError(f"{nsys}: Nsight Systems CLI not found; install it or set nsys.executable in the config")

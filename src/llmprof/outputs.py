@@ -27,6 +27,12 @@ PARQUET_OPTIONS: dict[str, Any] = {
 }
 
 
+def refuse_existing(path: Path, force: bool) -> None:
+    """Stop before overwriting an output unless --force was given."""
+    if path.exists() and not force:
+        raise InputError(f"{path}: already exists; pass --force to replace it")
+
+
 @contextmanager
 def staged_directory(out: Path, force: bool) -> Iterator[Path]:
     """Yield a scratch folder beside ``out`` that becomes ``out`` only if the block succeeds.
@@ -34,8 +40,7 @@ def staged_directory(out: Path, force: bool) -> Iterator[Path]:
     A failure leaves neither a partial ``out`` nor the scratch folder behind.
     """
     out = Path(out)
-    if out.exists() and not force:
-        raise InputError(f"{out}: already exists; pass --force to replace it")
+    refuse_existing(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     umask = os.umask(0)

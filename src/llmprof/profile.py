@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import LlmprofError
 from .export import ToolError, export_sqlite
-from .outputs import staged_directory, write_json
+from .outputs import refuse_existing, staged_directory, write_json
 from .workload import WORKLOAD_ENV
 
 #: Flags that make the capture the steady state only; not configurable.
@@ -140,8 +140,7 @@ def baseline_run(
 ) -> dict[str, Any]:
     """The same workload without nsys and without a capture range: the throughput nsys is compared with."""
     out = Path(out)
-    if out.exists() and not force:
-        raise LlmprofError(f"{out}: already exists; pass --force to replace it")
+    refuse_existing(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
         spec_path, record_path, log = Path(scratch) / "spec.json", Path(scratch) / "run.json", out.with_suffix(".log")

@@ -126,8 +126,9 @@ def _summarize(
         column = table.column(v)
         valid = column.is_valid().to_numpy(zero_copy_only=False) if column.null_count else None
         numbers = pc.fill_null(column, 0).to_numpy(zero_copy_only=False) if column.null_count else column.to_numpy()
-        stats = _group_stats(codes if valid is None else codes[valid],
-                             numbers if valid is None else numbers[valid], len(result))
+        stats = _group_stats(
+            codes if valid is None else codes[valid], numbers if valid is None else numbers[valid], len(result)
+        )
         for name, array in stats.items():
             result[f"{v}_{name}"] = array
         del numbers, valid
@@ -189,8 +190,15 @@ def _group_stats(codes: np.ndarray, values: np.ndarray, groups: int) -> dict[str
         "hi": np.full(groups, np.nan),
         "stddev": np.zeros(groups),  # nsys prints 0.0 for zero or one value
     }
-    for name, array in (("n", n), ("total", total), ("mean", mean), ("median", median), ("lo", values[starts]),
-                        ("hi", values[ends - 1]), ("stddev", stddev)):
+    for name, array in (
+        ("n", n),
+        ("total", total),
+        ("mean", mean),
+        ("median", median),
+        ("lo", values[starts]),
+        ("hi", values[ends - 1]),
+        ("stddev", stddev),
+    ):
         out[name][present] = array
     return out
 
