@@ -50,7 +50,7 @@ def _capture_sqlite(config: dict[str, Any], run: str, root: Path) -> Path:
     exported = root / "results" / run / "export" / "profile.sqlite"
     if exported.exists() or "model" in spec or not spec["capture"].endswith(".sqlite"):
         return exported
-    return root / spec["capture"]
+    return root / str(spec["capture"])
 
 
 def study_files(configfile: Path, root: Path) -> tuple[dict[str, Any], list[Path]]:

@@ -36,7 +36,7 @@ def _setup_logging(log_file: Path | None, quiet: bool) -> None:
 
 def _record_in_log_file(message: str) -> None:
     """Put the error in the --log file too (the terminal gets click's single Error: line)."""
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, (), None)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
@@ -156,7 +156,8 @@ def extract(sqlite: Path, out: Path, categories: tuple[str, ...], force: bool) -
                 raise click.BadParameter(f"{item!r}: expected NAME=REGEX", param_hint="--category")
             patterns[name] = pattern
     metrics = run_extract(sqlite, out, categories=patterns, force=force, progress=sys.stderr.isatty())
-    log.info("%s: %s", out, ", ".join(f"{k} {v}" for k, v in metrics["tables"].items()))  # type: ignore[union-attr]
+    tables: dict[str, int] = metrics["tables"]  # type: ignore[assignment]
+    log.info("%s: %s", out, ", ".join(f"{k} {v}" for k, v in tables.items()))
 
 
 @main.command()

@@ -21,10 +21,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 
 from .categories import CATEGORY_ORDER, kernel_label  # noqa: E402
 from .errors import InputError  # noqa: E402
-from .metrics import grouped_sums, step_phase, time_span  # noqa: E402
+from .metrics import grouped_sums, records, step_phase, time_span  # noqa: E402
 from .outputs import staged_directory  # noqa: E402
 
 FORMATS = ("png", "svg")
@@ -33,7 +36,7 @@ TOP_N = 15
 TIMELINE_BINS = 400
 LABELLED_RANGES = 30
 PALETTE = dict(zip(CATEGORY_ORDER, sns.color_palette("tab10", len(CATEGORY_ORDER)).as_hex()))
-THEME: dict[str, Any] = {
+THEME: dict[Any, Any] = {
     **sns.axes_style("whitegrid"),
     **sns.plotting_context("notebook"),
     "svg.hashsalt": "llmprof",
@@ -53,7 +56,8 @@ def _path(extract_dir: Path, table: str) -> Path:
 
 def _read(extract_dir: Path, table: str, columns: list[str] | None = None) -> pd.DataFrame:
     """A small table (summaries, NVTX ranges) read whole."""
-    return pq.read_table(_path(extract_dir, table), columns=columns).to_pandas()
+    frame: pd.DataFrame = pq.read_table(_path(extract_dir, table), columns=columns).to_pandas()
+    return frame
 
 
 def _sums(extract_dir: Path, table: str, keys: list[str], values: list[str]) -> pd.DataFrame:
@@ -65,25 +69,20 @@ def _label(name: str, width: int = 60) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
-def _no_data(ax: plt.Axes, message: str) -> None:
+def _no_data(ax: Axes, message: str) -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=12, color="0.4")
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def top_kernels(extract_dir: Path, fig: plt.Figure) -> None:
+def top_kernels(extract_dir: Path, fig: Figure) -> None:
     """The kernels with the most GPU time, coloured by family."""
     ax = fig.subplots()
-    kernels = _read(extract_dir, "kernels", ["name", "short_name", "category", "duration_ns"])
-    if kernels.empty:
+    per_name = _sums(extract_dir, "kernels", ["name", "short_name", "category"], ["duration_ns"])
+    if per_name.empty:
         return _no_data(ax, "No GPU kernels in this capture")
-    total = kernels["duration_ns"].sum()
-    top = (
-        kernels.groupby(["name", "short_name", "category"], as_index=False)["duration_ns"]
-        .sum()
-        .sort_values(["duration_ns", "name"], ascending=[False, True])
-        .head(TOP_N)
-    )
+    total = per_name["duration_ns"].sum()
+    top = per_name.sort_values(["duration_ns", "name"], ascending=[False, True]).head(TOP_N)
     labels = [_label(kernel_label(n, s)) for n, s in zip(top["name"], top["short_name"])]
     top = top.assign(share=100 * top["duration_ns"] / total, label=labels)
     sns.barplot(top, x="share", y="label", hue="category", palette=PALETTE, dodge=False, ax=ax)
@@ -91,7 +90,7 @@ def top_kernels(extract_dir: Path, fig: plt.Figure) -> None:
     ax.legend(title="category", loc="lower right", fontsize=9)
 
 
-def kernel_categories(extract_dir: Path, fig: plt.Figure) -> None:
+def kernel_categories(extract_dir: Path, fig: Figure) -> None:
     """GPU kernel time per family (GEMM, attention, ...)."""
     ax = fig.subplots()
     per_category = _sums(extract_dir, "kernels", ["category"], ["duration_ns"])
@@ -101,6 +100,7 @@ def kernel_categories(extract_dir: Path, fig: plt.Figure) -> None:
     frame = pd.DataFrame({"category": CATEGORY_ORDER, "share": 100 * shares.to_numpy() / shares.sum()})
     sns.barplot(frame, x="share", y="category", hue="category", palette=PALETTE, legend=False, ax=ax)
     for patch, value in zip(ax.patches, frame["share"]):
+        assert isinstance(patch, Rectangle)
         ax.annotate(
             f"{value:.1f}%",
             (patch.get_width(), patch.get_y() + patch.get_height() / 2),
@@ -112,7 +112,7 @@ def kernel_categories(extract_dir: Path, fig: plt.Figure) -> None:
     ax.set(xlabel="share of GPU kernel time (%)", ylabel="", title="GPU time by kernel category")
 
 
-def cuda_api(extract_dir: Path, fig: plt.Figure) -> None:
+def cuda_api(extract_dir: Path, fig: Figure) -> None:
     """Host time share of the CUDA API functions."""
     ax = fig.subplots()
     summary = _read(extract_dir, "cuda_api_sum", ["name", "time_pct", "total_ns"])
@@ -123,7 +123,7 @@ def cuda_api(extract_dir: Path, fig: plt.Figure) -> None:
     ax.set(xlabel="share of CUDA API time (%)", ylabel="", title="CUDA API time share")
 
 
-def memcpy(extract_dir: Path, fig: plt.Figure) -> None:
+def memcpy(extract_dir: Path, fig: Figure) -> None:
     """Bytes and GPU time of copies per direction."""
     left, right = fig.subplots(1, 2)
     copies = _read(extract_dir, "memcpy", ["direction", "size_bytes", "duration_ns"])
@@ -153,7 +153,8 @@ def _busy_per_bin(starts: np.ndarray, ends: np.ndarray, edges: np.ndarray) -> np
     busy += np.bincount(first[split], weights=edges[first[split] + 1] - starts[split], minlength=bins)
     busy += np.bincount(last[split], weights=ends[split] - edges[last[split]], minlength=bins)
     full = np.bincount(first[split] + 1, minlength=bins + 1) - np.bincount(last[split], minlength=bins + 1)
-    return busy + np.cumsum(full)[:bins] * width
+    result: np.ndarray = busy + np.cumsum(full)[:bins] * width
+    return result
 
 
 def _phase_ranges(ranges: pd.DataFrame, most: int = LABELLED_RANGES) -> pd.DataFrame:
@@ -161,11 +162,12 @@ def _phase_ranges(ranges: pd.DataFrame, most: int = LABELLED_RANGES) -> pd.DataF
     if ranges.empty:
         return ranges
     counts = ranges.groupby("level").size()
-    level = max((lv for lv, n in counts.items() if n <= most), default=int(counts.index.min()))
+    sizes = {int(str(lv)): int(n) for lv, n in counts.items()}
+    level = max((lv for lv, n in sizes.items() if n <= most), default=min(sizes))
     return ranges[ranges["level"] == level].sort_values(["proj_start_ns", "name"])
 
 
-def timeline(extract_dir: Path, fig: plt.Figure) -> None:
+def timeline(extract_dir: Path, fig: Figure) -> None:
     """GPU busy share over the capture per device, with NVTX phase ranges shaded."""
     ax = fig.subplots()
     kernels = pq.ParquetFile(_path(extract_dir, "kernels"))
@@ -187,17 +189,17 @@ def timeline(extract_dir: Path, fig: plt.Figure) -> None:
     phases = _phase_ranges(_read(extract_dir, "nvtx_gpu", ["name", "level", "proj_start_ns", "proj_end_ns"]))
     if len(phases) <= LABELLED_RANGES:  # few ranges (generate, iterations): one colour and a label each
         colours = sns.color_palette("pastel", max(len(phases), 1))
-        for i, row in enumerate(phases.itertuples(index=False)):
-            start_ms, end_ms = (row.proj_start_ns - origin) / 1e6, (row.proj_end_ns - origin) / 1e6
+        for i, row in enumerate(records(phases)):
+            start_ms, end_ms = (row["proj_start_ns"] - origin) / 1e6, (row["proj_end_ns"] - origin) / 1e6
             ax.axvspan(start_ms, end_ms, color=colours[i], alpha=0.4, lw=0)
-            ax.text(start_ms, 103, _label(str(row.name), 24), fontsize=8, va="bottom")
+            ax.text(start_ms, 103, _label(str(row["name"]), 24), fontsize=8, va="bottom")
     else:  # many ranges (vLLM engine steps): coloured by phase, named in the legend
         kinds = [step_phase(str(n)) or "NVTX range" for n in phases["name"]]
         colours = dict(zip(["prefill", "decode", "mixed", "NVTX range"], sns.color_palette("pastel", 4)))
-        for kind, row in zip(kinds, phases.itertuples(index=False)):
+        for kind, row in zip(kinds, records(phases)):
             ax.axvspan(
-                (row.proj_start_ns - origin) / 1e6,
-                (row.proj_end_ns - origin) / 1e6,
+                (row["proj_start_ns"] - origin) / 1e6,
+                (row["proj_end_ns"] - origin) / 1e6,
                 color=colours[kind],
                 alpha=0.4,
                 lw=0,
@@ -217,7 +219,7 @@ def timeline(extract_dir: Path, fig: plt.Figure) -> None:
 
 
 #: Every figure: name → drawing function and figure size (inches).
-FIGURES: dict[str, tuple[Callable[[Path, plt.Figure], None], tuple[float, float]]] = {
+FIGURES: dict[str, tuple[Callable[[Path, Figure], None], tuple[float, float]]] = {
     "top_kernels": (top_kernels, (11, 6)),
     "kernel_categories": (kernel_categories, (8, 4.5)),
     "cuda_api": (cuda_api, (9, 5.5)),
@@ -259,7 +261,7 @@ def _study_x(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return ok.assign(x=ok[parameter].astype(str)), parameter
 
 
-def study_throughput(table: pd.DataFrame, entries: list[Any], fig: plt.Figure) -> None:
+def study_throughput(table: pd.DataFrame, entries: list[Any], fig: Figure) -> None:
     """Output tokens per second, traced and untraced, along the swept parameter."""
     ax = fig.subplots()
     ok, label = _study_x(table)
@@ -278,7 +280,7 @@ def study_throughput(table: pd.DataFrame, entries: list[Any], fig: plt.Figure) -
     ax.set(xlabel=label, ylabel="output tokens / s", title="Throughput")
 
 
-def study_latency(table: pd.DataFrame, entries: list[Any], fig: plt.Figure) -> None:
+def study_latency(table: pd.DataFrame, entries: list[Any], fig: Figure) -> None:
     """Mean latency of a captured generate call along the swept parameter."""
     ax = fig.subplots()
     ok, label = _study_x(table)
@@ -289,7 +291,7 @@ def study_latency(table: pd.DataFrame, entries: list[Any], fig: plt.Figure) -> N
     ax.set(xlabel=label, ylabel="latency per generate call (ms, under nsys)", title="Latency")
 
 
-def study_categories(table: pd.DataFrame, entries: list[Any], fig: plt.Figure) -> None:
+def study_categories(table: pd.DataFrame, entries: list[Any], fig: Figure) -> None:
     """GPU kernel time by category, stacked per run."""
     ax = fig.subplots()
     ok, label = _study_x(table)
@@ -305,7 +307,7 @@ def study_categories(table: pd.DataFrame, entries: list[Any], fig: plt.Figure) -
     ax.legend(loc="lower right", fontsize=8, ncols=2)
 
 
-def study_top_kernels(table: pd.DataFrame, entries: list[Any], fig: plt.Figure) -> None:
+def study_top_kernels(table: pd.DataFrame, entries: list[Any], fig: Figure) -> None:
     """Share of GPU time of the kernels that lead in any run, per run."""
     ax = fig.subplots()
     ok, _ = _study_x(table)
@@ -328,7 +330,7 @@ def study_top_kernels(table: pd.DataFrame, entries: list[Any], fig: plt.Figure) 
 
 
 #: Study figures: name → drawing function, size (inches) and caption.
-STUDY_FIGURES: dict[str, tuple[Callable[[pd.DataFrame, list[Any], plt.Figure], None], tuple[float, float], str]] = {
+STUDY_FIGURES: dict[str, tuple[Callable[[pd.DataFrame, list[Any], Figure], None], tuple[float, float], str]] = {
     "throughput": (study_throughput, (8, 4.5), "Throughput with and without nsys along the swept parameter"),
     "latency": (study_latency, (8, 4.5), "Latency of a captured generate call"),
     "categories": (study_categories, (10, 4.5), "GPU time by kernel category per run"),

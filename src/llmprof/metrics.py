@@ -48,8 +48,8 @@ def grouped_sums(path: Path, keys: Sequence[str], values: Sequence[str]) -> pd.D
         return pd.DataFrame(columns=[*keys, "count", *values])
     names = {f"{values[0]}_count": "count", **{f"{v}_sum": v for v in values}}
     frame = pd.concat(parts).rename(columns=names)
-    combined = frame.groupby(list(keys), dropna=False, sort=True)[["count", *values]].sum().reset_index()
-    return combined
+    combined: pd.DataFrame = frame.groupby(list(keys), dropna=False, sort=True)[["count", *values]].sum()
+    return combined.reset_index()
 
 
 def time_span(stage: Path, names: Iterable[str]) -> tuple[int, int] | None:
@@ -134,7 +134,7 @@ def gpu_activity(stage: Path, window: dict[str, Any]) -> dict[str, Any]:
             devices[int(value)] = _DeviceActivity()
             devices[int(value)].add(start[lo:hi], end[lo:hi])
     span = max(int(window["duration_ns"]), 1)
-    per_device = []
+    per_device: list[dict[str, Any]] = []
     for device, activity in sorted(devices.items()):
         per_device.append(
             {
@@ -149,7 +149,7 @@ def gpu_activity(stage: Path, window: dict[str, Any]) -> dict[str, Any]:
                 ],
             }
         )
-    busy = sum(d["busy_ns"] for d in per_device)
+    busy = sum(int(d["busy_ns"]) for d in per_device)
     fraction = busy / (span * len(per_device)) if per_device else 0.0
     return {
         "captured": bool(per_device),
@@ -160,65 +160,78 @@ def gpu_activity(stage: Path, window: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows of a small frame as plain dicts."""
+    return [{str(k): v for k, v in row.items()} for row in frame.to_dict("records")]
+
+
 def kernel_metrics(stage: Path, classifier: Classifier) -> dict[str, Any]:
     """GPU time per kernel family and the top kernels by total time."""
-    per_name = grouped_sums(stage / "kernels.parquet", ["name", "short_name", "category"], ["duration_ns"])
-    total = int(per_name["duration_ns"].sum()) if len(per_name) else 0
-    by_category = per_name.groupby("category")[["duration_ns", "count"]].sum() if total else None
+    per_name = records(grouped_sums(stage / "kernels.parquet", ["name", "short_name", "category"], ["duration_ns"]))
+    total = sum(int(r["duration_ns"]) for r in per_name)
+    count = sum(int(r["count"]) for r in per_name)
     categories = []
     for category in CATEGORY_ORDER:
-        time_ns = (
-            int(by_category.loc[category, "duration_ns"])
-            if by_category is not None and category in by_category.index
-            else 0
-        )
-        count = (
-            int(by_category.loc[category, "count"]) if by_category is not None and category in by_category.index else 0
-        )
+        rows = [r for r in per_name if r["category"] == category]
+        time_ns = sum(int(r["duration_ns"]) for r in rows)
         categories.append(
-            {"category": category, "time_ns": time_ns, "count": count, "share": time_ns / total if total else 0.0}
+            {
+                "category": category,
+                "time_ns": time_ns,
+                "count": sum(int(r["count"]) for r in rows),
+                "share": time_ns / total if total else 0.0,
+            }
         )
-    per_name = per_name.assign(
-        tensor_core=[bool(TENSOR_CORE.search(f"{n} {s}")) for n, s in zip(per_name["name"], per_name["short_name"])]
-    )
-    gemm = per_name[per_name["category"] == "gemm"]
-    gemm_ns = int(gemm["duration_ns"].sum())
-    top = per_name.sort_values(["duration_ns", "name"], ascending=[False, True]).head(TOP_KERNELS)
-    count = int(per_name["count"].sum()) if len(per_name) else 0
+    for row in per_name:
+        row["tensor_core"] = bool(TENSOR_CORE.search(f"{row['name']} {row['short_name']}"))
+    gemm = [r for r in per_name if r["category"] == "gemm"]
+    gemm_ns = sum(int(r["duration_ns"]) for r in gemm)
+    tensor_ns = sum(int(r["duration_ns"]) for r in gemm if r["tensor_core"])
+    top = sorted(per_name, key=lambda r: (-int(r["duration_ns"]), str(r["name"])))[:TOP_KERNELS]
     return {
         "count": count,
         "time_ns": total,
         "mean_duration_ns": total / count if count else None,
         "categories": categories,
-        "tensor_core_share_of_gemm": int(gemm.loc[gemm["tensor_core"], "duration_ns"].sum()) / gemm_ns
-        if gemm_ns
-        else None,
+        "tensor_core_share_of_gemm": tensor_ns / gemm_ns if gemm_ns else None,
         "top": [
             {
-                "name": row.name,
-                "short_name": row.short_name,
-                "category": row.category,
-                "time_ns": int(row.duration_ns),
-                "count": int(row.count),
-                "share": int(row.duration_ns) / total,
-                "tensor_core": bool(row.tensor_core),
+                "name": row["name"],
+                "short_name": row["short_name"],
+                "category": row["category"],
+                "time_ns": int(row["duration_ns"]),
+                "count": int(row["count"]),
+                "share": int(row["duration_ns"]) / total,
+                "tensor_core": row["tensor_core"],
             }
-            for row in top.itertuples(index=False)
+            for row in top
         ],
+    }
+
+
+def _by_key(path: Path, key: str, values: list[str]) -> dict[str, dict[str, int]]:
+    """Per value of ``key``: the row count and the sum of each value, keys sorted."""
+    rows = records(grouped_sums(path, [key], values))
+    return {
+        str(r[key]): {"count": int(r["count"]), **{v: int(r[v]) for v in values}}
+        for r in sorted(rows, key=lambda r: str(r[key]))
     }
 
 
 def cuda_api_metrics(stage: Path) -> dict[str, Any]:
     """Host time in CUDA calls, by kind (sync, launch, memcpy, ...)."""
-    per_kind = grouped_sums(stage / "cuda_api.parquet", ["kind"], ["duration_ns"])
-    total = int(per_kind["duration_ns"].sum()) if len(per_kind) else 0
+    per_kind = _by_key(stage / "cuda_api.parquet", "kind", ["duration_ns"])
+    total = sum(k["duration_ns"] for k in per_kind.values())
     kinds = {
-        str(row.kind): {"time_ns": int(row.duration_ns), "count": int(row.count), "share": int(row.duration_ns) / total}
-        for row in per_kind.sort_values("kind").itertuples(index=False)
+        kind: {"time_ns": k["duration_ns"], "count": k["count"], "share": k["duration_ns"] / total}
+        for kind, k in per_kind.items()
     }
-    share = lambda kind: kinds.get(kind, {}).get("share", 0.0) if total else None  # noqa: E731
+
+    def share(kind: str) -> float | None:
+        return kinds[kind]["share"] if kind in kinds else (0.0 if total else None)
+
     return {
-        "count": int(per_kind["count"].sum()) if len(per_kind) else 0,
+        "count": sum(k["count"] for k in per_kind.values()),
         "time_ns": total,
         "kinds": kinds,
         "sync_share": share("sync"),
@@ -229,10 +242,10 @@ def cuda_api_metrics(stage: Path) -> dict[str, Any]:
 
 def memcpy_metrics(stage: Path) -> dict[str, Any]:
     """Bytes, time and count of copies per direction (H2D, D2H, D2D, ...)."""
-    per_direction = grouped_sums(stage / "memcpy.parquet", ["direction"], ["size_bytes", "duration_ns"])
+    per_direction = _by_key(stage / "memcpy.parquet", "direction", ["size_bytes", "duration_ns"])
     directions = {
-        str(row.direction): {"bytes": int(row.size_bytes), "time_ns": int(row.duration_ns), "count": int(row.count)}
-        for row in per_direction.sort_values("direction").itertuples(index=False)
+        name: {"bytes": d["size_bytes"], "time_ns": d["duration_ns"], "count": d["count"]}
+        for name, d in per_direction.items()
     }
     for name in ("H2D", "D2H", "D2D"):
         directions.setdefault(name, {"bytes": 0, "time_ns": 0, "count": 0})
@@ -241,31 +254,28 @@ def memcpy_metrics(stage: Path) -> dict[str, Any]:
 
 def nvtx_metrics(stage: Path) -> dict[str, Any]:
     """NVTX ranges and the GPU time their CUDA calls launched."""
-    ranges = grouped_sums(stage / "nvtx.parquet", ["name", "style"], ["duration_ns"])
-    projected = pq.read_table(stage / "nvtx_gpu.parquet").to_pandas()
-    gpu = (
-        projected.assign(proj_ns=projected["proj_end_ns"] - projected["proj_start_ns"])
-        .groupby(["name", "style"])[["proj_ns", "gpu_time_ns", "gpu_ops"]]
-        .sum()
-        if len(projected)
-        else None
-    )
+    ranges = records(grouped_sums(stage / "nvtx.parquet", ["name", "style"], ["duration_ns"]))
+    gpu: dict[tuple[str, str], dict[str, int]] = {}
+    for row in pq.read_table(stage / "nvtx_gpu.parquet").to_pylist():
+        entry = gpu.setdefault((row["name"], row["style"]), {"proj_ns": 0, "gpu_time_ns": 0, "gpu_ops": 0})
+        entry["proj_ns"] += row["proj_end_ns"] - row["proj_start_ns"]
+        entry["gpu_time_ns"] += row["gpu_time_ns"]
+        entry["gpu_ops"] += row["gpu_ops"]
     rows = []
-    for row in ranges.sort_values(["duration_ns", "name"], ascending=[False, True]).itertuples(index=False):
-        key = (row.name, row.style)
-        found = gpu is not None and key in gpu.index
+    for row in sorted(ranges, key=lambda r: (-int(r["duration_ns"]), str(r["name"]))):
+        found = gpu.get((row["name"], row["style"]), {"proj_ns": 0, "gpu_time_ns": 0, "gpu_ops": 0})
         rows.append(
             {
-                "name": row.name,
-                "style": row.style,
-                "instances": int(row.count),
-                "range_ns": int(row.duration_ns),
-                "gpu_projected_ns": int(gpu.loc[key, "proj_ns"]) if found else 0,
-                "gpu_time_ns": int(gpu.loc[key, "gpu_time_ns"]) if found else 0,
-                "gpu_ops": int(gpu.loc[key, "gpu_ops"]) if found else 0,
+                "name": row["name"],
+                "style": row["style"],
+                "instances": int(row["count"]),
+                "range_ns": int(row["duration_ns"]),
+                "gpu_projected_ns": found["proj_ns"],
+                "gpu_time_ns": found["gpu_time_ns"],
+                "gpu_ops": found["gpu_ops"],
             }
         )
-    return {"range_count": int(ranges["count"].sum()) if len(ranges) else 0, "ranges": rows}
+    return {"range_count": sum(int(r["count"]) for r in ranges), "ranges": rows}
 
 
 #: vLLM's NVTX range per engine step: requests and tokens of context (prefill) and generation (decode).
@@ -303,21 +313,15 @@ def phase_metrics(stage: Path) -> dict[str, Any]:
 
 def osrt_metrics(stage: Path) -> dict[str, Any]:
     """OS runtime time and the share of it spent waiting (poll, futex, condition waits, ...)."""
-    per_name = grouped_sums(stage / "osrt.parquet", ["name"], ["duration_ns"])
-    total = int(per_name["duration_ns"].sum()) if len(per_name) else 0
-    waiting = (
-        int(per_name.loc[[bool(WAITING_OSRT.search(str(n))) for n in per_name["name"]], "duration_ns"].sum())
-        if total
-        else 0
-    )
-    top = per_name.sort_values(["duration_ns", "name"], ascending=[False, True]).head(5)
+    per_name = _by_key(stage / "osrt.parquet", "name", ["duration_ns"])
+    total = sum(r["duration_ns"] for r in per_name.values())
+    waiting = sum(r["duration_ns"] for name, r in per_name.items() if WAITING_OSRT.search(name))
+    top = sorted(per_name.items(), key=lambda item: (-item[1]["duration_ns"], item[0]))[:5]
     return {
-        "count": int(per_name["count"].sum()) if len(per_name) else 0,
+        "count": sum(r["count"] for r in per_name.values()),
         "time_ns": total,
         "waiting_share": waiting / total if total else None,
-        "top": [
-            {"name": r.name, "time_ns": int(r.duration_ns), "count": int(r.count)} for r in top.itertuples(index=False)
-        ],
+        "top": [{"name": name, "time_ns": r["duration_ns"], "count": r["count"]} for name, r in top],
     }
 
 

@@ -89,7 +89,7 @@ def _to_dtype(values: np.ndarray, dtype: str) -> bytes:
     if dtype == "bfloat16":
         bits = values.astype("<f4").view("<u4")
         rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
-        return rounded.astype("<u2").tobytes()
+        return bytes(rounded.astype("<u2").tobytes())
     return values.astype("<f2" if dtype == "float16" else "<f4").tobytes()
 
 
@@ -234,4 +234,4 @@ def model_path(model_dir: str | Path) -> Path:
         record = json.loads((model_dir / "model.json").read_text())
     except FileNotFoundError as exc:
         raise InputError(f"{model_dir}: no model.json; run `llmprof model` first") from exc
-    return (model_dir / record["path"]).resolve()
+    return (model_dir / str(record["path"])).resolve()

@@ -125,7 +125,7 @@ def profile_run(
                 else "with capture_mode=vllm_hook the worker must be traced (--trace-fork-before-exec=true)"
             )
             raise CaptureError(f"run {spec['run']}: the capture holds no CUDA kernel: it missed the GPU work; {hint}")
-        record = json.loads(record_path.read_text())
+        record: dict[str, Any] = json.loads(record_path.read_text())
         record["nsys"] = {
             "version": nsys_version(executable),
             "arguments": nsys_arguments(spec["nsys"]),

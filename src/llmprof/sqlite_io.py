@@ -96,7 +96,7 @@ class Export:
         """True when ``table`` exists and holds at least one row."""
         if table not in self.columns:
             return False
-        return self.scalar(f'SELECT EXISTS (SELECT 1 FROM "{table}")') == 1
+        return bool(self.scalar(f'SELECT EXISTS (SELECT 1 FROM "{table}")') == 1)
 
     def first_column(self, table: str, *candidates: str) -> str | None:
         """The first of ``candidates`` that ``table`` has (columns were renamed over versions)."""

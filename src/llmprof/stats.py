@@ -87,7 +87,8 @@ class Report:
 
     def empty(self) -> pd.DataFrame:
         """A zero-row frame with this report's columns."""
-        return self.schema.empty_table().to_pandas()
+        empty: pd.DataFrame = self.schema.empty_table().to_pandas()
+        return empty
 
     @property
     def schema(self) -> pa.Schema:
@@ -267,7 +268,9 @@ def _strings(export: Export, transform: str = "value") -> Callable[[list[int]], 
 def _by_label(frame: pd.DataFrame, key: str, lookup: Callable[[list[int]], dict[int, str]]) -> pd.DataFrame:
     """Replace id ``key`` with its label in ``name``; ties in total keep label order, as nsys's do."""
     names = lookup(frame[key].tolist())
-    labelled = frame.assign(name=[names.get(int(i)) if i == i else None for i in frame[key]])
+    labelled = frame.assign(
+        name=pd.Series([names.get(int(i)) if i == i else None for i in frame[key]], index=frame.index)
+    )
     labelled = labelled.sort_values("name", kind="stable", na_position="first")
     total = "total_ns" if "total_ns" in labelled else "total_bytes"
     return labelled.sort_values(total, ascending=False, kind="stable")
@@ -278,7 +281,7 @@ def _api_summary(export: Export, table: str, what: str, where: str = "") -> pd.D
     source = f'SELECT nameId AS name_id, "end" - start AS value FROM {table} {where}'
     frame = _time_summary(export, source, ("name_id",), "num_calls")  # ties stay in nameId order
     names = _strings(export, api_name_sql("value"))(frame["name_id"].tolist())
-    return frame.assign(name=[names.get(int(i)) for i in frame["name_id"]])
+    return frame.assign(name=pd.Series([names.get(int(i)) for i in frame["name_id"]], index=frame.index))
 
 
 def cuda_api_sum(export: Export) -> pd.DataFrame:
@@ -562,7 +565,7 @@ def _format_value(value: object, decimals: int | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return ""
     if decimals is not None:
-        return f"{float(value):.{decimals}f}"
+        return f"{float(value):.{decimals}f}"  # type: ignore[arg-type]  # numbers only, by the column spec
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else repr(value)
     return str(value)

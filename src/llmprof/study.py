@@ -19,6 +19,7 @@ import pyarrow as pa
 from .categories import CATEGORY_ORDER
 from .errors import InputError
 from .findings import Finding, profiler_overhead
+from .metrics import records
 from .outputs import staged_directory, write_json, write_table
 from .report import Block, Heading, Paragraph, Table, load_metrics, to_html, to_markdown
 
@@ -152,7 +153,8 @@ def study_table(entries: list[RunEntry]) -> pd.DataFrame:
     """One row per run, in manifest order."""
     table = pa.Table.from_pylist([run_row(e) for e in entries], schema=STUDY_SCHEMA)
     nullable = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
-    return table.to_pandas(types_mapper=nullable.get)
+    frame: pd.DataFrame = table.to_pandas(types_mapper=nullable.get)
+    return frame
 
 
 def swept_parameter(table: pd.DataFrame) -> str | None:
@@ -174,12 +176,12 @@ def study_findings(table: pd.DataFrame) -> list[Finding]:
         Finding(
             "run_failed",
             "warning",
-            f"Run {row.run} failed",
-            str(row.reason),
+            f"Run {row['run']} failed",
+            str(row["reason"]),
             "Read the run's logs under logs/{run}/; a GPU out-of-memory error calls for a smaller batch or "
             "max_model_len, or a lower gpu_memory_utilization.",
         )
-        for row in table[table["status"] == "failed"].itertuples(index=False)
+        for row in records(table[table["status"] == "failed"])
     ]
     parameter = swept_parameter(table)
     ok = table[table["status"] == "ok"]
@@ -199,7 +201,9 @@ def study_findings(table: pd.DataFrame) -> list[Finding]:
                 f"{_pct(idle_b)} at {label} {last[parameter]}",
                 "Busy share of the capture window per run: "
                 + ", ".join(
-                    f"{r.run} {_pct(r.gpu_busy_fraction)}" for r in ok.itertuples() if pd.notna(r.gpu_busy_fraction)
+                    f"{r['run']} {_pct(r['gpu_busy_fraction'])}"
+                    for r in records(ok)
+                    if pd.notna(r["gpu_busy_fraction"])
                 ),
                 "Where idle stays high at the largest setting, the host side (scheduling, sampling, Python) bounds "
                 "throughput: look at the CPU with --sample=cpu.",
