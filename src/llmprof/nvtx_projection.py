@@ -53,7 +53,9 @@ def _launches(export: Export) -> pd.DataFrame:
         WHERE r.globalTid IN threads
         ORDER BY r.globalTid, r.start
     """
-    return pd.DataFrame(export.query(sql), columns=columns)
+    frame: pd.DataFrame = export.arrow_table(sql).to_pandas()
+    frame.columns = pd.Index(columns)
+    return frame
 
 
 def _parents_by_stack(start: np.ndarray, end: np.ndarray, order: np.ndarray) -> np.ndarray | None:
