@@ -123,16 +123,20 @@ def _summarize(
     """
     table = export.arrow_table(source_sql)
     codes, result = _group_codes(table, keys)
+    table = table.drop_columns(list(keys))  # release what is no longer needed: memory peaks here
     for v in values:
         column = table.column(v)
-        valid = column.is_valid().to_numpy(zero_copy_only=False) if column.null_count else None
-        numbers = pc.fill_null(column, 0).to_numpy(zero_copy_only=False) if column.null_count else column.to_numpy()
-        stats = _group_stats(
-            codes if valid is None else codes[valid], numbers if valid is None else numbers[valid], len(result)
-        )
+        table = table.drop_columns([v])
+        if column.null_count:
+            valid = column.is_valid().to_numpy(zero_copy_only=False)
+            numbers, value_codes = column.drop_null().to_numpy(), codes[valid]
+        else:
+            numbers, value_codes = column.to_numpy(), codes
+        del column
+        stats = _group_stats(value_codes, numbers, len(result))
+        del numbers, value_codes
         for name, array in stats.items():
             result[f"{v}_{name}"] = array
-        del numbers, valid
     return result
 
 
@@ -143,9 +147,12 @@ def _group_codes(table: pa.Table, keys: tuple[str, ...]) -> tuple[np.ndarray, pd
     for key in keys:
         column = table.column(key)
         text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
-        filled = pc.fill_null(column, "" if text else NULL_KEY).to_numpy(zero_copy_only=False)
-        inverse, uniques = pd.factorize(filled, sort=True)
-        codes = codes * len(uniques) + inverse
+        if column.null_count:
+            column = pc.fill_null(column, "" if text else NULL_KEY)
+        inverse, uniques = pd.factorize(column.to_numpy(zero_copy_only=False), sort=True)
+        codes *= len(uniques)  # in place: one array of codes for all keys
+        codes += inverse
+        del inverse, column
         key_values.append(np.asarray(uniques))
     codes, present = pd.factorize(codes, sort=True)
     present = np.asarray(present)
@@ -162,12 +169,17 @@ def _group_codes(table: pa.Table, keys: tuple[str, ...]) -> tuple[np.ndarray, pd
 
 def _group_stats(codes: np.ndarray, values: np.ndarray, groups: int) -> dict[str, np.ndarray]:
     """count, total, mean, median, lo, hi and stddev of ``values`` per group code (0 … groups-1)."""
-    values = values.astype("int64")
+    values = np.asarray(values, dtype="int64")
     if len(values) and 0 <= (span := int(values.max()) - int(values.min()) + 1) < SORT_KEY_LIMIT // max(groups, 1):
         low = int(values.min())  # one int64 key (group, value): a plain sort orders both
-        packed = np.sort(codes * span + (values - low))
-        codes, values = packed // span, packed % span + low
-        del packed
+        packed = codes * span  # built and sorted in place, to hold as few 8-byte copies as possible
+        packed += values
+        packed -= low
+        packed.sort()
+        codes = packed // span
+        packed -= codes * span
+        packed += low
+        values = packed
     else:
         order = np.lexsort((values, codes))
         codes, values = codes[order], values[order]
@@ -412,7 +424,7 @@ def cuda_kern_exec_sum(export: Export) -> pd.DataFrame:
         WITH api AS MATERIALIZED (
             SELECT id, min(id) OVER (PARTITION BY {api_name_sql("value")}) AS canon FROM StringIds
         )
-        SELECT (r.globalTid >> 24) & {PID_MASK} AS pid, r.globalTid & {PID_MASK} AS tid,
+        SELECT r.globalTid AS global_tid,
                k.deviceId AS device_id, api.canon AS api_id, k.{kernel_name_column(export)} AS kernel_id,
                max(r."end", k."end") - r.start AS t,
                r."end" - r.start AS a,
@@ -423,8 +435,10 @@ def cuda_kern_exec_sum(export: Export) -> pd.DataFrame:
              AND k.globalPid = (r.globalTid & {GLOBAL_PID_MASK})
         LEFT JOIN api ON api.id = r.nameId
     """
-    ids = ("pid", "tid", "device_id", "api_id", "kernel_id")
+    ids = ("global_tid", "device_id", "api_id", "kernel_id")
     stats = _summarize(export, source, ids, values=("t", "a", "q", "k"))
+    global_tid = stats["global_tid"].to_numpy(dtype="int64")
+    stats["pid"], stats["tid"] = (global_tid >> 24) & PID_MASK, global_tid & PID_MASK
     api_names = _strings(export, api_name_sql("value"))(stats["api_id"].tolist())
     kernel_names = _strings(export)(stats["kernel_id"].tolist())
     stats["api_name"] = [api_names.get(int(i)) if i == i else None for i in stats["api_id"]]
