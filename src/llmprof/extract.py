@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from .sqlite_io import (
     MEMCPY_KIND_LABELS,
     SYNC_TYPE_LABELS,
     Export,
+    conform,
     open_export,
 )
 from .stats import (
@@ -91,23 +92,23 @@ def _gpu_columns(export: Export, table: str) -> str:
 
 
 def _kernels_sql(export: Export) -> str:
-    name = "dn.value" if export.has(KERNEL, "demangledName") else "sn.value"
+    """Kernel rows; the name columns carry StringIds ids, resolved per batch (see ``TableReader.names``)."""
+    name = "t.demangledName" if export.has(KERNEL, "demangledName") else "t.shortName"
     return f"""
-        SELECT {_gpu_columns(export, KERNEL)}, {name}, sn.value, NULL,
+        SELECT {_gpu_columns(export, KERNEL)}, {name}, t.shortName, NULL,
                t.gridX, t.gridY, t.gridZ, t.blockX, t.blockY, t.blockZ,
                {_col(export, KERNEL, "registersPerThread")}, {_col(export, KERNEL, "staticSharedMemory")},
                {_col(export, KERNEL, "dynamicSharedMemory")}, {_col(export, KERNEL, "graphNodeId")}
         FROM {KERNEL} t
-        LEFT JOIN StringIds sn ON sn.id = t.shortName
-        {"LEFT JOIN StringIds dn ON dn.id = t.demangledName" if export.has(KERNEL, "demangledName") else ""}
     """
 
 
 def _cuda_api_sql(export: Export) -> str:
+    """CUDA call rows; ``name`` carries the StringIds id, resolved per batch."""
     return f"""
         SELECT {_pid("t.globalTid")}, {_tid("t.globalTid")}, t.start, t."end", t."end" - t.start,
-               t.correlationId, {api_name_sql("s.value")}, NULL, {_col(export, RUNTIME, "returnValue")}
-        FROM {RUNTIME} t LEFT JOIN StringIds s ON s.id = t.nameId
+               t.correlationId, t.nameId, NULL, {_col(export, RUNTIME, "returnValue")}
+        FROM {RUNTIME} t
     """
 
 
@@ -208,6 +209,26 @@ class TableReader:
     query: Callable[[Export], str | None]
     required: tuple[str, ...] = ()
     derive: Callable[[pa.RecordBatch, Classifier], pa.RecordBatch] | None = None
+    #: Output columns that the query fills with StringIds ids → the SQL that turns ``value`` into the text.
+    names: Mapping[str, str] = field(default_factory=dict)
+
+
+class NameResolver:
+    """StringIds ids to text, looked up once per distinct id: cheaper than joining every row in SQLite."""
+
+    def __init__(self, export: Export, transform: str) -> None:
+        self.export, self.transform = export, transform
+        self.known: dict[int, str | None] = {}
+
+    def __call__(self, ids: pa.ChunkedArray | pa.Array) -> pa.Array:
+        codes, uniques = pd.factorize(ids.to_numpy(zero_copy_only=False), use_na_sentinel=True)
+        missing = [int(i) for i in uniques if i == i and int(i) not in self.known]
+        for start in range(0, len(missing), 10_000):
+            listed = ",".join(str(i) for i in missing[start : start + 10_000])
+            rows = self.export.query(f"SELECT id, {self.transform} FROM StringIds WHERE id IN ({listed})")
+            self.known.update({int(i): v for i, v in rows})
+        texts = pa.array([self.known.get(int(i)) if i == i else None for i in uniques], type=pa.string())
+        return texts.take(pa.array(codes, mask=codes < 0))
 
 
 def _classified(batch: pa.RecordBatch, column: str, classifier: Classifier, detail: str | None = None) -> pa.Array:
@@ -234,8 +255,22 @@ def _derive_api_kind(batch: pa.RecordBatch, classifier: Classifier) -> pa.Record
 _SPAN = ("start", "end")
 _GPU_KEYS = (*_SPAN, "deviceId", "correlationId", "globalPid")
 READERS = (
-    TableReader("kernels", KERNEL, _kernels_sql, (*_GPU_KEYS, "shortName"), _derive_kernel_category),
-    TableReader("cuda_api", RUNTIME, _cuda_api_sql, (*_SPAN, "globalTid", "correlationId", "nameId"), _derive_api_kind),
+    TableReader(
+        "kernels",
+        KERNEL,
+        _kernels_sql,
+        (*_GPU_KEYS, "shortName"),
+        _derive_kernel_category,
+        names={"name": "value", "short_name": "value"},
+    ),
+    TableReader(
+        "cuda_api",
+        RUNTIME,
+        _cuda_api_sql,
+        (*_SPAN, "globalTid", "correlationId", "nameId"),
+        _derive_api_kind,
+        names={"name": api_name_sql("value")},
+    ),
     TableReader("memcpy", MEMCPY, _memcpy_sql, (*_GPU_KEYS, "bytes", "copyKind")),
     TableReader("memset", MEMSET, _memset_sql, (*_GPU_KEYS, "bytes")),
     TableReader("sync", SYNC, _sync_sql, _GPU_KEYS),
@@ -259,7 +294,14 @@ def _write_events(export: Export, reader: TableReader, path: Path, classifier: C
             except ReportSkipped:
                 sql = None
         if sql is not None:
-            for batch in export.arrow_batches(sql, schema):
+            resolvers = {column: NameResolver(export, transform) for column, transform in reader.names.items()}
+            for raw in export.arrow_batches(sql):
+                columns = list(raw.columns)
+                for column, resolve in resolvers.items():
+                    index = schema.get_field_index(column)
+                    columns[index] = resolve(columns[index])
+                batch = pa.RecordBatch.from_arrays(columns, names=schema.names)
+                batch = conform(batch, schema)
                 sink.write(batch if reader.derive is None else reader.derive(batch, classifier))
                 if progress:
                     log.info("%s: %d rows read", reader.name, sink.rows)

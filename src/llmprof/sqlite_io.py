@@ -154,7 +154,7 @@ class Export:
         try:
             source = _adbc_batches(self.path, sql) if adbc_dbapi is not None else self._sqlite3_batches(sql)
             for batch in source:
-                yield batch if schema is None else _conform(batch, schema)
+                yield batch if schema is None else conform(batch, schema)
         except sqlite3.DatabaseError as exc:
             raise self._read_error(exc) from exc
         except Exception as exc:  # ADBC raises its own DB-API error classes
@@ -212,7 +212,7 @@ def _adbc_batches(path: Path, sql: str) -> Iterator[pa.RecordBatch]:
         yield from cursor.fetch_record_batch()
 
 
-def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     """Rename columns positionally to ``schema`` and cast them (all-NULL columns come typed as anything)."""
     arrays = []
     for column, target in zip(batch.columns, schema):
