@@ -30,8 +30,6 @@ from .report import write_report
 from .study import RunEntry, write_study
 
 MANIFEST = "MANIFEST.json"
-#: Files that record when and where, not what: listed and checksummed, never rebuilt.
-NOT_REBUILT = ("provenance.json", "run.json", "baseline.json", ".log", ".tsv", ".nsys-rep", ".sqlite", "spec.json")
 
 
 def _sha256(data: bytes) -> str:

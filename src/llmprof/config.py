@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,11 @@ def expand_sweeps(config: dict[str, Any], source: str = "config") -> dict[str, A
     return validate(expanded, source)
 
 
+def config_digest(config: dict[str, Any]) -> str:
+    """sha256 of a config (or config entry) in canonical JSON: equal digests, equal settings."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def with_defaults(instance: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``instance`` with every schema default filled in, recursively through properties."""
     filled = dict(instance)
@@ -123,15 +130,21 @@ def run_spec(run: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {"run": run, **with_defaults(spec, node)}
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """Read and validate a workflow configuration file."""
+def read_mapping(path: str | Path, kind: str, *, json_format: bool = False) -> dict[str, Any]:
+    """A YAML (or JSON) file holding a mapping; ConfigError naming the file and what is wrong otherwise."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        data = json.loads(text) if json_format else yaml.safe_load(text)
     except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such configuration file") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        raise ConfigError(f"{path}: no such {kind} file") from exc
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not valid {'JSON' if json_format else 'YAML'} ({exc})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return validate(data, str(path))
+    return data
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read and validate a workflow configuration file."""
+    return validate(read_mapping(path, "configuration"), str(path))

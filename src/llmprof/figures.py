@@ -218,13 +218,13 @@ def timeline(extract_dir: Path, fig: Figure) -> None:
         ax.legend(loc="lower right", fontsize=9)
 
 
-#: Every figure: name → drawing function and figure size (inches).
-FIGURES: dict[str, tuple[Callable[[Path, Figure], None], tuple[float, float]]] = {
-    "top_kernels": (top_kernels, (11, 6)),
-    "kernel_categories": (kernel_categories, (8, 4.5)),
-    "cuda_api": (cuda_api, (9, 5.5)),
-    "memcpy": (memcpy, (10, 4)),
-    "timeline": (timeline, (12, 4.5)),
+#: Every figure of a run: name → drawing function, figure size (inches) and caption.
+FIGURES: dict[str, tuple[Callable[[Path, Figure], None], tuple[float, float], str]] = {
+    "top_kernels": (top_kernels, (11, 6), "Top kernels by GPU time"),
+    "kernel_categories": (kernel_categories, (8, 4.5), "GPU time by kernel category"),
+    "cuda_api": (cuda_api, (9, 5.5), "CUDA API time share"),
+    "memcpy": (memcpy, (10, 4), "Memory copies by direction"),
+    "timeline": (timeline, (12, 4.5), "GPU activity over the capture, NVTX phases shaded"),
 }
 
 
@@ -237,7 +237,7 @@ def draw_figures(extract_dir: str | Path, out: str | Path, *, force: bool = Fals
     extract_dir = Path(extract_dir)
     written = []
     with staged_directory(Path(out), force) as stage, plt.rc_context(THEME):
-        for name, (draw, size) in FIGURES.items():
+        for name, (draw, size, _) in FIGURES.items():
             fig = plt.figure(figsize=size, layout="constrained")
             try:
                 draw(extract_dir, fig)

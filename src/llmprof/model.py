@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import struct
 import zlib
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import read_mapping
 from .errors import ConfigError, InputError
 from .outputs import staged_directory, write_json
 
@@ -141,14 +143,8 @@ def _files(root: Path) -> list[dict[str, Any]]:
 
 def load_architecture(path: str | Path) -> dict[str, Any]:
     """An architecture file: {"description": ..., "config": {Hugging Face config.json keys}}."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such architecture file") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+    data = read_mapping(path, "architecture", json_format=True)
+    if not isinstance(data.get("config"), dict):
         raise ConfigError(f"{path}: expected an object with a 'config' object (Hugging Face config.json keys)")
     config: dict[str, Any] = data["config"]
     return config
@@ -193,9 +189,7 @@ def _huggingface(spec: dict[str, Any], stage: Path) -> dict[str, Any]:
         ) from exc
     except Exception as exc:  # the hub raises many kinds; each names the repository problem
         raise InputError(f"{repo}@{revision}: download failed ({type(exc).__name__}: {exc})") from exc
-    for leftover in stage.glob(".cache"):
-        import shutil
-
+    for leftover in stage.glob(".cache"):  # huggingface_hub's download bookkeeping
         shutil.rmtree(leftover)
     return {"repo": repo, "revision": revision, "path": "."}
 

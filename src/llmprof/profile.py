@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from typing import Any
 from .errors import LlmprofError
 from .export import ToolError, export_sqlite
 from .outputs import refuse_existing, staged_directory, write_json
+from .sqlite_io import open_export
+from .stats import KERNEL
 from .workload import WORKLOAD_ENV
 
 #: Flags that make the capture the steady state only; not configurable.
@@ -70,11 +71,10 @@ def nsys_version(nsys: str) -> str | None:
 
 
 def count_kernels(sqlite: Path) -> int:
-    with sqlite3.connect(f"file:{sqlite}?mode=ro", uri=True) as db:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "CUPTI_ACTIVITY_KIND_KERNEL" not in tables:
+    with open_export(sqlite) as export:
+        if not export.has_rows(KERNEL):
             return 0
-        return int(db.execute("SELECT count(*) FROM CUPTI_ACTIVITY_KIND_KERNEL").fetchone()[0])
+        return int(export.scalar(f"SELECT count(*) FROM {KERNEL}"))
 
 
 def profile_run(

@@ -7,7 +7,6 @@ re-runs on the same inputs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -18,15 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .config import config_digest
 from .model import file_record
 from .outputs import write_json
 
 PACKAGES = ("pandas", "pyarrow", "numpy", "matplotlib", "seaborn", "snakemake", "vllm", "torch", "nvtx")
-
-
-def config_digest(config: dict[str, Any]) -> str:
-    """sha256 of a config (or config entry) in canonical JSON."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def package_versions() -> dict[str, str | None]:

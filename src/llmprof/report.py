@@ -20,14 +20,6 @@ from .figures import FIGURES
 from .findings import Finding, findings, profiler_overhead
 from .outputs import staged_directory, write_json
 
-FIGURE_TITLES = {
-    "timeline": "GPU activity over the capture, NVTX phases shaded",
-    "top_kernels": "Top kernels by GPU time",
-    "kernel_categories": "GPU time by kernel category",
-    "cuda_api": "CUDA API time share",
-    "memcpy": "Memory copies by direction",
-}
-
 
 @dataclass(frozen=True)
 class Heading:
@@ -67,7 +59,7 @@ def _mb(value: int) -> str:
     return f"{value / 1e6:,.2f} MB"
 
 
-def _load_json(path: Path, made_by: str = "the stage that writes it") -> dict[str, Any]:
+def load_json(path: Path, made_by: str = "the stage that writes it") -> dict[str, Any]:
     if not path.exists():
         raise InputError(f"{path}: missing; run {made_by} first")
     try:
@@ -78,7 +70,7 @@ def _load_json(path: Path, made_by: str = "the stage that writes it") -> dict[st
 
 
 def load_metrics(extract_dir: Path) -> dict[str, Any]:
-    return _load_json(extract_dir / "metrics.json", "`llmprof extract`")
+    return load_json(extract_dir / "metrics.json", "`llmprof extract`")
 
 
 def _headline(m: dict[str, Any]) -> Table:
@@ -239,7 +231,7 @@ def build_report(
     ]
     if figure_dir is not None:
         blocks.append(Heading("Figures"))
-        blocks += [Figure(f"{figure_dir}/{name}.png", FIGURE_TITLES.get(name, name)) for name in FIGURES]
+        blocks += [Figure(f"{figure_dir}/{name}.png", caption) for name, (_, _, caption) in FIGURES.items()]
     blocks += [Heading("Top kernels"), _top_kernels(m) if m["kernels"]["top"] else Paragraph("No kernels.")]
     blocks += _phase_blocks(m)
     blocks += [
@@ -331,8 +323,8 @@ def write_report(
     """
     extract_dir, out = Path(extract_dir), Path(out)
     metrics = load_metrics(extract_dir)
-    traced = _load_json(Path(record)) if record is not None else None
-    untraced = _load_json(Path(baseline)) if baseline is not None else None
+    traced = load_json(Path(record)) if record is not None else None
+    untraced = load_json(Path(baseline)) if baseline is not None else None
     found = findings(metrics, traced, untraced)
     figure_link = os.path.relpath(figures_dir, out) if figures_dir is not None else None
     name = run or extract_dir.resolve().parent.name

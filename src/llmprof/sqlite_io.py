@@ -133,18 +133,6 @@ class Export:
         rows = self.query(sql, params)
         return rows[0][0] if rows else None
 
-    def batches(
-        self, sql: str, params: Sequence[Any] = (), size: int = BATCH_ROWS
-    ) -> Iterator[tuple[list[str], list[tuple[Any, ...]]]]:
-        """Yield (column names, rows) in batches of at most ``size`` rows."""
-        try:
-            cursor = self.connection.execute(sql, params)
-            names = [d[0] for d in cursor.description]
-            while rows := cursor.fetchmany(size):
-                yield names, rows
-        except sqlite3.DatabaseError as exc:
-            raise self._read_error(exc) from exc
-
     def arrow_batches(self, sql: str, schema: pa.Schema | None = None) -> Iterator[pa.RecordBatch]:
         """Stream the rows of ``sql`` as Arrow record batches (columns renamed and cast to ``schema``).
 

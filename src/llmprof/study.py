@@ -21,7 +21,7 @@ from .errors import InputError
 from .findings import Finding, profiler_overhead
 from .metrics import records
 from .outputs import staged_directory, write_json, write_table
-from .report import Block, Heading, Paragraph, Table, load_metrics, to_html, to_markdown
+from .report import Block, Heading, Paragraph, Table, load_json, load_metrics, to_html, to_markdown
 
 #: Run parameters compared across runs, from the run record's settings (in this order).
 PARAMETERS = (
@@ -104,10 +104,8 @@ def failure_reason(entry: RunEntry) -> str:
 
 
 def _json(path: Path | None) -> dict[str, Any] | None:
-    if path is None or not path.exists():
-        return None
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
+    """A run record, or None where the run has none (a capture without records, a failed run)."""
+    return load_json(path) if path is not None and path.exists() else None
 
 
 def run_row(entry: RunEntry) -> dict[str, Any]:

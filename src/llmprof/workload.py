@@ -16,7 +16,6 @@ Capture modes (see config/README.md):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -29,17 +28,13 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .config import config_digest
 from .errors import ConfigError, InputError
 from .model import model_path
 from .outputs import write_json
 
 #: Environment every workload runs with: spawned workers (CUDA cannot fork), no telemetry.
 WORKLOAD_ENV = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
-
-
-def config_digest(spec: dict[str, Any]) -> str:
-    """sha256 of the run's settings in canonical JSON: equal digests, equal workloads."""
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def synthetic_prompts(batch_size: int, input_len: int, vocab_size: int, seed: int) -> list[list[int]]:

@@ -83,8 +83,17 @@ def get_run_records(wildcards):
     return run_records(wildcards.run)
 
 
+def record_options(input, names):
+    """--record/--baseline options for the run records among a job's inputs."""
+    return " ".join(f"--{name} {input[name]}" for name in names if name in input.keys())
+
+
 def get_record_args(wildcards, input):
-    return " ".join(f"--{name} {input[name]}" for name in ("record", "baseline") if name in input.keys())
+    return record_options(input, ("record", "baseline"))
+
+
+def get_traced_record_arg(wildcards, input):
+    return record_options(input, ("record",))
 
 
 def get_category_args():

@@ -7,7 +7,7 @@ rule record_provenance:
         "logs/{run}/record_provenance.log",
     params:
         config=get_run_config,
-        record=lambda wildcards, input: f"--record {input.record}" if "record" in input.keys() else "",
+        record=get_traced_record_arg,
     shell:
         "llmprof provenance {wildcards.run} {input} --config {params.config} {params.record}"
         " -o {output} --force --log {log}"
