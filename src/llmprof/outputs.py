@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,20 +59,47 @@ def staged_directory(out: Path, force: bool) -> Iterator[Path]:
 
 
 class ParquetSink:
-    """Streams record batches of one schema into one Parquet file; an empty table still gets a file."""
+    """Streams record batches of one schema into one Parquet file; an empty table still gets a file.
 
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
+    Encoding and compression run on a writer thread (pyarrow releases the GIL there), so they
+    overlap with reading the next batch; batches are written in the order given, so the bytes
+    are those of a plain sequential write. At most ``queued`` batches wait in memory.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, queued: int = 2) -> None:
         self.path = path
         self.schema = schema
         self.rows = 0
         self._writer = pq.ParquetWriter(str(path), schema, **PARQUET_OPTIONS)
+        self._pending: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=queued)
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name=f"parquet:{path.name}", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while (batch := self._pending.get()) is not None:
+            if self._failure is None:
+                try:
+                    self._writer.write_batch(batch)
+                except BaseException as exc:  # handed to the caller on its next call
+                    self._failure = exc
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
 
     def write(self, batch: pa.RecordBatch) -> None:
+        self._raise_failure()
         self.rows += batch.num_rows
-        self._writer.write_batch(batch)
+        self._pending.put(batch)
 
     def close(self) -> None:
-        self._writer.close()
+        """Wait for every queued batch, close the file and raise what the writer thread met."""
+        if self._thread.is_alive():
+            self._pending.put(None)
+            self._thread.join()
+            self._writer.close()
+        self._raise_failure()
 
 
 def write_table(path: Path, table: pa.Table) -> None:

@@ -15,12 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .errors import ConfigError
+from .grouped import GroupedValues
 from .nvtx_projection import nvtx_gpu_projection_summary
 from .sqlite_io import (
     NVTX_DOMAIN_CREATE,
@@ -42,10 +41,6 @@ BYTES_PER_MB = 1_000_000
 OSRT_EVENT_CLASS = 27  # OS runtime calls proper (other classes are bookkeeping rows)
 PID_MASK = 0xFFFFFF
 GLOBAL_PID_MASK = "0xFFFFFFFFFF000000"  # SQL literal: the pid bits of a globalTid
-
-
-NULL_KEY = np.iinfo("int64").min  # stands for a NULL key while grouping; sorts first, as SQLite's NULL
-SORT_KEY_LIMIT = 1 << 62
 
 
 class ReportSkipped(Exception):
@@ -115,105 +110,14 @@ def _summarize(
 ) -> pd.DataFrame:
     """Per key: count, total, mean, median, min, max and sample standard deviation of each value.
 
-    ``source_sql`` yields the ``keys`` columns (ids or short labels) and the ``values`` columns
-    (NULL values are left out of that value's statistics). The rows stream into Arrow, then one
-    sort per value column gives every statistic: sums are exact integer sums, the median of an
-    even count is the mean of the two middle values, and the deviation is two-pass and summed in
-    order, as SQLite would. Rows come back in ascending key order, the order nsys breaks ties in.
+    ``source_sql`` yields the ``keys`` columns (ids or short labels) and the ``values`` columns;
+    its rows stream through :class:`GroupedValues`. Rows come back in ascending key order, the
+    order nsys breaks ties in.
     """
-    table = export.arrow_table(source_sql)
-    codes, result = _group_codes(table, keys)
-    table = table.drop_columns(list(keys))  # release what is no longer needed: memory peaks here
-    for v in values:
-        column = table.column(v)
-        table = table.drop_columns([v])
-        if column.null_count:
-            valid = column.is_valid().to_numpy(zero_copy_only=False)
-            numbers, value_codes = column.drop_null().to_numpy(), codes[valid]
-        else:
-            numbers, value_codes = column.to_numpy(), codes
-        del column
-        stats = _group_stats(value_codes, numbers, len(result))
-        del numbers, value_codes
-        for name, array in stats.items():
-            result[f"{v}_{name}"] = array
-    return result
-
-
-def _group_codes(table: pa.Table, keys: tuple[str, ...]) -> tuple[np.ndarray, pd.DataFrame]:
-    """A group code per row, numbered in ascending key order (NULL first), and the keys of each code."""
-    codes = np.zeros(table.num_rows, dtype="int64")
-    key_values: list[np.ndarray] = []
-    for key in keys:
-        column = table.column(key)
-        text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
-        if column.null_count:
-            column = pc.fill_null(column, "" if text else NULL_KEY)
-        inverse, uniques = pd.factorize(column.to_numpy(zero_copy_only=False), sort=True)
-        codes *= len(uniques)  # in place: one array of codes for all keys
-        codes += inverse
-        del inverse, column
-        key_values.append(np.asarray(uniques))
-    codes, present = pd.factorize(codes, sort=True)
-    present = np.asarray(present)
-    result = {}
-    for key, uniques in zip(reversed(keys), reversed(key_values)):
-        result[key] = uniques[present % len(uniques)]
-        present = present // len(uniques)
-    frame = pd.DataFrame({k: result[k] for k in keys})
-    for key in keys:
-        if frame[key].dtype.kind in "iu" and (frame[key] == NULL_KEY).any():
-            frame[key] = frame[key].astype(object).where(frame[key] != NULL_KEY, None)
-    return codes.astype("int64"), frame
-
-
-def _group_stats(codes: np.ndarray, values: np.ndarray, groups: int) -> dict[str, np.ndarray]:
-    """count, total, mean, median, lo, hi and stddev of ``values`` per group code (0 … groups-1)."""
-    values = np.asarray(values, dtype="int64")
-    if len(values) and 0 <= (span := int(values.max()) - int(values.min()) + 1) < SORT_KEY_LIMIT // max(groups, 1):
-        low = int(values.min())  # one int64 key (group, value): a plain sort orders both
-        packed = codes * span  # built and sorted in place, to hold as few 8-byte copies as possible
-        packed += values
-        packed -= low
-        packed.sort()
-        codes = packed // span
-        packed -= codes * span
-        packed += low
-        values = packed
-    else:
-        order = np.lexsort((values, codes))
-        codes, values = codes[order], values[order]
-    present = np.unique(codes)
-    starts = np.searchsorted(codes, present, side="left")
-    ends = np.searchsorted(codes, present, side="right")
-    n = (ends - starts).astype("int64")
-    total = np.add.reduceat(values, starts) if len(values) else np.zeros(0, dtype="int64")
-    mean = total / n
-    lower, upper = values[starts + (n - 1) // 2], values[starts + n // 2]
-    median = (lower + upper) / 2.0
-    deviation = values - np.repeat(mean, n)
-    ss = np.add.reduceat(deviation * deviation, starts) if len(values) else np.zeros(0)
-    stddev = np.where(n > 1, np.sqrt(ss / np.maximum(n - 1, 1)), 0.0)
-    out = {
-        "n": np.zeros(groups, dtype="int64"),
-        "total": np.zeros(groups, dtype="int64"),
-        "mean": np.full(groups, np.nan),
-        "median": np.full(groups, np.nan),
-        "lo": np.full(groups, np.nan),
-        "hi": np.full(groups, np.nan),
-        "stddev": np.zeros(groups),  # nsys prints 0.0 for zero or one value
-    }
-    for name, array in (
-        ("n", n),
-        ("total", total),
-        ("mean", mean),
-        ("median", median),
-        ("lo", values[starts]),
-        ("hi", values[ends - 1]),
-        ("stddev", stddev),
-    ):
-        out[name][present] = array
-    return out
+    grouped = GroupedValues(keys, values)
+    for batch in export.arrow_batches(source_sql):
+        grouped.add_batch(batch)
+    return grouped.frame()
 
 
 def _rounded(series: pd.Series) -> pd.Series:

@@ -1,0 +1,196 @@
+"""Exact per-group statistics of values that arrive in batches.
+
+``nsys stats`` prints, per name, the count, total, mean, median, minimum, maximum
+and sample standard deviation of durations. :class:`GroupedValues` takes rows a
+batch at a time (from an SQL query, or from the event batches that extraction
+writes anyway), gives every distinct key tuple a dense code, and keeps each value
+as one ``int64`` that packs the group code above the value. One in-place sort
+per value column then orders rows by group and value at once, which yields every
+statistic exactly, the median included, at 8 bytes per value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+NULL_KEY = np.iinfo("int64").min  # stands for a NULL integer key; sorts first, as SQLite's NULL
+VALUE_BITS = 40  # values in [0, 2**40) ns (18 minutes) pack beside their group code
+CODE_LIMIT = 1 << (62 - VALUE_BITS)
+VALUE_MASK = (1 << VALUE_BITS) - 1
+
+STATISTICS = ("n", "total", "mean", "median", "lo", "hi", "stddev")
+
+
+def _key_numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A key column as numpy, NULL as ``NULL_KEY`` (integers) or the empty string (text)."""
+    text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+    if column.null_count:
+        column = pc.fill_null(column, "" if text else NULL_KEY)
+    return np.asarray(column.to_numpy(zero_copy_only=False))
+
+
+class KeyCodes:
+    """Dense codes for key tuples seen across batches, numbered in first-seen order."""
+
+    def __init__(self) -> None:
+        self.index: dict[tuple[Any, ...], int] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def encode(self, columns: Sequence[np.ndarray]) -> np.ndarray:
+        """The code of each row's key tuple (new tuples get the next codes)."""
+        rows = len(columns[0])
+        combined = np.zeros(rows, dtype="int64")
+        for column in columns:
+            inverse, uniques = pd.factorize(column)
+            combined *= len(uniques)
+            combined += inverse
+            combined, _ = pd.factorize(combined)  # renumber: keeps the product of sizes small
+            combined = combined.astype("int64")
+        groups = int(combined.max()) + 1 if rows else 0
+        # factorize numbers groups in order of appearance: the running maximum rises at each first row
+        first = np.flatnonzero(np.diff(np.maximum.accumulate(combined), prepend=-1) > 0)
+        tuples = zip(*(column[first].tolist() for column in columns))
+        codes = np.fromiter((self.index.setdefault(t, len(self.index)) for t in tuples), "int64", groups)
+        return codes[combined]
+
+    def keys(self) -> list[tuple[Any, ...]]:
+        """Key tuples in code order."""
+        return list(self.index)
+
+
+class _Values:
+    """One value column's (code, value) pairs, packed into one int64 each where they fit."""
+
+    def __init__(self) -> None:
+        self.packed: list[np.ndarray] = []
+        self.wide: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def add(self, codes: np.ndarray, values: np.ndarray) -> None:
+        if not len(values):
+            return
+        if int(values.min()) >= 0 and int(values.max()) <= VALUE_MASK and int(codes.max()) < CODE_LIMIT:
+            packed = codes << VALUE_BITS
+            packed |= values
+            self.packed.append(packed)
+        else:
+            self.wide.append((codes.copy(), np.array(values, dtype="int64")))
+
+    def sorted_values(self, groups: int) -> tuple[np.ndarray, np.ndarray]:
+        """Values ordered by (group, value) and where each group starts (``groups + 1`` bounds)."""
+        bounds = np.arange(groups + 1, dtype="int64")
+        if self.wide:  # a negative or huge value: order by two keys instead of one
+            for packed in self.packed:
+                self.wide.append((packed >> VALUE_BITS, packed & VALUE_MASK))
+            self.packed = []
+            codes = np.concatenate([c for c, _ in self.wide])
+            values = np.concatenate([v for _, v in self.wide])
+            self.wide = []
+            order = np.lexsort((values, codes))
+            codes, values = codes[order], values[order]
+            return values, np.searchsorted(codes, bounds)
+        total = sum(len(p) for p in self.packed)
+        packed = np.empty(total, dtype="int64")
+        at = 0
+        while self.packed:  # move chunk by chunk, releasing each: the copy costs one chunk
+            chunk = self.packed.pop(0)
+            packed[at : at + len(chunk)] = chunk
+            at += len(chunk)
+        packed.sort()
+        starts = np.searchsorted(packed, bounds << VALUE_BITS)
+        packed &= VALUE_MASK
+        return packed, starts
+
+
+def statistics(values: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:
+    """count, total, mean, median, lo, hi and stddev per group of values sorted within groups.
+
+    Sums are exact integer sums; the median of an even count is the mean of the two middle
+    values; the deviation is two-pass and summed in value order. A group without values has
+    count 0, total 0, NaN statistics and deviation 0.0 (nsys prints 0.0 for one value or none).
+    """
+    groups = len(starts) - 1
+    n = np.diff(starts)
+    present = np.flatnonzero(n)
+    first, counts = starts[present], n[present]
+    out = {
+        "n": n.astype("int64"),
+        "total": np.zeros(groups, dtype="int64"),
+        "mean": np.full(groups, np.nan),
+        "median": np.full(groups, np.nan),
+        "lo": np.full(groups, np.nan),
+        "hi": np.full(groups, np.nan),
+        "stddev": np.zeros(groups),
+    }
+    if not len(present):
+        return out
+    total = np.add.reduceat(values, first)
+    mean = total / counts
+    deviation = values - np.repeat(mean, counts)
+    deviation *= deviation
+    squares = np.add.reduceat(deviation, first)
+    del deviation
+    out["total"][present] = total
+    out["mean"][present] = mean
+    out["median"][present] = (values[first + (counts - 1) // 2] + values[first + counts // 2]) / 2.0
+    out["lo"][present] = values[first]
+    out["hi"][present] = values[first + counts - 1]
+    out["stddev"][present] = np.where(counts > 1, np.sqrt(squares / np.maximum(counts - 1, 1)), 0.0)
+    return out
+
+
+class GroupedValues:
+    """Per key tuple: the statistics of each value column, fed one batch at a time.
+
+    NULL values are left out of that value's statistics; NULL keys form their own group.
+    """
+
+    def __init__(self, keys: Sequence[str], values: Sequence[str]) -> None:
+        self.key_names, self.value_names = tuple(keys), tuple(values)
+        self.codes = KeyCodes()
+        self.values = {v: _Values() for v in values}
+
+    def add_batch(self, batch: pa.RecordBatch | pa.Table) -> None:
+        """Add the rows of a batch that has the key and value columns by name."""
+        if not batch.num_rows:
+            return
+        codes = self.codes.encode([_key_numpy(batch.column(k)) for k in self.key_names])
+        for name in self.value_names:
+            self.add_values(name, codes, batch.column(name))
+
+    def add_values(self, name: str, codes: np.ndarray, column: pa.Array | pa.ChunkedArray | np.ndarray) -> None:
+        """Add one value column for rows whose group codes are known (NULLs dropped)."""
+        if isinstance(column, np.ndarray):
+            self.values[name].add(codes, column.astype("int64", copy=False))
+            return
+        if column.null_count:
+            valid = column.is_valid().to_numpy(zero_copy_only=False)
+            codes, column = codes[valid], column.drop_null()
+        self.values[name].add(codes, np.asarray(column.to_numpy(zero_copy_only=False), dtype="int64"))
+
+    def frame(self) -> pd.DataFrame:
+        """Key columns (ascending, NULL first) and ``{value}_{statistic}`` columns, one row per group."""
+        keys = self.codes.keys()
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        result = pd.DataFrame(index=pd.RangeIndex(len(keys)))
+        for i, name in enumerate(self.key_names):
+            listed = [keys[j][i] for j in order]
+            text = bool(listed) and isinstance(listed[0], str)
+            column = np.array(listed, dtype=object if text else "int64")
+            if column.dtype.kind in "iu" and (column == NULL_KEY).any():
+                column = np.where(column == NULL_KEY, None, column.astype(object))
+            result[name] = column
+        for name in self.value_names:
+            values, starts = self.values[name].sorted_values(len(keys))
+            stats = statistics(values, starts)
+            del values
+            for statistic in STATISTICS:
+                result[f"{name}_{statistic}"] = stats[statistic][order]
+        return result
