@@ -26,7 +26,7 @@ def _ranges(spans: list[tuple[int, int]], tid: int = 1) -> pd.DataFrame:
 def test_parent_is_the_tightest_enclosing_range(
     spans: list[tuple[int, int]], parents: list[int], levels: list[int]
 ) -> None:
-    parent, level = _nesting(_ranges(spans))
+    parent, level, _ = _nesting(_ranges(spans))
     assert parent.tolist() == parents
     assert level.tolist() == levels
 
@@ -41,5 +41,5 @@ def test_stack_declines_crossing_ranges_and_search_agrees_on_nested_ones() -> No
 
 def test_ranges_nest_only_within_their_thread() -> None:
     ranges = pd.concat([_ranges([(0, 10)], tid=1), _ranges([(1, 2)], tid=2)], ignore_index=True)
-    parent, level = _nesting(ranges)
+    parent, level, _ = _nesting(ranges)
     assert parent.tolist() == [-1, -1] and level.tolist() == [0, 0]

@@ -11,6 +11,7 @@ of millions of rows inside SQLite would cost more than the extraction itself.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,30 +22,33 @@ import pyarrow as pa
 
 from . import tables
 from .categories import API_KIND, Classifier, kernel_classifier
+from .grouped import GroupedValues
+from .launches import KERNEL, RUNTIME, LaunchScan
 from .metrics import compute_metrics
-from .nvtx_projection import project_ranges
 from .outputs import ParquetSink, staged_directory, write_json, write_table
 from .sqlite_io import (
     MEM_KIND_LABELS,
     MEMCPY_KIND_LABELS,
     SYNC_TYPE_LABELS,
     Export,
+    api_name_sql,
     conform,
     open_export,
 )
 from .stats import (
     GLOBAL_PID_MASK,
-    KERNEL,
     MEMCPY,
     MEMSET,
     OSRT,
     OSRT_EVENT_CLASS,
     PID_MASK,
     REPORTS,
-    RUNTIME,
     ReportSkipped,
-    api_name_sql,
+    durations_key,
+    kernel_name_column,
+    launches,
     nvtx_range_source,
+    nvtx_ranges,
     report_table,
 )
 
@@ -93,12 +97,12 @@ def _gpu_columns(export: Export, table: str) -> str:
 
 def _kernels_sql(export: Export) -> str:
     """Kernel rows; the name columns carry StringIds ids, resolved per batch (see ``TableReader.names``)."""
-    name = "t.demangledName" if export.has(KERNEL, "demangledName") else "t.shortName"
     return f"""
-        SELECT {_gpu_columns(export, KERNEL)}, {name}, t.shortName, NULL,
+        SELECT {_gpu_columns(export, KERNEL)}, t.{kernel_name_column(export)}, t.shortName, NULL,
                t.gridX, t.gridY, t.gridZ, t.blockX, t.blockY, t.blockZ,
                {_col(export, KERNEL, "registersPerThread")}, {_col(export, KERNEL, "staticSharedMemory")},
-               {_col(export, KERNEL, "dynamicSharedMemory")}, {_col(export, KERNEL, "graphNodeId")}
+               {_col(export, KERNEL, "dynamicSharedMemory")}, {_col(export, KERNEL, "graphNodeId")},
+               t.globalPid
         FROM {KERNEL} t
     """
 
@@ -107,7 +111,7 @@ def _cuda_api_sql(export: Export) -> str:
     """CUDA call rows; ``name`` carries the StringIds id, resolved per batch."""
     return f"""
         SELECT {_pid("t.globalTid")}, {_tid("t.globalTid")}, t.start, t."end", t."end" - t.start,
-               t.correlationId, t.nameId, NULL, {_col(export, RUNTIME, "returnValue")}
+               t.correlationId, t.nameId, NULL, {_col(export, RUNTIME, "returnValue")}, t.globalTid
         FROM {RUNTIME} t
     """
 
@@ -119,7 +123,8 @@ def _memcpy_sql(export: Export) -> str:
     return f"""
         SELECT {_gpu_columns(export, MEMCPY)}, t.bytes, {_case("t.copyKind", kinds)},
                {_case("t.copyKind", directions).replace("'Unknown'", "'other'")},
-               {_case(_col(export, MEMCPY, "srcKind"), mem)}, {_case(_col(export, MEMCPY, "dstKind"), mem)}
+               {_case(_col(export, MEMCPY, "srcKind"), mem)}, {_case(_col(export, MEMCPY, "dstKind"), mem)},
+               t.globalPid
         FROM {MEMCPY} t
     """
 
@@ -128,7 +133,7 @@ def _memset_sql(export: Export) -> str:
     mem = export.enum_labels("ENUM_CUDA_MEM_KIND", MEM_KIND_LABELS)
     return f"""
         SELECT {_gpu_columns(export, MEMSET)}, t.bytes, {_col(export, MEMSET, "value")},
-               {_case(_col(export, MEMSET, "memKind"), mem)}
+               {_case(_col(export, MEMSET, "memKind"), mem)}, t.globalPid
         FROM {MEMSET} t
     """
 
@@ -211,6 +216,8 @@ class TableReader:
     derive: Callable[[pa.RecordBatch, Classifier], pa.RecordBatch] | None = None
     #: Output columns that the query fills with StringIds ids → the SQL that turns ``value`` into the text.
     names: Mapping[str, str] = field(default_factory=dict)
+    #: Columns the query yields after the table's own, for the scan only (not written).
+    extra: tuple[str, ...] = ()
 
 
 class NameResolver:
@@ -262,6 +269,7 @@ READERS = (
         (*_GPU_KEYS, "shortName"),
         _derive_kernel_category,
         names={"name": "value", "short_name": "value"},
+        extra=("global_pid",),
     ),
     TableReader(
         "cuda_api",
@@ -270,9 +278,10 @@ READERS = (
         (*_SPAN, "globalTid", "correlationId", "nameId"),
         _derive_api_kind,
         names={"name": api_name_sql("value")},
+        extra=("global_tid",),
     ),
-    TableReader("memcpy", MEMCPY, _memcpy_sql, (*_GPU_KEYS, "bytes", "copyKind")),
-    TableReader("memset", MEMSET, _memset_sql, (*_GPU_KEYS, "bytes")),
+    TableReader("memcpy", MEMCPY, _memcpy_sql, (*_GPU_KEYS, "bytes", "copyKind"), extra=("global_pid",)),
+    TableReader("memset", MEMSET, _memset_sql, (*_GPU_KEYS, "bytes"), extra=("global_pid",)),
     TableReader("sync", SYNC, _sync_sql, _GPU_KEYS),
     TableReader("nvtx", "NVTX_EVENTS", _nvtx_sql, (*_SPAN, "eventType", "globalTid")),
     TableReader("osrt", OSRT, _osrt_sql, (*_SPAN, "globalTid", "nameId")),
@@ -281,7 +290,50 @@ READERS = (
 )
 
 
-def _write_events(export: Export, reader: TableReader, path: Path, classifier: Classifier, progress: bool) -> int:
+class EventScan:
+    """The summaries computed from the event batches as they stream, instead of scanning the export again.
+
+    Calls are read before GPU operations, so each operation is joined to its call as it passes
+    (see ``launches``); kernel and call durations are grouped by name id on the way.
+    """
+
+    ORDER = ("cuda_api", "memcpy", "memset", "kernels")  # calls first; kernels last, then the calls go
+
+    def __init__(self, export: Export, spill: Path) -> None:
+        """``spill``: a scratch folder for the grouped values (8 bytes per value), removed by :meth:`finish`."""
+        self.spill = spill
+        self.launches = LaunchScan(export, nvtx_ranges(export), spill)
+        self.durations = {table: GroupedValues(("name_id",), ("value",), spill) for table in (KERNEL, RUNTIME)}
+
+    def feed(self, table: str, batch: pa.RecordBatch) -> None:
+        """One raw batch of an event table, names still as StringIds ids."""
+        if table == "cuda_api":
+            self.launches.add_calls(batch)
+        elif table in ("kernels", "memcpy", "memset"):
+            self.launches.add_operations(batch, kernels=table == "kernels")
+        source = {"kernels": KERNEL, "cuda_api": RUNTIME}.get(table)
+        if source is not None:
+            self.durations[source].add_batch(
+                pa.record_batch({"name_id": batch.column("name"), "value": batch.column("duration_ns")})
+            )
+
+    def finish(self, export: Export) -> None:
+        """Leave the results where the summaries look for them first."""
+        export.memo["launches"] = self.launches.finish()
+        for table, grouped in self.durations.items():
+            if export.has_rows(table):
+                export.memo[durations_key(table)] = grouped.frame()
+        shutil.rmtree(self.spill, ignore_errors=True)
+
+
+def _write_events(
+    export: Export,
+    reader: TableReader,
+    path: Path,
+    classifier: Classifier,
+    progress: bool,
+    scan: EventScan | None = None,
+) -> int:
     schema = tables.EVENT_TABLES[reader.name]
     if reader.source is not None and reader.source in export.columns:
         export.require(reader.source, *reader.required)
@@ -296,7 +348,11 @@ def _write_events(export: Export, reader: TableReader, path: Path, classifier: C
         if sql is not None:
             resolvers = {column: NameResolver(export, transform) for column, transform in reader.names.items()}
             for raw in export.arrow_batches(sql):
-                columns = list(raw.columns)
+                if scan is not None:
+                    scan.feed(
+                        reader.name, pa.RecordBatch.from_arrays(raw.columns, names=[*schema.names, *reader.extra])
+                    )
+                columns = list(raw.columns)[: len(schema)]
                 for column, resolve in resolvers.items():
                     index = schema.get_field_index(column)
                     columns[index] = resolve(columns[index])
@@ -312,10 +368,7 @@ def _write_events(export: Export, reader: TableReader, path: Path, classifier: C
 
 def _write_nvtx_gpu(export: Export, path: Path) -> int:
     """Per NVTX range: the GPU work its CUDA calls launched (phase attribution)."""
-    try:
-        projected = project_ranges(export, nvtx_range_source(export, same_thread_only=True))
-    except ReportSkipped:
-        projected = None
+    projected = launches(export).projected
     if projected is None or projected.empty:
         write_table(path, tables.NVTX_GPU.empty_table())
         return 0
@@ -352,10 +405,14 @@ def extract(
     classifier = kernel_classifier(categories)
     with open_export(sqlite) as export, staged_directory(Path(out), force) as stage:
         row_counts: dict[str, int] = {}
-        for reader in READERS:
+        scan = EventScan(export, stage / ".scan")
+        readers = sorted(READERS, key=lambda r: EventScan.ORDER.index(r.name) if r.name in EventScan.ORDER else 9)
+        for reader in readers:
             row_counts[reader.name] = _write_events(
-                export, reader, stage / f"{reader.name}.parquet", classifier, progress
+                export, reader, stage / f"{reader.name}.parquet", classifier, progress, scan
             )
+        scan.finish(export)
+        row_counts = {reader.name: row_counts[reader.name] for reader in READERS}
         row_counts["nvtx_gpu"] = _write_nvtx_gpu(export, stage / "nvtx_gpu.parquet")
         skipped: dict[str, str] = {}
         for name, report in REPORTS.items():

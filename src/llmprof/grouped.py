@@ -12,7 +12,8 @@ statistic exactly, the median included, at 8 bytes per value.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -67,11 +68,18 @@ class KeyCodes:
 
 
 class _Values:
-    """One value column's (code, value) pairs, packed into one int64 each where they fit."""
+    """One value column's (code, value) pairs, packed into one int64 each where they fit.
 
-    def __init__(self) -> None:
+    With a ``spill`` file the packed pairs go to disk as they come (8 bytes each) and return
+    only to be sorted, so memory does not grow while the rows stream.
+    """
+
+    def __init__(self, spill: Path | None = None) -> None:
         self.packed: list[np.ndarray] = []
         self.wide: list[tuple[np.ndarray, np.ndarray]] = []
+        self.spill = spill
+        self.spilled = 0
+        self.handle: BinaryIO | None = spill.open("wb") if spill is not None else None
 
     def add(self, codes: np.ndarray, values: np.ndarray) -> None:
         if not len(values):
@@ -79,13 +87,23 @@ class _Values:
         if int(values.min()) >= 0 and int(values.max()) <= VALUE_MASK and int(codes.max()) < CODE_LIMIT:
             packed = codes << VALUE_BITS
             packed |= values
-            self.packed.append(packed)
+            if self.handle is not None:
+                packed.tofile(self.handle)
+                self.spilled += len(packed)
+            else:
+                self.packed.append(packed)
         else:
             self.wide.append((codes.copy(), np.array(values, dtype="int64")))
 
     def sorted_values(self, groups: int) -> tuple[np.ndarray, np.ndarray]:
         """Values ordered by (group, value) and where each group starts (``groups + 1`` bounds)."""
         bounds = np.arange(groups + 1, dtype="int64")
+        if self.handle is not None and self.spill is not None:
+            self.handle.close()
+            self.handle = None
+            if self.spilled:
+                self.packed.insert(0, np.fromfile(self.spill, dtype="int64"))
+            self.spill.unlink()
         if self.wide:  # a negative or huge value: order by two keys instead of one
             for packed in self.packed:
                 self.wide.append((packed >> VALUE_BITS, packed & VALUE_MASK))
@@ -152,10 +170,13 @@ class GroupedValues:
     NULL values are left out of that value's statistics; NULL keys form their own group.
     """
 
-    def __init__(self, keys: Sequence[str], values: Sequence[str]) -> None:
+    def __init__(self, keys: Sequence[str], values: Sequence[str], spill: Path | None = None) -> None:
+        """``spill``: a folder where values wait on disk until :meth:`frame` (see ``_Values``)."""
         self.key_names, self.value_names = tuple(keys), tuple(values)
         self.codes = KeyCodes()
-        self.values = {v: _Values() for v in values}
+        if spill is not None:
+            spill.mkdir(parents=True, exist_ok=True)
+        self.values = {v: _Values(spill / f"{id(self)}-{v}.int64" if spill is not None else None) for v in values}
 
     def add_batch(self, batch: pa.RecordBatch | pa.Table) -> None:
         """Add the rows of a batch that has the key and value columns by name."""
@@ -184,8 +205,9 @@ class GroupedValues:
             listed = [keys[j][i] for j in order]
             text = bool(listed) and isinstance(listed[0], str)
             column = np.array(listed, dtype=object if text else "int64")
-            if column.dtype.kind in "iu" and (column == NULL_KEY).any():
-                column = np.where(column == NULL_KEY, None, column.astype(object))
+            if column.dtype.kind in "iu" and (null := column == NULL_KEY).any():
+                column = column.astype(object)
+                column[null] = None
             result[name] = column
         for name in self.value_names:
             values, starts = self.values[name].sorted_values(len(keys))

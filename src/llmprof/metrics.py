@@ -8,7 +8,6 @@ reads only this dict and the tables.
 
 from __future__ import annotations
 
-import heapq
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -83,72 +82,65 @@ def capture_window(stage: Path) -> dict[str, Any]:
     return {"basis": "none", "start_ns": 0, "end_ns": 0, "duration_ns": 0}
 
 
-class _DeviceActivity:
-    """Running union of one device's GPU intervals, fed in start order."""
+def _gpu_column(stage: Path, column: str) -> np.ndarray:
+    """One int64 column of every GPU operation (kernels, copies, memsets), NULL as -1."""
+    parts = []
+    for table in GPU_TABLES:
+        values = pq.read_table(stage / f"{table}.parquet", columns=[column]).column(column)
+        parts.append(np.asarray(pc.fill_null(values, -1).to_numpy(), dtype="int64"))
+    return np.concatenate(parts)
 
-    def __init__(self) -> None:
-        self.first_ns: int | None = None
-        self.last_end_ns = -(1 << 62)
-        self.busy_ns = 0
-        self.operations = 0
-        self.gaps: list[tuple[int, int]] = []  # min-heap of (duration_ns, start_ns)
 
-    def add(self, starts: np.ndarray, ends: np.ndarray) -> None:
-        if self.first_ns is None:
-            self.first_ns = int(starts[0])
-        covered_until = np.maximum.accumulate(np.concatenate([[self.last_end_ns], ends]))[:-1]
-        self.busy_ns += int(np.maximum(0, ends - np.maximum(starts, covered_until)).sum())
-        gap = starts - covered_until
-        if self.operations == 0:
-            gap[0] = 0  # nothing ran before the first operation: not a gap
-        for i in np.argsort(-gap, kind="stable")[:TOP_GAPS]:
-            if gap[i] <= 0:
-                break
-            item = (int(gap[i]), int(covered_until[i]))
-            if len(self.gaps) < TOP_GAPS:
-                heapq.heappush(self.gaps, item)
-            elif item > self.gaps[0]:
-                heapq.heapreplace(self.gaps, item)
-        self.last_end_ns = max(self.last_end_ns, int(ends.max()))
-        self.operations += len(starts)
+def _busy_and_gaps(starts: np.ndarray, ends: np.ndarray, chunk: int = 1 << 20) -> tuple[int, list[tuple[int, int]]]:
+    """Busy time (union of the intervals) and the largest idle gaps, from starts and ends sorted apart.
+
+    The GPU is idle just before the i-th start (in start order) exactly when all i earlier
+    operations ended before it, that is when i ends precede it; the gap then runs from the i-th
+    smallest end. Busy time is the span from first start to last end less the gaps. Gaps are
+    taken in chunks, so memory is the two sorted columns.
+    """
+    gaps_total = 0
+    best: list[tuple[int, int, int]] = []  # (duration, index, start) of the largest gaps so far
+    for low in range(1, len(starts), chunk):
+        high = min(low + chunk, len(starts))
+        index = np.arange(low, high)
+        at = index[np.searchsorted(ends, starts[low:high], side="left") == index]
+        duration = starts[at] - ends[at - 1]
+        gaps_total += int(duration.sum())
+        for i in np.argsort(-duration, kind="stable")[:TOP_GAPS]:
+            best.append((int(duration[i]), int(at[i]), int(ends[at[i] - 1])))
+        best = sorted(best, key=lambda g: (-g[0], g[1]))[:TOP_GAPS]
+    busy = int(ends[-1]) - int(starts[0]) - gaps_total
+    return busy, sorted(((d, s) for d, _, s in best), key=lambda g: (-g[0], g[1]))
 
 
 def gpu_activity(stage: Path, window: dict[str, Any]) -> dict[str, Any]:
     """Per device: busy time (union of kernels, copies and memsets), idle share and largest gaps.
 
-    The intervals of each device are read from the extracted tables and sorted by start in
-    memory (24 bytes per GPU operation), then merged in one pass.
+    Starts and ends of each device are sorted apart, in place (16 bytes per GPU operation).
     """
-    columns = ["device_id", "start_ns", "end_ns"]
-    parts = [pq.read_table(stage / f"{t}.parquet", columns=columns) for t in GPU_TABLES]
-    intervals = pa.concat_tables(parts)
-    devices: dict[int, _DeviceActivity] = {}
-    if intervals.num_rows:
-        device = intervals.column("device_id").to_numpy(zero_copy_only=False)
-        start = intervals.column("start_ns").to_numpy(zero_copy_only=False)
-        end = intervals.column("end_ns").to_numpy(zero_copy_only=False)
-        order = np.lexsort((start, device))
-        device, start, end = device[order], start[order], end[order]
-        for value in np.unique(device):
-            lo, hi = np.searchsorted(device, value, "left"), np.searchsorted(device, value, "right")
-            devices[int(value)] = _DeviceActivity()
-            devices[int(value)].add(start[lo:hi], end[lo:hi])
+    device = _gpu_column(stage, "device_id")
     span = max(int(window["duration_ns"]), 1)
     per_device: list[dict[str, Any]] = []
-    for device, activity in sorted(devices.items()):
+    devices = np.unique(device)
+    for value in devices:
+        mine = None if len(devices) == 1 else device == value
+        starts = _gpu_column(stage, "start_ns") if mine is None else _gpu_column(stage, "start_ns")[mine]
+        starts.sort()
+        ends = _gpu_column(stage, "end_ns") if mine is None else _gpu_column(stage, "end_ns")[mine]
+        ends.sort()
+        busy, gaps = _busy_and_gaps(starts, ends)
         per_device.append(
             {
-                "device_id": device,
-                "operations": activity.operations,
-                "busy_ns": activity.busy_ns,
-                "busy_fraction": activity.busy_ns / span,
-                "idle_fraction": 1 - activity.busy_ns / span,
-                "largest_gaps": [
-                    {"start_ns": start, "duration_ns": duration}
-                    for duration, start in sorted(activity.gaps, key=lambda g: (-g[0], g[1]))
-                ],
+                "device_id": int(value),
+                "operations": len(starts),
+                "busy_ns": busy,
+                "busy_fraction": busy / span,
+                "idle_fraction": 1 - busy / span,
+                "largest_gaps": [{"start_ns": start, "duration_ns": duration} for duration, start in gaps],
             }
         )
+        del starts, ends
     busy = sum(int(d["busy_ns"]) for d in per_device)
     fraction = busy / (span * len(per_device)) if per_device else 0.0
     return {

@@ -9,13 +9,16 @@ engine step, and it is what ``nsys stats -r nvtx_gpu_proj_sum`` summarises.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import numpy as np
 import pandas as pd
 
-from .sqlite_io import Export, sqlite_round
+from .sqlite_io import sqlite_round
 
-GPU_OP_TABLES = ("CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_MEMCPY", "CUPTI_ACTIVITY_KIND_MEMSET")
-RUNTIME = "CUPTI_ACTIVITY_KIND_RUNTIME"
+if TYPE_CHECKING:
+    from .launches import CallIndex
+
 PROJECTED_COLUMNS = [
     "name",
     "style",
@@ -30,32 +33,6 @@ PROJECTED_COLUMNS = [
     "level",
     "children",
 ]
-
-
-def _launches(export: Export) -> pd.DataFrame:
-    """CUDA calls that launched GPU work: thread, call span, and the span, count and time of that work."""
-    columns = ["global_tid", "api_start", "api_end", "gpu_start", "gpu_end", "gpu_ops", "gpu_time"]
-    tables = [t for t in GPU_OP_TABLES if t in export.columns]
-    if not tables or RUNTIME not in export.columns:
-        return pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})
-    ops = " UNION ALL ".join(f'SELECT correlationId, globalPid, start, "end" FROM {t}' for t in tables)
-    sql = f"""
-        WITH gpu AS MATERIALIZED (
-            SELECT correlationId, globalPid, min(start) AS gpu_start, max("end") AS gpu_end,
-                   count(*) AS gpu_ops, sum("end" - start) AS gpu_time
-            FROM ({ops}) GROUP BY correlationId, globalPid
-        ),
-        threads AS MATERIALIZED (SELECT DISTINCT globalTid FROM NVTX_EVENTS)
-        -- CROSS JOIN keeps the calls as the outer loop, so g is searched through an index
-        SELECT r.globalTid, r.start, r."end", g.gpu_start, g.gpu_end, g.gpu_ops, g.gpu_time
-        FROM {RUNTIME} r
-        CROSS JOIN gpu g ON g.correlationId = r.correlationId AND g.globalPid = (r.globalTid & 0xFFFFFFFFFF000000)
-        WHERE r.globalTid IN threads
-        ORDER BY r.globalTid, r.start
-    """
-    frame: pd.DataFrame = export.arrow_table(sql).to_pandas()
-    frame.columns = pd.Index(columns)
-    return frame
 
 
 def _parents_by_stack(start: np.ndarray, end: np.ndarray, order: np.ndarray) -> np.ndarray | None:
@@ -85,10 +62,15 @@ def _parents_by_search(start: np.ndarray, end: np.ndarray) -> np.ndarray:
     return parent
 
 
-def _nesting(ranges: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Parent index (or -1) and depth of every range; ranges nest per thread only."""
+def _nesting(ranges: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, set[int]]:
+    """Parent index (or -1) and depth of every range, and the threads whose ranges cross.
+
+    Ranges nest per thread only; on a thread where two ranges overlap without nesting, each
+    range's parent is the tightest range that encloses it.
+    """
     parent = np.full(len(ranges), -1, dtype="int64")
-    for _, group in ranges.groupby("global_tid", sort=False):
+    crossing: set[int] = set()
+    for thread, group in ranges.groupby("global_tid", sort=False):
         idx = group.index.to_numpy()
         start = group["start_ns"].to_numpy()
         end = group["end_ns"].to_numpy()
@@ -96,6 +78,7 @@ def _nesting(ranges: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         local = _parents_by_stack(start, end, order)
         if local is None:
             local = _parents_by_search(start, end)
+            crossing.add(cast(int, thread))
         parent[idx] = np.where(local >= 0, idx[np.maximum(local, 0)], -1)
     level = np.zeros(len(ranges), dtype="int64")
     for i in range(len(ranges)):
@@ -103,80 +86,112 @@ def _nesting(ranges: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         while node >= 0 and depth <= len(ranges):
             depth, node = depth + 1, parent[node]
         level[i] = depth
-    return parent, level
+    return parent, level, crossing
 
 
-def project_ranges(export: Export, range_sql: str) -> pd.DataFrame:
-    """One row per NVTX range that launched GPU work, with its range and projected times.
+class RangeProjection:
+    """Per NVTX range: the GPU operations launched by calls inside it, fed a batch at a time.
 
-    Args:
-        export: the open export.
-        range_sql: SQL yielding name, style, start, end and global_tid of each range.
-
-    Returns:
-        Columns of ``PROJECTED_COLUMNS``: times in ns; ``cuda_calls`` counts launching calls
-        (a CUDA graph launch counts once), ``gpu_ops`` the operations they launched and
-        ``gpu_time_ns`` their summed duration; ``level`` is the nesting depth and
-        ``children`` the number of directly nested ranges that launched GPU work.
-        Computed once per export and range query; later calls get a copy.
+    On a thread whose ranges nest, each operation is counted once, in the innermost range
+    that holds its launching call (the last range to start before the call, or the nearest
+    enclosing range of that one that also outlasts the call), and :meth:`frame` adds every
+    range's totals into its ancestors. On a thread whose ranges cross, each range is tested.
+    Memory: five numbers per range and one flag per call.
     """
-    key = f"project_ranges:{range_sql}"
-    if key not in export.memo:
-        export.memo[key] = _project_ranges(export, range_sql)
-    return export.memo[key].copy()  # type: ignore[no-any-return]
+
+    def __init__(self, ranges: pd.DataFrame) -> None:
+        """``ranges``: name, style, start_ns, end_ns and global_tid of each range."""
+        self.ranges = ranges.reset_index(drop=True)
+        self.parent, self.level, self.crossing = _nesting(self.ranges)
+        self.start = self.ranges["start_ns"].to_numpy(dtype="int64")
+        self.end = self.ranges["end_ns"].to_numpy(dtype="int64")
+        count = len(self.ranges)
+        self.proj_start = np.full(count, np.iinfo("int64").max, dtype="int64")
+        self.proj_end = np.full(count, np.iinfo("int64").min, dtype="int64")
+        self.gpu_ops = np.zeros(count, dtype="int64")
+        self.gpu_time = np.zeros(count, dtype="int64")
+        self.cuda_calls = np.zeros(count, dtype="int64")
+        self.threads: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for thread, group in self.ranges.groupby("global_tid", sort=True):
+            idx = group.index.to_numpy()
+            order = idx[np.lexsort((np.arange(len(idx)), -self.end[idx], self.start[idx]))]
+            self.threads[cast(int, thread)] = (self.start[order], order)  # stack order: start, then outer first
+        self.seen: np.ndarray | None = None
+
+    def add(self, calls: CallIndex, positions: np.ndarray, op_start: np.ndarray, op_end: np.ndarray) -> None:
+        """GPU operations (start, end) launched by the calls at ``positions`` of ``calls``."""
+        if self.seen is None:
+            self.seen = np.zeros(calls.size, dtype=bool)
+        thread = calls.who_thread[calls.who[positions]]
+        fresh = ~self.seen[positions]  # a call counts once, at its first operation
+        first = np.zeros(len(positions), dtype=bool)
+        _, at = np.unique(positions[fresh], return_index=True)
+        first[np.flatnonzero(fresh)[at]] = True
+        self.seen[positions] = True
+        for tid, (sorted_start, order) in self.threads.items():
+            rows = np.flatnonzero(thread == tid)
+            if not len(rows):
+                continue
+            call_start, call_end = calls.start[positions[rows]], calls.end[positions[rows]]
+            if tid in self.crossing:
+                for r in order:
+                    inside = (call_start >= self.start[r]) & (call_start <= self.end[r]) & (call_end <= self.end[r])
+                    self._accumulate(np.full(int(inside.sum()), r), rows[inside], op_start, op_end, first)
+                continue
+            candidate = np.searchsorted(sorted_start, call_start, side="right") - 1
+            node = np.where(candidate >= 0, order[np.maximum(candidate, 0)], -1)
+            while True:
+                climb = np.flatnonzero(node >= 0)
+                climb = climb[self.end[node[climb]] < call_end[climb]]
+                if not len(climb):
+                    break
+                node[climb] = self.parent[node[climb]]
+            held = node >= 0
+            self._accumulate(node[held], rows[held], op_start, op_end, first)
+
+    def _accumulate(
+        self, node: np.ndarray, rows: np.ndarray, op_start: np.ndarray, op_end: np.ndarray, first: np.ndarray
+    ) -> None:
+        if not len(node):
+            return
+        np.minimum.at(self.proj_start, node, op_start[rows])
+        np.maximum.at(self.proj_end, node, op_end[rows])
+        np.add.at(self.gpu_ops, node, 1)
+        np.add.at(self.gpu_time, node, op_end[rows] - op_start[rows])
+        np.add.at(self.cuda_calls, node, first[rows].astype("int64"))
+
+    def frame(self) -> pd.DataFrame:
+        """One row per range that launched GPU work (``PROJECTED_COLUMNS``)."""
+        nested = ~self.ranges["global_tid"].isin(list(self.crossing)).to_numpy()
+        for depth in range(int(self.level.max(initial=0)), 0, -1):  # innermost first: totals flow upward
+            child = np.flatnonzero(nested & (self.level == depth) & (self.parent >= 0))
+            up = self.parent[child]
+            np.minimum.at(self.proj_start, up, self.proj_start[child])
+            np.maximum.at(self.proj_end, up, self.proj_end[child])
+            np.add.at(self.gpu_ops, up, self.gpu_ops[child])
+            np.add.at(self.gpu_time, up, self.gpu_time[child])
+            np.add.at(self.cuda_calls, up, self.cuda_calls[child])
+        has_work = self.cuda_calls > 0
+        children = np.bincount(self.parent[has_work & (self.parent >= 0)], minlength=len(self.ranges))
+        projected = self.ranges.assign(
+            proj_start_ns=self.proj_start,
+            proj_end_ns=self.proj_end,
+            cuda_calls=self.cuda_calls,
+            gpu_ops=self.gpu_ops,
+            gpu_time_ns=self.gpu_time,
+            level=self.level,
+            children=children,
+        )
+        return projected[has_work][PROJECTED_COLUMNS].reset_index(drop=True)
 
 
-def _project_ranges(export: Export, range_sql: str) -> pd.DataFrame:
-    ranges = pd.DataFrame(
-        export.query(f'SELECT name, style, start, "end", global_tid FROM ({range_sql})'),
-        columns=["name", "style", "start_ns", "end_ns", "global_tid"],
-    )
-    if ranges.empty:
-        return pd.DataFrame({c: pd.Series(dtype="int64") for c in PROJECTED_COLUMNS})
-    parent, level = _nesting(ranges)
-    proj_start = np.full(len(ranges), -1, dtype="int64")
-    proj_end = np.full(len(ranges), -1, dtype="int64")
-    cuda_calls = np.zeros(len(ranges), dtype="int64")
-    gpu_ops = np.zeros(len(ranges), dtype="int64")
-    gpu_time = np.zeros(len(ranges), dtype="int64")
-    launches = _launches(export)
-    for tid, calls in launches.groupby("global_tid", sort=False):
-        api_start = calls["api_start"].to_numpy()
-        api_end = calls["api_end"].to_numpy()
-        gpu_start = calls["gpu_start"].to_numpy()
-        gpu_end = calls["gpu_end"].to_numpy()
-        ops = calls["gpu_ops"].to_numpy()
-        busy = calls["gpu_time"].to_numpy()
-        idx = np.flatnonzero((ranges["global_tid"] == tid).to_numpy())
-        starts = ranges["start_ns"].to_numpy()[idx]
-        ends = ranges["end_ns"].to_numpy()[idx]
-        lo = np.searchsorted(api_start, starts, side="left")
-        hi = np.searchsorted(api_start, ends, side="right")
-        for i, a, b, range_end in zip(idx, lo, hi, ends):
-            inside = np.flatnonzero(api_end[a:b] <= range_end) + a
-            if len(inside):
-                proj_start[i] = gpu_start[inside].min()
-                proj_end[i] = gpu_end[inside].max()
-                cuda_calls[i] = len(inside)
-                gpu_ops[i] = ops[inside].sum()
-                gpu_time[i] = busy[inside].sum()
-    has_work = cuda_calls > 0
-    children = np.bincount(parent[has_work & (parent >= 0)], minlength=len(ranges))
-    projected = ranges.assign(
-        proj_start_ns=proj_start,
-        proj_end_ns=proj_end,
-        cuda_calls=cuda_calls,
-        gpu_ops=gpu_ops,
-        gpu_time_ns=gpu_time,
-        level=level,
-        children=children,
-    )
-    return projected[has_work][PROJECTED_COLUMNS].reset_index(drop=True)
+def empty_projection() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="int64") for c in PROJECTED_COLUMNS})
 
 
-def nvtx_gpu_projection_summary(export: Export, range_sql: str) -> pd.DataFrame:
+def nvtx_gpu_projection_summary(projected: pd.DataFrame) -> pd.DataFrame:
     """Per range name and style: projected GPU time, range time and launch counts."""
-    projected = project_ranges(export, range_sql)
+    projected = projected.copy()
     projected["proj_ns"] = projected["proj_end_ns"] - projected["proj_start_ns"]
     projected["range_ns"] = projected["end_ns"] - projected["start_ns"]
     grouped = projected.groupby(["name", "style"], sort=True)

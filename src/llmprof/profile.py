@@ -20,9 +20,9 @@ from typing import Any
 
 from .errors import LlmprofError
 from .export import ToolError, export_sqlite
+from .launches import KERNEL
 from .outputs import refuse_existing, staged_directory, write_json
 from .sqlite_io import open_export
-from .stats import KERNEL
 from .workload import WORKLOAD_ENV
 
 #: Flags that make the capture the steady state only; not configurable.

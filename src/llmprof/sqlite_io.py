@@ -262,6 +262,11 @@ def open_export(path: str | Path) -> Export:
     return Export(path=path, connection=connection, columns=columns)
 
 
+def api_name_sql(column: str) -> str:
+    """SQL naming a CUDA API as nsys prints it: a 4-digit version suffix (``_v3020``) dropped."""
+    return f"CASE substr({column}, -6, 2) WHEN '_v' THEN substr({column}, 1, length({column}) - 6) ELSE {column} END"
+
+
 def sqlite_round(value: float, decimals: int = 1) -> float:
     """Round half away from zero on the exact binary value, as SQLite's round() does."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from .errors import ConfigError
 from .grouped import GroupedValues
+from .launches import KERNEL, RUNTIME, LaunchResults, launch_results
 from .nvtx_projection import nvtx_gpu_projection_summary
 from .sqlite_io import (
     NVTX_DOMAIN_CREATE,
@@ -27,12 +28,11 @@ from .sqlite_io import (
     NVTX_RANGE_TYPES,
     NVTXT_PUSH_POP,
     Export,
+    api_name_sql,
     open_export,
     sqlite_round,
 )
 
-KERNEL = "CUPTI_ACTIVITY_KIND_KERNEL"
-RUNTIME = "CUPTI_ACTIVITY_KIND_RUNTIME"
 MEMCPY = "CUPTI_ACTIVITY_KIND_MEMCPY"
 MEMSET = "CUPTI_ACTIVITY_KIND_MEMSET"
 OSRT = "OSRT_API"
@@ -124,12 +124,11 @@ def _rounded(series: pd.Series) -> pd.Series:
     return series.astype("float64").map(sqlite_round)
 
 
-def _time_summary(export: Export, source_sql: str, keys: tuple[str, ...], count_name: str) -> pd.DataFrame:
-    """Duration (``value``, ns) summary per key with its share of the grand total.
+def _time_summary(stats: pd.DataFrame, keys: tuple[str, ...], count_name: str) -> pd.DataFrame:
+    """Duration (``value``, ns) summary per key, from :func:`_summarize`, with its share of the grand total.
 
     Largest total first; ties keep key order, as nsys's ORDER BY over a GROUP BY does.
     """
-    stats = _summarize(export, source_sql, keys)
     grand = stats["value_total"].sum()
     frame = pd.DataFrame(
         {
@@ -158,16 +157,25 @@ def kernel_name_column(export: Export) -> str:
     return export.first_column(KERNEL, "demangledName", "shortName") or "shortName"
 
 
-def api_name_sql(column: str) -> str:
-    """SQL naming a CUDA API as nsys prints it: a 4-digit version suffix (``_v3020``) dropped."""
-    return f"CASE substr({column}, -6, 2) WHEN '_v' THEN substr({column}, 1, length({column}) - 6) ELSE {column} END"
+def durations_key(table: str) -> str:
+    """Where an export's memo keeps the duration statistics per name id of ``table``."""
+    return f"durations:{table}"
+
+
+def name_durations(export: Export, table: str, name: str, where: str = "") -> pd.DataFrame:
+    """Duration statistics per name id of ``table`` (memoized: extraction fills it from its own scan)."""
+    key = durations_key(table)
+    if key not in export.memo:
+        source = f'SELECT {name} AS name_id, "end" - start AS value FROM {table} {where}'
+        export.memo[key] = _summarize(export, source, ("name_id",))
+    return export.memo[key]  # type: ignore[no-any-return]
 
 
 def cuda_gpu_kern_sum(export: Export) -> pd.DataFrame:
     """GPU time per kernel name (demangled, as nsys prints by default)."""
     _require_rows(export, KERNEL, "CUDA kernel data")
-    source = f'SELECT {kernel_name_column(export)} AS name_id, "end" - start AS value FROM {KERNEL}'
-    return _by_label(_time_summary(export, source, ("name_id",), "instances"), "name_id", _strings(export))
+    stats = name_durations(export, KERNEL, kernel_name_column(export))
+    return _by_label(_time_summary(stats, ("name_id",), "instances"), "name_id", _strings(export))
 
 
 def _strings(export: Export, transform: str = "value") -> Callable[[list[int]], dict[int, str]]:
@@ -194,8 +202,7 @@ def _by_label(frame: pd.DataFrame, key: str, lookup: Callable[[list[int]], dict[
 
 def _api_summary(export: Export, table: str, what: str, where: str = "") -> pd.DataFrame:
     _require_rows(export, table, what)
-    source = f'SELECT nameId AS name_id, "end" - start AS value FROM {table} {where}'
-    frame = _time_summary(export, source, ("name_id",), "num_calls")  # ties stay in nameId order
+    frame = _time_summary(name_durations(export, table, "nameId", where), ("name_id",), "num_calls")
     names = _strings(export, api_name_sql("value"))(frame["name_id"].tolist())
     return frame.assign(name=pd.Series([names.get(int(i)) for i in frame["name_id"]], index=frame.index))
 
@@ -239,7 +246,7 @@ def _memory_source(export: Export, value: str) -> tuple[str, Callable[[list[int]
 def cuda_gpu_mem_time_sum(export: Export) -> pd.DataFrame:
     """GPU time per memory operation kind."""
     source, labels = _memory_source(export, '"end" - start')
-    return _by_label(_time_summary(export, source, ("kind",), "count"), "kind", labels)
+    return _by_label(_time_summary(_summarize(export, source, ("kind",)), ("kind",), "count"), "kind", labels)
 
 
 def cuda_gpu_mem_size_sum(export: Export) -> pd.DataFrame:
@@ -299,20 +306,37 @@ def nvtx_range_source(export: Export, same_thread_only: bool = False) -> str:
 def nvtx_sum(export: Export) -> pd.DataFrame:
     """Time per NVTX range name and style."""
     source = f'SELECT name, style, "end" - start AS value FROM ({nvtx_range_source(export)})'
-    frame = _time_summary(export, source, ("name", "style"), "instances")
+    frame = _time_summary(_summarize(export, source, ("name", "style")), ("name", "style"), "instances")
     if frame.empty:
         raise ReportSkipped(f"{export.path} does not contain NV Tools Extension (NVTX) data.")
     return frame
+
+
+def nvtx_ranges(export: Export) -> pd.DataFrame | None:
+    """The NVTX ranges that ended on their starting thread, the ones projected onto GPU work."""
+    try:
+        source = nvtx_range_source(export, same_thread_only=True)
+    except ReportSkipped:
+        return None
+    return pd.DataFrame(
+        export.query(f'SELECT name, style, start, "end", global_tid FROM ({source})'),
+        columns=["name", "style", "start_ns", "end_ns", "global_tid"],
+    )
+
+
+def launches(export: Export) -> LaunchResults:
+    """Calls joined to their GPU work: kern_exec times and the NVTX projection (once per export)."""
+    return launch_results(export, nvtx_ranges(export))
 
 
 def nvtx_gpu_proj_sum(export: Export) -> pd.DataFrame:
     """NVTX ranges projected onto the GPU work their CUDA calls launched."""
-    source = nvtx_range_source(export, same_thread_only=True)
+    nvtx_range_source(export)  # raises ReportSkipped without NVTX data
     _require_rows(export, RUNTIME, "CUDA API data")
-    frame = nvtx_gpu_projection_summary(export, source)
-    if frame.empty:
+    projected = launches(export).projected
+    if projected is None or projected.empty:
         raise ReportSkipped(f"{export.path} does not contain NV Tools Extension (NVTX) data.")
-    return frame
+    return nvtx_gpu_projection_summary(projected)
 
 
 def cuda_kern_exec_sum(export: Export) -> pd.DataFrame:
@@ -323,30 +347,11 @@ def cuda_kern_exec_sum(export: Export) -> pd.DataFrame:
     """
     _require_rows(export, KERNEL, "CUDA kernel data")
     _require_rows(export, RUNTIME, "CUDA API data")
-    # API names that differ only in a version suffix are one API: group by the smallest id of each name.
-    source = f"""
-        WITH api AS MATERIALIZED (
-            SELECT id, min(id) OVER (PARTITION BY {api_name_sql("value")}) AS canon FROM StringIds
-        )
-        SELECT r.globalTid AS global_tid,
-               k.deviceId AS device_id, api.canon AS api_id, k.{kernel_name_column(export)} AS kernel_id,
-               max(r."end", k."end") - r.start AS t,
-               r."end" - r.start AS a,
-               CASE WHEN k.start >= r."end" THEN k.start - r."end" END AS q,
-               k."end" - k.start AS k
-        FROM {KERNEL} k
-        JOIN {RUNTIME} r ON r.correlationId = k.correlationId
-             AND k.globalPid = (r.globalTid & {GLOBAL_PID_MASK})
-        LEFT JOIN api ON api.id = r.nameId
-    """
-    ids = ("global_tid", "device_id", "api_id", "kernel_id")
-    stats = _summarize(export, source, ids, values=("t", "a", "q", "k"))
+    stats = launches(export).times.copy()
     global_tid = stats["global_tid"].to_numpy(dtype="int64")
     stats["pid"], stats["tid"] = (global_tid >> 24) & PID_MASK, global_tid & PID_MASK
-    api_names = _strings(export, api_name_sql("value"))(stats["api_id"].tolist())
     kernel_names = _strings(export)(stats["kernel_id"].tolist())
-    stats["api_name"] = [api_names.get(int(i)) if i == i else None for i in stats["api_id"]]
-    stats["kernel_name"] = [kernel_names.get(int(i)) if i == i else None for i in stats["kernel_id"]]
+    stats["kernel_name"] = [kernel_names.get(int(i)) if i == i and i is not None else None for i in stats["kernel_id"]]
     keys = ("pid", "tid", "device_id", "api_name", "kernel_name")
     stats = stats.sort_values(list(keys), kind="stable").reset_index(drop=True)  # nsys's tie order
     frame = stats[list(keys)].copy()
