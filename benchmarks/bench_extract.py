@@ -41,8 +41,19 @@ for table, key in (("CUPTI_ACTIVITY_KIND_KERNEL", "demangledName"), ("CUPTI_ACTI
 """
 
 
-def measure(command: list[str]) -> dict[str, float]:
-    """Wall seconds and peak RSS (MiB) of a child process."""
+REPEAT = 1  # runs per measurement (--repeat); the run with the median wall time is reported
+
+
+def measure(command: list[str]) -> dict[str, object]:
+    """Wall seconds and peak RSS (MiB) of a child process: the median of REPEAT runs, and every wall time."""
+    runs = sorted((_run(command) for _ in range(REPEAT)), key=lambda r: r["wall_s"])
+    chosen: dict[str, object] = dict(runs[len(runs) // 2])
+    if REPEAT > 1:
+        chosen["walls_s"] = [r["wall_s"] for r in runs]
+    return chosen
+
+
+def _run(command: list[str]) -> dict[str, float]:
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
@@ -71,13 +82,14 @@ def bench(sqlite: Path, nsys: str | None = None) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as scratch:
         result["arrow_floor"] = measure([python, "-c", ARROW_FLOOR, str(sqlite)])
         result["group_by_floor"] = measure([python, "-c", GROUP_BY_FLOOR, str(sqlite)])
-        result["extract"] = measure([*llmprof, "extract", str(sqlite), "-o", f"{scratch}/x", "--quiet"])
+        result["extract"] = measure([*llmprof, "extract", str(sqlite), "-o", f"{scratch}/x", "--quiet", "--force"])
         result["stats"] = measure([*llmprof, "stats", str(sqlite), "-r", SIX, "--format", "csv",
-                                   "-o", f"{scratch}/s", "--quiet"])
+                                   "-o", f"{scratch}/s", "--quiet", "--force"])
         if nsys is not None:  # nsys stats on a copy: it may add tables to the file it reads
             copy = Path(scratch) / sqlite.name
             shutil.copy(sqlite, copy)
-            result["nsys_stats"] = measure([nsys, "stats", "--format", "csv", "--timeunit", "ns", "-r", SIX,
+            fresh = ["sh", "-c", 'rm -f "$0"_*.csv; exec "$@"', f"{scratch}/n"]  # nsys keeps existing CSVs
+            result["nsys_stats"] = measure([*fresh, nsys, "stats", "--format", "csv", "--timeunit", "ns", "-r", SIX,
                                             "-o", f"{scratch}/n", str(copy)])
             result["stats_speedup_vs_nsys"] = round(result["nsys_stats"]["wall_s"] / result["stats"]["wall_s"], 2)  # type: ignore[index]
             result["stats_csv_identical_to_nsys"] = same_csvs(f"{scratch}/s", f"{scratch}/n")
@@ -96,7 +108,10 @@ def main() -> None:
     parser.add_argument("exports", nargs="+", type=Path)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--nsys", help="Also time `nsys stats` (this executable) and compare its CSVs.")
+    parser.add_argument("--repeat", type=int, default=1, help="Runs per measurement; the median is reported.")
     args = parser.parse_args()
+    global REPEAT
+    REPEAT = args.repeat
     machine = {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version, "cpus": os.cpu_count(),
                "processor": platform.processor() or platform.machine(), "host": platform.node()}
     results = [bench(p, args.nsys) for p in args.exports]

@@ -23,7 +23,7 @@ import pyarrow as pa
 from . import tables
 from .categories import API_KIND, Classifier, kernel_classifier
 from .grouped import GroupedValues
-from .launches import KERNEL, RUNTIME, LaunchScan
+from .launches import KERNEL, LAUNCHES_KEY, RUNTIME, LaunchScan
 from .metrics import compute_metrics
 from .outputs import ParquetSink, staged_directory, write_json, write_table
 from .sqlite_io import (
@@ -319,7 +319,7 @@ class EventScan:
 
     def finish(self, export: Export) -> None:
         """Leave the results where the summaries look for them first."""
-        export.memo["launches"] = self.launches.finish()
+        export.memo[LAUNCHES_KEY] = self.launches.finish()
         for table, grouped in self.durations.items():
             if export.has_rows(table):
                 export.memo[durations_key(table)] = grouped.frame()

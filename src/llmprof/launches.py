@@ -33,6 +33,8 @@ CALL_COLUMNS = ("global_tid", "start_ns", "end_ns", "correlation_id", "name")
 OP_COLUMNS = ("global_pid", "correlation_id", "start_ns", "end_ns")
 KERNEL_COLUMNS = (*OP_COLUMNS, "device_id", "name")
 
+LAUNCHES_KEY = "launches"  # where an export's memo keeps its LaunchResults
+
 Batch: TypeAlias = pa.RecordBatch | pa.Table
 
 
@@ -252,8 +254,10 @@ class LaunchScan:
 
 def launch_results(export: Export, ranges: pd.DataFrame | None) -> LaunchResults:
     """Scan an export with lean queries (only the columns the join needs), once per export."""
-    if "launches" in export.memo:
-        return export.memo["launches"]  # type: ignore[no-any-return]
+    return export.memoized(LAUNCHES_KEY, lambda: _scan(export, ranges))  # type: ignore[no-any-return]
+
+
+def _scan(export: Export, ranges: pd.DataFrame | None) -> LaunchResults:
     scan = LaunchScan(export, ranges)
     if RUNTIME in export.columns:
         sql = (
@@ -273,5 +277,4 @@ def launch_results(export: Export, ranges: pd.DataFrame | None) -> LaunchResults
             )
             for batch in export.arrow_batches(sql):
                 scan.add_operations(batch, kernels=table == KERNEL)
-    export.memo["launches"] = results = scan.finish()
-    return results
+    return scan.finish()

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -86,6 +87,17 @@ class Export:
     columns: dict[str, tuple[str, ...]] = field(repr=False)
     #: Results derived once per export and shared by the stages that need them (NVTX projection).
     memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False, compare=False)
+    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def memoized(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per key, even when threads ask at once (reports may run in parallel)."""
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self.memo:
+                self.memo[key] = compute()
+        return self.memo[key]
 
     def has(self, table: str, *cols: str) -> bool:
         """True when ``table`` exists and has every one of ``cols``."""
@@ -116,7 +128,8 @@ class Export:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run ``sql`` and return every row (for small results only)."""
         try:
-            return self.connection.execute(sql, params).fetchall()
+            with self._guard:  # one statement at a time on the shared connection
+                return self.connection.execute(sql, params).fetchall()
         except sqlite3.DatabaseError as exc:
             raise self._read_error(exc) from exc
 
@@ -249,7 +262,7 @@ def open_export(path: str | Path) -> Export:
     path = Path(path)
     _check_file(path)
     try:
-        connection = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+        connection = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, check_same_thread=False)
         names = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")]
         columns = {name: tuple(r[1] for r in connection.execute(f'PRAGMA table_info("{name}")')) for name in names}
     except sqlite3.DatabaseError as exc:
