@@ -6,6 +6,11 @@ streams rows as Arrow batches into a Parquet writer, so memory does not grow
 with the export. Columns that older nsys versions lack are read as NULL. Event
 rows keep the export's own order, which is fixed for a given file: sorting tens
 of millions of rows inside SQLite would cost more than the extraction itself.
+
+The summaries are fed from the same batches as they pass (:class:`EventScan`):
+calls are read first, then GPU operations are joined to them on the fly, so the
+export is scanned once and only the call index (about 28 bytes per call) stays
+in memory; grouped values wait on disk in the staging folder until sorted.
 """
 
 from __future__ import annotations

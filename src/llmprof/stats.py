@@ -3,9 +3,12 @@
 Each report is a :class:`Report`: a function from an open export to a frame
 with snake_case columns (units in the names), plus how nsys 2025.3 titles and
 prints each column, so ``llmprof stats --format csv`` prints what
-``nsys stats --format csv --timeunit ns`` prints. Grouping, ordering and
-statistics run inside SQLite, which scans the export once per report; only the
-summary rows reach Python.
+``nsys stats --format csv --timeunit ns`` prints. Each report reads only the
+columns it needs as Arrow batches and groups them with
+:class:`~llmprof.grouped.GroupedValues` (exact medians included); kern_exec and
+the NVTX projection share one join of GPU work to calls (``launches``). Inside
+``llmprof extract`` the same results come from the extraction's own scan
+(left in the export's memo), so the export is read once.
 """
 
 from __future__ import annotations
