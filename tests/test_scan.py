@@ -14,10 +14,13 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from llmprof import grouped as grouped_module
+from llmprof import launches
 from llmprof.grouped import GroupedValues
-from llmprof.launches import ApiNames, CallIndex
+from llmprof.launches import CallIndex, LaunchScan
 from llmprof.metrics import _busy_and_gaps
 from llmprof.nvtx_projection import PROJECTED_COLUMNS, RangeProjection
+from llmprof.stats import run_reports
 
 
 def _batches(frame: pd.DataFrame, cuts: list[int]) -> list[pa.Table]:
@@ -25,9 +28,14 @@ def _batches(frame: pd.DataFrame, cuts: list[int]) -> list[pa.Table]:
     return [pa.Table.from_pandas(frame.iloc[a:b], preserve_index=False) for a, b in zip(bounds, bounds[1:])]
 
 
-@pytest.mark.parametrize("spill", [False, True])
+@pytest.mark.parametrize(("spill", "budget"), [(False, None), (True, None), (True, 300)])
 @pytest.mark.parametrize("low", [0, -5_000, 1 << 41])
-def test_grouped_values_equal_a_plain_group_by(tmp_path: Path, spill: bool, low: int) -> None:
+def test_grouped_values_equal_a_plain_group_by(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spill: bool, budget: int | None, low: int
+) -> None:
+    """``budget``: spilled values sorted a key range at a time (several ranges here)."""
+    if budget is not None:
+        monkeypatch.setattr(grouped_module, "SORT_BUDGET", budget)
     rng = np.random.default_rng(7)
     rows = 5_000
     frame = pd.DataFrame(
@@ -72,14 +80,25 @@ class _NoNames:
         return []
 
 
-def _calls(frame: pd.DataFrame) -> CallIndex:
-    index = CallIndex(ApiNames(_NoNames()))  # type: ignore[arg-type]
-    index.add(pa.Table.from_pandas(frame, preserve_index=False))
-    index.finish()
-    return index
+def _calls(frame: pd.DataFrame, spill: Path) -> CallIndex:
+    scan = LaunchScan(_NoNames(), None, spill)  # type: ignore[arg-type]
+    scan.add_calls(pa.Table.from_pandas(frame, preserve_index=False))
+    scan.add_operations(
+        pa.table(
+            {
+                "global_pid": pa.array([], pa.int64()),
+                "correlation_id": pa.array([], pa.int64()),
+                "start_ns": pa.array([], pa.int64()),
+                "end_ns": pa.array([], pa.int64()),
+            }
+        ),
+        False,
+    )
+    assert scan.index is not None
+    return scan.index
 
 
-def test_operations_match_every_call_that_shares_their_key_as_a_join_does() -> None:
+def test_operations_match_every_call_that_shares_their_key_as_a_join_does(tmp_path: Path) -> None:
     pid = 7 << 24
     calls = pd.DataFrame(
         {
@@ -91,7 +110,7 @@ def test_operations_match_every_call_that_shares_their_key_as_a_join_does() -> N
         }
     )
     ops = pd.DataFrame({"global_pid": [pid, pid, 9 << 24, pid, 5 << 24], "correlation_id": [2, 1, 1, 3, 1]})
-    index = _calls(calls)
+    index = _calls(calls, tmp_path)
     rows, positions = index.match(pa.Table.from_pandas(ops, preserve_index=False))
     got = sorted((int(r), int(index.start[p])) for r, p in zip(rows, positions))
     merged = ops.reset_index().merge(
@@ -127,7 +146,7 @@ def _reference_projection(ranges: pd.DataFrame, calls: pd.DataFrame, ops: pd.Dat
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_projection_equals_the_range_by_range_definition(seed: int) -> None:
+def test_projection_equals_the_range_by_range_definition(tmp_path: Path, seed: int) -> None:
     rng = np.random.default_rng(seed)
     threads = [(3 << 24) + 1, (3 << 24) + 2]
     spans = []
@@ -162,7 +181,7 @@ def test_projection_equals_the_range_by_range_definition(seed: int) -> None:
             "end_ns": op_start + rng.integers(0, 100, op_count),
         }
     )
-    index = _calls(calls)
+    index = _calls(calls, tmp_path)
     projection = RangeProjection(ranges)
     for batch in _batches(ops, [300, 301, 700]):
         rows, positions = index.match(batch)
@@ -199,3 +218,13 @@ def test_busy_time_and_gaps_equal_a_running_union(seed: int) -> None:
     assert busy == expected_busy
     assert [d for d, _ in gaps] == [d for d, _ in expected_gaps]
     assert sorted(gaps) == sorted(g for g in _reference_union(starts, ends)[1])
+
+
+@pytest.mark.parametrize("budget", [1_000, 5_000_000])
+def test_partitioned_join_prints_what_nsys_printed(monkeypatch: pytest.MonkeyPatch, budget: int) -> None:
+    """More calls than the budget: operations wait on disk by partition and are joined one partition at a time."""
+    monkeypatch.setattr(launches, "CALL_BUDGET", budget)  # 13,444 calls: 14 partitions, or one
+    capture = Path(__file__).parent / "data" / "vllm_inproc_h100_3iter"
+    for output in run_reports(capture / "vllm.sqlite", "cuda_kern_exec_sum,nvtx_gpu_proj_sum", "csv"):
+        expected = capture / "nsys-stats" / f"vllm_{output.report.name}.csv"
+        assert output.text == expected.read_text(), output.report.name

@@ -11,7 +11,7 @@ statistic exactly, the median included, at 8 bytes per value.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 NULL_KEY = np.iinfo("int64").min  # stands for a NULL integer key; sorts first, as SQLite's NULL
 VALUE_BITS = 40  # values in [0, 2**40) ns (18 minutes) pack beside their group code
 CODE_LIMIT = 1 << (62 - VALUE_BITS)
+SORT_BUDGET = 1 << 22  # spilled values sorted at once (32 MiB); more are taken a key range at a time
 VALUE_MASK = (1 << VALUE_BITS) - 1
 
 STATISTICS = ("n", "total", "mean", "median", "lo", "hi", "stddev")
@@ -95,6 +96,22 @@ class _Values:
         else:
             self.wide.append((codes.copy(), np.array(values, dtype="int64")))
 
+    def statistics(self, groups: int) -> dict[str, np.ndarray]:
+        """The statistics of every group (see :func:`statistics`).
+
+        Spilled values beyond ``SORT_BUDGET`` are sorted a key range at a time, straight from
+        the spill file, so memory stays bounded whatever the row count.
+        """
+        if self.handle is not None and self.spill is not None and self.spilled > SORT_BUDGET and not self.wide:
+            self.handle.close()
+            self.handle = None
+            try:
+                return _ranged_statistics(self.spill, groups, SORT_BUDGET)
+            finally:
+                self.spill.unlink()
+        values, starts = self.sorted_values(groups)
+        return statistics(values, starts)
+
     def sorted_values(self, groups: int) -> tuple[np.ndarray, np.ndarray]:
         """Values ordered by (group, value) and where each group starts (``groups + 1`` bounds)."""
         bounds = np.arange(groups + 1, dtype="int64")
@@ -125,6 +142,80 @@ class _Values:
         starts = np.searchsorted(packed, bounds << VALUE_BITS)
         packed &= VALUE_MASK
         return packed, starts
+
+
+def _spilled_chunks(path: Path, chunk: int) -> Iterator[np.ndarray]:
+    with path.open("rb") as handle:
+        while len(values := np.fromfile(handle, dtype="int64", count=chunk)):
+            yield values
+
+
+def _ranged_statistics(path: Path, groups: int, budget: int) -> dict[str, np.ndarray]:
+    """:func:`statistics` of packed values on disk, holding about ``budget`` of them at a time.
+
+    A first pass counts and sums each group exactly and makes a histogram of the packed keys;
+    consecutive histogram bins are then joined into key ranges of at most ``budget`` values (a
+    single bin may hold more), and each range is read, sorted and reduced in key order, so the
+    median is picked at its rank and the squared deviations are summed in value order.
+    """
+    counts = np.zeros(groups, dtype="int64")
+    totals = np.zeros(groups, dtype="int64")
+    low, high = np.iinfo("int64").max, np.iinfo("int64").min
+    for chunk in _spilled_chunks(path, budget):
+        low, high = min(low, int(chunk.min())), max(high, int(chunk.max()))
+    shift = max(0, (high - low).bit_length() - 16)
+    histogram = np.zeros(((high - low) >> shift) + 1, dtype="int64")
+    for chunk in _spilled_chunks(path, budget):
+        codes = chunk >> VALUE_BITS
+        counts += np.bincount(codes, minlength=groups)
+        np.add.at(totals, codes, chunk & VALUE_MASK)
+        histogram += np.bincount((chunk - low) >> shift, minlength=len(histogram))
+    ranges, first_bin, held = [], 0, 0
+    for bin_index, size in enumerate(histogram.tolist()):
+        if held and held + size > budget:
+            ranges.append((first_bin, bin_index))
+            first_bin, held = bin_index, 0
+        held += size
+    ranges.append((first_bin, len(histogram)))
+    present = counts > 0
+    mean = np.where(present, totals / np.maximum(counts, 1), np.nan)
+    ranks = ((counts - 1) // 2, counts // 2)
+    picked = [np.zeros(groups, dtype="int64"), np.zeros(groups, dtype="int64")]
+    lo, hi = np.full(groups, np.nan), np.full(groups, np.nan)
+    squares = np.zeros(groups)
+    seen = np.zeros(groups, dtype="int64")
+    bounds = np.arange(groups + 1, dtype="int64") << VALUE_BITS
+    for first, last in ranges:
+        key_low, key_high = low + (first << shift), low + (last << shift)
+        part = np.concatenate(
+            [c[(c >= key_low) & (c < key_high)] for c in _spilled_chunks(path, budget)] or [np.zeros(0, "int64")]
+        )
+        part.sort()
+        starts = np.searchsorted(part, bounds)
+        part &= VALUE_MASK
+        n = np.diff(starts)
+        here = np.flatnonzero(n)
+        begin, size = starts[here], n[here]
+        lo[here] = np.where(seen[here] == 0, part[begin], lo[here])
+        hi[here] = part[begin + size - 1]
+        for rank, values in zip(ranks, picked):
+            local = rank[here] - seen[here]
+            inside = (local >= 0) & (local < size)
+            values[here[inside]] = part[begin[inside] + local[inside]]
+        deviation = part - np.repeat(mean[here], size)
+        deviation *= deviation
+        squares[here] += np.add.reduceat(deviation, begin)
+        seen[here] += size
+        del part, deviation
+    return {
+        "n": counts,
+        "total": totals,
+        "mean": mean,
+        "median": np.where(present, (picked[0] + picked[1]) / 2.0, np.nan),
+        "lo": lo,
+        "hi": hi,
+        "stddev": np.where(counts > 1, np.sqrt(squares / np.maximum(counts - 1, 1)), 0.0),
+    }
 
 
 def statistics(values: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:
@@ -210,9 +301,7 @@ class GroupedValues:
                 column[null] = None
             result[name] = column
         for name in self.value_names:
-            values, starts = self.values[name].sorted_values(len(keys))
-            stats = statistics(values, starts)
-            del values
+            stats = self.values[name].statistics(len(keys))
             for statistic in STATISTICS:
                 result[f"{name}_{statistic}"] = stats[statistic][order]
         return result

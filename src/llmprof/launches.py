@@ -11,9 +11,11 @@ stats`` feeds it from lean queries (:func:`launch_results`).
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias
+from typing import BinaryIO, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -45,32 +47,6 @@ def ints(column: pa.Array | pa.ChunkedArray, null: int = -1) -> np.ndarray:
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype="int64")
 
 
-class GrowingArray:
-    """An array appended to batch by batch, in one block that doubles as needed.
-
-    One large block (mapped straight from the system) instead of one small array per batch
-    keeps long-lived rows from fragmenting the heap that per-batch temporaries come and go in.
-    """
-
-    def __init__(self, dtype: str) -> None:
-        self.data = np.empty(0, dtype=dtype)
-        self.size = 0
-
-    def append(self, values: np.ndarray) -> None:
-        end = self.size + len(values)
-        if end > len(self.data):
-            grown = np.empty(max(2 * len(self.data), end, 1 << 20), dtype=self.data.dtype)
-            grown[: self.size] = self.data[: self.size]
-            self.data = grown
-        self.data[self.size : end] = values
-        self.size = end
-
-    def take(self) -> np.ndarray:
-        """The values (a view of the block); the array is empty afterwards."""
-        values, self.data, self.size = self.data[: self.size], np.empty(0, dtype=self.data.dtype), 0
-        return values
-
-
 class ApiNames:
     """CUDA API name ids to one small code per printed name (a ``_v3020`` suffix dropped)."""
 
@@ -98,61 +74,22 @@ class ApiNames:
 
 
 class CallIndex:
-    """CUDA calls sorted by (process, correlation id), with their span and launcher code.
+    """CUDA calls sorted by key (process code and correlation id), with their span and launcher code.
 
-    A launcher is a (thread, API name) pair, the pair ``cuda_kern_exec_sum`` groups by.
+    A launcher is a (thread, API name) pair, the pair ``cuda_kern_exec_sum`` groups by;
+    ``who_thread`` gives each launcher's globalTid.
     """
 
-    def __init__(self, api: ApiNames) -> None:
-        self.api = api
-        self.launchers = KeyCodes()
-        self._parts = {k: GrowingArray("int64") for k in ("pid_bits", "correlation", "start", "end")}
-        self._parts["who"] = GrowingArray("int32")
-        self.size = 0
-        self.finished = False
-
-    def add(self, batch: Batch) -> None:
-        global_tid = ints(batch.column("global_tid"))
-        launcher = self.launchers.encode([global_tid, self.api.encode(ints(batch.column("name")))])
-        for name, values in (
-            ("pid_bits", global_tid & GLOBAL_PID_BITS),
-            ("correlation", ints(batch.column("correlation_id"))),
-            ("start", ints(batch.column("start_ns"))),
-            ("end", ints(batch.column("end_ns"))),
-            ("who", launcher),
-        ):
-            self._parts[name].append(values)
-
-    def _take(self, name: str) -> np.ndarray:
-        return self._parts[name].take()
-
-    def finish(self) -> None:
-        """Sort the calls by key; each column is concatenated and reordered on its own to keep the peak low."""
-        pid_bits = self._take("pid_bits")
-        self.processes = np.unique(pid_bits)
-        correlation = self._take("correlation")
-        self.width = int(correlation.max()) + 1 if len(correlation) else 1
-        keys = np.searchsorted(self.processes, pid_bits) * self.width
-        del pid_bits
-        keys += np.where(correlation >= 0, correlation, self.width * len(self.processes))  # NULL matches nothing
-        del correlation
+    def __init__(self, keys: np.ndarray, start: np.ndarray, end: np.ndarray, who: np.ndarray, scan: LaunchScan) -> None:
         order = np.argsort(keys, kind="stable")
         keys.sort()  # in place: a sorted copy would cost another 8 bytes per call
         self.keys = keys
-        self.start = self._take("start")[order]
-        self.end = self._take("end")[order]
-        self.who = self._take("who")[order]
+        self.start, self.end, self.who = start[order], end[order], who[order]
         del order
+        self.scan = scan
+        self.who_thread = scan.who_thread
         self.size = len(self.keys)
         self.unique = not bool((self.keys[1:] == self.keys[:-1]).any())
-        launchers = self.launchers.keys()
-        self.who_thread = np.array([t for t, _ in launchers], dtype="int64")
-        self.who_api = np.array([a for _, a in launchers], dtype="int64")
-        self.finished = True
-
-    def release(self) -> None:
-        """Drop the per-call arrays once every GPU operation has been matched."""
-        del self.keys, self.start, self.end, self.who
 
     def match(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         """Rows of a batch of GPU operations that a call launched, and the position of that call.
@@ -161,11 +98,7 @@ class CallIndex:
         """
         if not self.size or not batch.num_rows:
             return np.zeros(0, dtype="int64"), np.zeros(0, dtype="int64")
-        global_pid = ints(batch.column("global_pid"))
-        correlation = ints(batch.column("correlation_id"))
-        process = np.minimum(np.searchsorted(self.processes, global_pid), len(self.processes) - 1)
-        valid = (self.processes[process] == global_pid) & (correlation >= 0) & (correlation < self.width)
-        keys = process * self.width + correlation
+        keys, valid = self.scan.keys(ints(batch.column("global_pid")), ints(batch.column("correlation_id")))
         low = np.minimum(np.searchsorted(self.keys, keys), self.size - 1)
         valid &= self.keys[low] == keys
         if self.unique:
@@ -203,13 +136,13 @@ class LaunchTimes:
         self.grouped.add_values("q", codes[queued], (kernel_start - call_end)[queued])
         self.grouped.add_values("k", codes, kernel_end - kernel_start)
 
-    def frame(self, calls: CallIndex) -> pd.DataFrame:
+    def frame(self, who_thread: np.ndarray, who_api: np.ndarray, api_names: list[str | None]) -> pd.DataFrame:
         """global_tid, device_id, api_name, kernel_id and ``{t,a,q,k}_{statistic}`` per group."""
         stats = self.grouped.frame()
         who = stats.pop("who").to_numpy(dtype="int64")
-        api_names = np.array(calls.api.names(), dtype=object)
-        stats.insert(0, "global_tid", calls.who_thread[who] if len(who) else np.zeros(0, dtype="int64"))
-        stats.insert(2, "api_name", api_names[calls.who_api[who]] if len(who) else np.zeros(0, dtype=object))
+        names = np.array(api_names, dtype=object)
+        stats.insert(0, "global_tid", who_thread[who] if len(who) else np.zeros(0, dtype="int64"))
+        stats.insert(2, "api_name", names[who_api[who]] if len(who) else np.zeros(0, dtype=object))
         keys = ["global_tid", "device_id", "api_name", "kernel_id"]
         return stats.sort_values(keys, kind="stable", na_position="first").reset_index(drop=True)
 
@@ -222,34 +155,138 @@ class LaunchResults:
     projected: pd.DataFrame | None
 
 
-class LaunchScan:
-    """Feed calls, then GPU operations (kernels with ``kernels=True``); then call :meth:`finish`."""
+CALL_BUDGET = 1 << 21  # calls indexed at once (about 56 MiB); more are joined one partition at a time
+CALL_RECORD = np.dtype([(name, "<i8") for name in ("pid_bits", "correlation", "start", "end", "who")])
+OP_FIELDS = ("global_pid", "correlation_id", "start_ns", "end_ns", "device_id", "name", "kernel")
+OP_RECORD = np.dtype([(name, "<i8") for name in OP_FIELDS])
 
-    def __init__(self, export: Export, ranges: pd.DataFrame | None, spill: Path | None = None) -> None:
-        """``spill``: a folder for the per-launch times while they stream (see ``GroupedValues``)."""
-        self.calls = CallIndex(ApiNames(export))
+
+def _records(path: Path, dtype: np.dtype, chunk: int) -> Iterator[np.ndarray]:
+    with path.open("rb") as handle:
+        while len(records := np.fromfile(handle, dtype=dtype, count=chunk)):
+            yield records
+
+
+class LaunchScan:
+    """Feed calls, then GPU operations (kernels with ``kernels=True``); then call :meth:`finish`.
+
+    Calls go to a spill file as they come (40 bytes each). When the first GPU operation arrives,
+    the calls are known: up to ``CALL_BUDGET`` of them are indexed in memory and operations are
+    joined as they pass; beyond that, operations are spilled into partitions by key, and
+    :meth:`finish` joins one partition at a time against the calls of that partition only. Memory
+    thus stays bounded whatever the number of calls.
+    """
+
+    def __init__(self, export: Export, ranges: pd.DataFrame | None, spill: Path) -> None:
+        """``spill``: a scratch folder for calls, partitioned operations and grouped times."""
+        spill.mkdir(parents=True, exist_ok=True)
+        self.spill = spill
+        self.api = ApiNames(export)
+        self.launchers = KeyCodes()
         self.times = LaunchTimes(spill)
         self.projection = RangeProjection(ranges) if ranges is not None and len(ranges) else None
+        self.call_file: BinaryIO | None = (spill / "calls.bin").open("wb")
+        self.call_count = 0
+        self.process_bits: set[int] = set()
+        self.max_correlation = -1
+        self.partitions = 0  # decided when the first operation arrives
+        self.index: CallIndex | None = None
+        self.op_files: list[BinaryIO] = []
 
     def add_calls(self, batch: Batch) -> None:
-        self.calls.add(batch)
+        assert self.call_file is not None, "calls come before GPU operations"
+        global_tid = ints(batch.column("global_tid"))
+        records = np.empty(len(global_tid), dtype=CALL_RECORD)
+        records["pid_bits"] = global_tid & GLOBAL_PID_BITS
+        records["correlation"] = ints(batch.column("correlation_id"))
+        records["start"] = ints(batch.column("start_ns"))
+        records["end"] = ints(batch.column("end_ns"))
+        records["who"] = self.launchers.encode([global_tid, self.api.encode(ints(batch.column("name")))])
+        self.process_bits.update(np.unique(records["pid_bits"]).tolist())
+        if len(records):
+            self.max_correlation = max(self.max_correlation, int(records["correlation"].max()))
+        records.tofile(self.call_file)
+        self.call_count += len(records)
+
+    def keys(self, pid_bits: np.ndarray, correlation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One int64 key per (process, correlation id), and whether any call can have it."""
+        if not len(self.processes):
+            return np.zeros(len(pid_bits), dtype="int64"), np.zeros(len(pid_bits), dtype=bool)
+        process = np.minimum(np.searchsorted(self.processes, pid_bits), len(self.processes) - 1)
+        valid = (self.processes[process] == pid_bits) & (correlation >= 0) & (correlation < self.width)
+        return process * self.width + correlation, valid
+
+    def _calls_done(self) -> None:
+        if self.call_file is None:
+            return
+        self.call_file.close()
+        self.call_file = None
+        self.processes = np.array(sorted(self.process_bits), dtype="int64")
+        self.width = self.max_correlation + 1 if self.max_correlation >= 0 else 1
+        launchers = self.launchers.keys()
+        self.who_thread = np.array([t for t, _ in launchers], dtype="int64")
+        self.who_api = np.array([a for _, a in launchers], dtype="int64")
+        self.partitions = max(1, -(-self.call_count // CALL_BUDGET))
+        if self.partitions == 1:
+            self.index = self._index(0)
+        else:
+            self.op_files = [(self.spill / f"ops-{p}.bin").open("wb") for p in range(self.partitions)]
+
+    def _index(self, partition: int) -> CallIndex:
+        """The calls of one partition (every call when there is one), read back from the spill file."""
+        columns: dict[str, list[np.ndarray]] = {"keys": [], "start": [], "end": [], "who": []}
+        for records in _records(self.spill / "calls.bin", CALL_RECORD, CALL_BUDGET):
+            keys, valid = self.keys(records["pid_bits"], records["correlation"])
+            if self.partitions > 1:
+                valid &= keys % self.partitions == partition
+            for name, values in (("keys", keys), ("start", records["start"]), ("end", records["end"])):
+                columns[name].append(values[valid])
+            columns["who"].append(records["who"][valid])
+        joined = {n: np.concatenate(v) if v else np.zeros(0, dtype="int64") for n, v in columns.items()}
+        return CallIndex(joined["keys"], joined["start"], joined["end"], joined["who"], self)
 
     def add_operations(self, batch: Batch, kernels: bool) -> None:
-        if not self.calls.finished:
-            self.calls.finish()
-        rows, positions = self.calls.match(batch)
+        self._calls_done()
+        if self.index is not None:
+            self._join(self.index, batch, kernels)
+            return
+        keys, valid = self.keys(ints(batch.column("global_pid")), ints(batch.column("correlation_id")))
+        rows = np.flatnonzero(valid)
+        records = np.zeros(len(rows), dtype=OP_RECORD)
+        for name in ("global_pid", "correlation_id", "start_ns", "end_ns", *(("device_id", "name") if kernels else ())):
+            records[name] = ints(batch.column(name), NULL_KEY if name in ("device_id", "name") else -1)[rows]
+        records["kernel"] = int(kernels)
+        partition = keys[rows] % self.partitions
+        order = np.argsort(partition, kind="stable")
+        bounds = np.searchsorted(partition[order], np.arange(self.partitions + 1))
+        for p, handle in enumerate(self.op_files):
+            records[order[bounds[p] : bounds[p + 1]]].tofile(handle)
+
+    def _join(self, index: CallIndex, batch: Batch, kernels: bool) -> None:
+        rows, positions = index.match(batch)
         if kernels:
-            self.times.add(self.calls, batch, rows, positions)
+            self.times.add(index, batch, rows, positions)
         if self.projection is not None and len(rows):
             starts, ends = ints(batch.column("start_ns"))[rows], ints(batch.column("end_ns"))[rows]
-            self.projection.add(self.calls, positions, starts, ends)
+            self.projection.add(index, positions, starts, ends)
 
     def finish(self) -> LaunchResults:
-        if not self.calls.finished:
-            self.calls.finish()
-        self.calls.release()
+        """Join what waits in partitions, then the statistics and the projection; the scratch folder goes."""
+        self._calls_done()
+        self.index = None
+        for p, handle in enumerate(self.op_files):
+            handle.close()
+            index = self._index(p)
+            for records in _records(self.spill / f"ops-{p}.bin", OP_RECORD, CALL_BUDGET):
+                for kernels in (True, False):
+                    mine = records[records["kernel"] == int(kernels)]
+                    batch = pa.table({name: mine[name] for name in OP_FIELDS})
+                    self._join(index, batch, kernels)
+            del index
+            (self.spill / f"ops-{p}.bin").unlink()
+        (self.spill / "calls.bin").unlink()
         projected = self.projection.frame() if self.projection is not None else None
-        return LaunchResults(self.times.frame(self.calls), projected)
+        return LaunchResults(self.times.frame(self.who_thread, self.who_api, self.api.names()), projected)
 
 
 def launch_results(export: Export, ranges: pd.DataFrame | None) -> LaunchResults:
@@ -258,7 +295,12 @@ def launch_results(export: Export, ranges: pd.DataFrame | None) -> LaunchResults
 
 
 def _scan(export: Export, ranges: pd.DataFrame | None) -> LaunchResults:
-    scan = LaunchScan(export, ranges)
+    with tempfile.TemporaryDirectory(prefix="llmprof-scan-") as scratch:
+        return _scan_into(export, ranges, Path(scratch))
+
+
+def _scan_into(export: Export, ranges: pd.DataFrame | None, spill: Path) -> LaunchResults:
+    scan = LaunchScan(export, ranges, spill)
     if RUNTIME in export.columns:
         sql = (
             f'SELECT globalTid AS global_tid, start AS start_ns, "end" AS end_ns, '

@@ -117,11 +117,12 @@ class RangeProjection:
             order = idx[np.lexsort((np.arange(len(idx)), -self.end[idx], self.start[idx]))]
             self.threads[cast(int, thread)] = (self.start[order], order)  # stack order: start, then outer first
         self.seen: np.ndarray | None = None
+        self.seen_for: CallIndex | None = None
 
     def add(self, calls: CallIndex, positions: np.ndarray, op_start: np.ndarray, op_end: np.ndarray) -> None:
         """GPU operations (start, end) launched by the calls at ``positions`` of ``calls``."""
-        if self.seen is None:
-            self.seen = np.zeros(calls.size, dtype=bool)
+        if self.seen is None or self.seen_for is not calls:  # one flag per call of this index (partition)
+            self.seen, self.seen_for = np.zeros(calls.size, dtype=bool), calls
         thread = calls.who_thread[calls.who[positions]]
         fresh = ~self.seen[positions]  # a call counts once, at its first operation
         first = np.zeros(len(positions), dtype=bool)
