@@ -12,10 +12,10 @@ stats`` feeds it from lean queries (:func:`launch_results`).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeAlias
+from typing import IO, BinaryIO, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -156,7 +156,9 @@ class LaunchResults:
 
 
 CALL_BUDGET = 1 << 21  # calls indexed at once (about 56 MiB); more are joined one partition at a time
+READ_CHUNK = 1 << 18  # records read back from a spill file at once
 CALL_RECORD = np.dtype([(name, "<i8") for name in ("pid_bits", "correlation", "start", "end", "who")])
+KEYED_CALL = np.dtype([(name, "<i8") for name in ("key", "start", "end", "who")])
 OP_FIELDS = ("global_pid", "correlation_id", "start_ns", "end_ns", "device_id", "name", "kernel")
 OP_RECORD = np.dtype([(name, "<i8") for name in OP_FIELDS])
 
@@ -165,6 +167,17 @@ def _records(path: Path, dtype: np.dtype, chunk: int) -> Iterator[np.ndarray]:
     with path.open("rb") as handle:
         while len(records := np.fromfile(handle, dtype=dtype, count=chunk)):
             yield records
+
+
+def _write_partitions(records: np.ndarray, partition: np.ndarray, handles: Sequence[IO[bytes]]) -> None:
+    """Append each record to the file of its partition (order kept within a partition)."""
+    if len(handles) == 1:
+        records.tofile(handles[0])
+        return
+    order = np.argsort(partition, kind="stable")
+    bounds = np.searchsorted(partition[order], np.arange(len(handles) + 1))
+    for p, handle in enumerate(handles):
+        records[order[bounds[p] : bounds[p + 1]]].tofile(handle)
 
 
 class LaunchScan:
@@ -227,23 +240,30 @@ class LaunchScan:
         self.who_thread = np.array([t for t, _ in launchers], dtype="int64")
         self.who_api = np.array([a for _, a in launchers], dtype="int64")
         self.partitions = max(1, -(-self.call_count // CALL_BUDGET))
+        partitions = [(self.spill / f"calls-{p}.bin").open("wb") for p in range(self.partitions)]
+        for records in _records(self.spill / "calls.bin", CALL_RECORD, READ_CHUNK):  # keyed, split by partition
+            keys, valid = self.keys(records["pid_bits"], records["correlation"])
+            keyed = np.empty(int(valid.sum()), dtype=KEYED_CALL)
+            keyed["key"] = keys[valid]
+            for name in ("start", "end", "who"):
+                keyed[name] = records[name][valid]
+            _write_partitions(keyed, keyed["key"] % self.partitions, partitions)
+        for handle in partitions:
+            handle.close()
+        (self.spill / "calls.bin").unlink()
         if self.partitions == 1:
             self.index = self._index(0)
         else:
             self.op_files = [(self.spill / f"ops-{p}.bin").open("wb") for p in range(self.partitions)]
 
     def _index(self, partition: int) -> CallIndex:
-        """The calls of one partition (every call when there is one), read back from the spill file."""
-        columns: dict[str, list[np.ndarray]] = {"keys": [], "start": [], "end": [], "who": []}
-        for records in _records(self.spill / "calls.bin", CALL_RECORD, CALL_BUDGET):
-            keys, valid = self.keys(records["pid_bits"], records["correlation"])
-            if self.partitions > 1:
-                valid &= keys % self.partitions == partition
-            for name, values in (("keys", keys), ("start", records["start"]), ("end", records["end"])):
-                columns[name].append(values[valid])
-            columns["who"].append(records["who"][valid])
-        joined = {n: np.concatenate(v) if v else np.zeros(0, dtype="int64") for n, v in columns.items()}
-        return CallIndex(joined["keys"], joined["start"], joined["end"], joined["who"], self)
+        """The calls of one partition (every call when there is one), read back from its spill file."""
+        path = self.spill / f"calls-{partition}.bin"
+        keyed = np.fromfile(path, dtype=KEYED_CALL)
+        path.unlink()
+        index = CallIndex(keyed["key"].copy(), keyed["start"], keyed["end"], keyed["who"], self)
+        del keyed
+        return index
 
     def add_operations(self, batch: Batch, kernels: bool) -> None:
         self._calls_done()
@@ -256,11 +276,7 @@ class LaunchScan:
         for name in ("global_pid", "correlation_id", "start_ns", "end_ns", *(("device_id", "name") if kernels else ())):
             records[name] = ints(batch.column(name), NULL_KEY if name in ("device_id", "name") else -1)[rows]
         records["kernel"] = int(kernels)
-        partition = keys[rows] % self.partitions
-        order = np.argsort(partition, kind="stable")
-        bounds = np.searchsorted(partition[order], np.arange(self.partitions + 1))
-        for p, handle in enumerate(self.op_files):
-            records[order[bounds[p] : bounds[p + 1]]].tofile(handle)
+        _write_partitions(records, keys[rows] % self.partitions, self.op_files)
 
     def _join(self, index: CallIndex, batch: Batch, kernels: bool) -> None:
         rows, positions = index.match(batch)
@@ -277,14 +293,13 @@ class LaunchScan:
         for p, handle in enumerate(self.op_files):
             handle.close()
             index = self._index(p)
-            for records in _records(self.spill / f"ops-{p}.bin", OP_RECORD, CALL_BUDGET):
+            for records in _records(self.spill / f"ops-{p}.bin", OP_RECORD, READ_CHUNK):
                 for kernels in (True, False):
                     mine = records[records["kernel"] == int(kernels)]
                     batch = pa.table({name: mine[name] for name in OP_FIELDS})
                     self._join(index, batch, kernels)
             del index
             (self.spill / f"ops-{p}.bin").unlink()
-        (self.spill / "calls.bin").unlink()
         projected = self.projection.frame() if self.projection is not None else None
         return LaunchResults(self.times.frame(self.who_thread, self.who_api, self.api.names()), projected)
 
