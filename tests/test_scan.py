@@ -15,10 +15,9 @@ import pyarrow as pa
 import pytest
 
 from llmprof import grouped as grouped_module
-from llmprof import launches
+from llmprof import launches, metrics
 from llmprof.grouped import GroupedValues
 from llmprof.launches import CallIndex, LaunchScan
-from llmprof.metrics import _busy_and_gaps
 from llmprof.nvtx_projection import PROJECTED_COLUMNS, RangeProjection
 from llmprof.stats import run_reports
 
@@ -205,19 +204,36 @@ def _reference_union(starts: np.ndarray, ends: np.ndarray) -> tuple[int, list[tu
             gaps.append((int(s - covered), int(covered)))
         busy += max(0, int(e) - max(int(s), covered if covered is not None else int(s)))
         covered = max(covered, int(e)) if covered is not None else int(e)
-    return busy, sorted(gaps, key=lambda g: -g[0])[:5]
+    return busy, sorted(sorted(gaps, key=lambda g: -g[0])[:5], key=lambda g: (-g[0], g[1]))
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_busy_time_and_gaps_equal_a_running_union(seed: int) -> None:
+@pytest.mark.parametrize("budget", [40, 1 << 23])
+@pytest.mark.parametrize("seed", range(3))
+def test_busy_time_and_gaps_equal_a_running_union(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, budget: int
+) -> None:
+    """Two GPUs, operations spread over the three tables; a small budget sorts many time windows."""
+    monkeypatch.setattr(metrics, "ACTIVITY_BUDGET", budget)
     rng = np.random.default_rng(seed)
-    starts = rng.integers(0, 100_000, 3_000)
-    ends = starts + rng.integers(0, 60, 3_000)
-    busy, gaps = _busy_and_gaps(np.sort(starts), np.sort(ends), chunk=257)
-    expected_busy, expected_gaps = _reference_union(starts, ends)
-    assert busy == expected_busy
-    assert [d for d, _ in gaps] == [d for d, _ in expected_gaps]
-    assert sorted(gaps) == sorted(g for g in _reference_union(starts, ends)[1])
+    frames = []
+    for table in metrics.GPU_TABLES:
+        count = 1_000
+        start = rng.integers(0, 100_000, count)
+        frame = pd.DataFrame(
+            {"device_id": rng.integers(0, 2, count), "start_ns": start, "end_ns": start + rng.integers(0, 60, count)}
+        )
+        frame.to_parquet(tmp_path / f"{table}.parquet", index=False)
+        frames.append(frame)
+    every = pd.concat(frames)
+    span = int(every.end_ns.max() - every.start_ns.min())
+    result = metrics.gpu_activity(tmp_path, {"duration_ns": span})
+    assert [d["device_id"] for d in result["devices"]] == [0, 1]
+    for device in result["devices"]:
+        mine = every[every.device_id == device["device_id"]]
+        busy, gaps = _reference_union(mine.start_ns.to_numpy(), mine.end_ns.to_numpy())
+        assert device["operations"] == len(mine)
+        assert device["busy_ns"] == busy
+        assert [(g["duration_ns"], g["start_ns"]) for g in device["largest_gaps"]] == gaps
 
 
 @pytest.mark.parametrize("budget", [1_000, 5_000_000])

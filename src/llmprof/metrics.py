@@ -9,7 +9,7 @@ reads only this dict and the tables.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,65 +82,128 @@ def capture_window(stage: Path) -> dict[str, Any]:
     return {"basis": "none", "start_ns": 0, "end_ns": 0, "duration_ns": 0}
 
 
-def _gpu_column(stage: Path, column: str) -> np.ndarray:
-    """One int64 column of every GPU operation (kernels, copies, memsets), NULL as -1."""
-    parts = []
+ACTIVITY_BUDGET = 1 << 22  # GPU operation starts and ends sorted at once (32 MiB); more go by time window
+READ_ROWS = 1 << 18
+
+
+def _gpu_batches(stage: Path) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(device, start, end) of every GPU operation (kernels, copies, memsets), a Parquet batch at a time."""
     for table in GPU_TABLES:
-        values = pq.read_table(stage / f"{table}.parquet", columns=[column]).column(column)
-        parts.append(np.asarray(pc.fill_null(values, -1).to_numpy(), dtype="int64"))
-    return np.concatenate(parts)
+        parquet = pq.ParquetFile(stage / f"{table}.parquet")
+        for batch in parquet.iter_batches(columns=["device_id", "start_ns", "end_ns"], batch_size=READ_ROWS):
+            yield tuple(  # type: ignore[misc]
+                np.asarray(pc.fill_null(column, -1).to_numpy(zero_copy_only=False), dtype="int64")
+                for column in batch.columns
+            )
 
 
-def _busy_and_gaps(starts: np.ndarray, ends: np.ndarray, chunk: int = 1 << 20) -> tuple[int, list[tuple[int, int]]]:
-    """Busy time (union of the intervals) and the largest idle gaps, from starts and ends sorted apart.
+class _Gaps:
+    """Idle gaps of one device found window by window in start order: their total and the largest."""
 
-    The GPU is idle just before the i-th start (in start order) exactly when all i earlier
-    operations ended before it, that is when i ends precede it; the gap then runs from the i-th
-    smallest end. Busy time is the span from first start to last end less the gaps. Gaps are
-    taken in chunks, so memory is the two sorted columns.
-    """
-    gaps_total = 0
-    best: list[tuple[int, int, int]] = []  # (duration, index, start) of the largest gaps so far
-    for low in range(1, len(starts), chunk):
-        high = min(low + chunk, len(starts))
-        index = np.arange(low, high)
-        at = index[np.searchsorted(ends, starts[low:high], side="left") == index]
-        duration = starts[at] - ends[at - 1]
-        gaps_total += int(duration.sum())
+    def __init__(self) -> None:
+        self.total = 0
+        self.best: list[tuple[int, int, int]] = []  # (duration, index, start) of the largest gaps so far
+        self.starts_before = 0
+        self.ends_before = 0
+        self.last_end = 0
+
+    def add(self, starts: np.ndarray, ends: np.ndarray) -> None:
+        """The sorted starts and ends falling in the next time window.
+
+        The GPU is idle just before the i-th start (in start order) exactly when all i earlier
+        operations ended before it, that is when i ends precede it; the gap then runs from the
+        largest of those ends (in this window, or the last end of an earlier one).
+        """
+        index = self.starts_before + np.arange(len(starts))
+        position = np.searchsorted(ends, starts, side="left")
+        at = np.flatnonzero((self.ends_before + position == index) & (index > 0))
+        gap_start = np.where(position[at] > 0, ends[np.maximum(position[at] - 1, 0)], self.last_end)
+        duration = starts[at] - gap_start
+        self.total += int(duration.sum())
         for i in np.argsort(-duration, kind="stable")[:TOP_GAPS]:
-            best.append((int(duration[i]), int(at[i]), int(ends[at[i] - 1])))
-        best = sorted(best, key=lambda g: (-g[0], g[1]))[:TOP_GAPS]
-    busy = int(ends[-1]) - int(starts[0]) - gaps_total
-    return busy, sorted(((d, s) for d, _, s in best), key=lambda g: (-g[0], g[1]))
+            self.best.append((int(duration[i]), int(index[at[i]]), int(gap_start[i])))
+        self.best = sorted(self.best, key=lambda g: (-g[0], g[1]))[:TOP_GAPS]
+        self.starts_before += len(starts)
+        self.ends_before += len(ends)
+        if len(ends):
+            self.last_end = int(ends[-1])
+
+    def largest(self) -> list[tuple[int, int]]:
+        return sorted(((d, s) for d, _, s in self.best), key=lambda g: (-g[0], g[1]))
+
+
+def _device_windows(stage: Path) -> dict[int, tuple[int, int, np.ndarray, np.ndarray]]:
+    """Per device: first start, shift, and histograms of starts and ends over time bins (2**shift ns)."""
+    span = time_span(stage, GPU_TABLES)
+    low, high = span if span is not None else (0, 0)
+    shift = max(0, (high - low).bit_length() - 16)
+    bins = ((high - low) >> shift) + 1
+    found: dict[int, tuple[int, int, np.ndarray, np.ndarray]] = {}
+    for device, start, end in _gpu_batches(stage):
+        for value in np.unique(device).tolist():
+            mine = device == value
+            _, _, starts, ends = found.setdefault(
+                value, (low, shift, np.zeros(bins, dtype="int64"), np.zeros(bins, dtype="int64"))
+            )
+            starts += np.bincount((start[mine] - low) >> shift, minlength=bins)
+            ends += np.bincount((end[mine] - low) >> shift, minlength=bins)
+    return found
+
+
+def _device_activity(
+    stage: Path, device: int, low: int, shift: int, starts: np.ndarray, ends: np.ndarray
+) -> dict[str, Any]:
+    """Busy time and gaps of one device, sorting at most about ``ACTIVITY_BUDGET`` starts and ends at once."""
+    gaps = _Gaps()
+    first_bin, held, windows = 0, 0, []
+    for bin_index, size in enumerate((starts + ends).tolist()):
+        if held and held + size > ACTIVITY_BUDGET:
+            windows.append((first_bin, bin_index))
+            first_bin, held = bin_index, 0
+        held += size
+    windows.append((first_bin, len(starts)))
+    first_start, last_end = None, None
+    for first, last in windows:
+        begin, stop = low + (first << shift), low + (last << shift)
+        window_starts, window_ends = [], []
+        for value, start, end in _gpu_batches(stage):
+            mine = value == device
+            window_starts.append(start[mine & (start >= begin) & (start < stop)])
+            window_ends.append(end[mine & (end >= begin) & (end < stop)])
+        in_starts, in_ends = np.concatenate(window_starts), np.concatenate(window_ends)
+        del window_starts, window_ends
+        in_starts.sort()
+        in_ends.sort()
+        if first_start is None and len(in_starts):
+            first_start = int(in_starts[0])
+        if len(in_ends):
+            last_end = int(in_ends[-1])
+        gaps.add(in_starts, in_ends)
+    operations = gaps.starts_before
+    busy = (last_end or 0) - (first_start or 0) - gaps.total
+    return {"device_id": device, "operations": operations, "busy_ns": busy, "largest": gaps.largest()}
 
 
 def gpu_activity(stage: Path, window: dict[str, Any]) -> dict[str, Any]:
     """Per device: busy time (union of kernels, copies and memsets), idle share and largest gaps.
 
-    Starts and ends of each device are sorted apart, in place (16 bytes per GPU operation).
+    Starts and ends are sorted apart, a time window at a time (16 bytes per GPU operation in the
+    window), after one pass that counts them per time bin.
     """
-    device = _gpu_column(stage, "device_id")
     span = max(int(window["duration_ns"]), 1)
     per_device: list[dict[str, Any]] = []
-    devices = np.unique(device)
-    for value in devices:
-        mine = None if len(devices) == 1 else device == value
-        starts = _gpu_column(stage, "start_ns") if mine is None else _gpu_column(stage, "start_ns")[mine]
-        starts.sort()
-        ends = _gpu_column(stage, "end_ns") if mine is None else _gpu_column(stage, "end_ns")[mine]
-        ends.sort()
-        busy, gaps = _busy_and_gaps(starts, ends)
+    for device, (low, shift, starts, ends) in sorted(_device_windows(stage).items()):
+        found = _device_activity(stage, device, low, shift, starts, ends)
         per_device.append(
             {
-                "device_id": int(value),
-                "operations": len(starts),
-                "busy_ns": busy,
-                "busy_fraction": busy / span,
-                "idle_fraction": 1 - busy / span,
-                "largest_gaps": [{"start_ns": start, "duration_ns": duration} for duration, start in gaps],
+                "device_id": device,
+                "operations": found["operations"],
+                "busy_ns": found["busy_ns"],
+                "busy_fraction": found["busy_ns"] / span,
+                "idle_fraction": 1 - found["busy_ns"] / span,
+                "largest_gaps": [{"start_ns": start, "duration_ns": duration} for duration, start in found["largest"]],
             }
         )
-        del starts, ends
     busy = sum(int(d["busy_ns"]) for d in per_device)
     fraction = busy / (span * len(per_device)) if per_device else 0.0
     return {
