@@ -30,7 +30,7 @@ from .categories import API_KIND, Classifier, kernel_classifier
 from .grouped import GroupedValues
 from .launches import KERNEL, LAUNCHES_KEY, RUNTIME, LaunchScan
 from .metrics import compute_metrics
-from .outputs import ParquetSink, staged_directory, write_json, write_table
+from .outputs import OrderedWorker, ParquetSink, staged_directory, write_json, write_table
 from .sqlite_io import (
     MEM_KIND_LABELS,
     MEMCPY_KIND_LABELS,
@@ -309,9 +309,15 @@ class EventScan:
         self.spill = spill
         self.launches = LaunchScan(export, nvtx_ranges(export), spill)
         self.durations = {table: GroupedValues(("name_id",), ("value",), spill) for table in (KERNEL, RUNTIME)}
+        self.worker: OrderedWorker[tuple[str, pa.RecordBatch]] = OrderedWorker(
+            lambda item: self._feed(*item), name="event-scan"
+        )
 
     def feed(self, table: str, batch: pa.RecordBatch) -> None:
-        """One raw batch of an event table, names still as StringIds ids."""
+        """One raw batch of an event table, names still as StringIds ids (consumed on the scan's thread)."""
+        self.worker.submit((table, batch))
+
+    def _feed(self, table: str, batch: pa.RecordBatch) -> None:
         if table == "cuda_api":
             self.launches.add_calls(batch)
         elif table in ("kernels", "memcpy", "memset"):
@@ -322,8 +328,13 @@ class EventScan:
                 pa.record_batch({"name_id": batch.column("name"), "value": batch.column("duration_ns")})
             )
 
+    def close(self) -> None:
+        """Wait until every batch fed has been consumed."""
+        self.worker.close()
+
     def finish(self, export: Export) -> None:
         """Leave the results where the summaries look for them first."""
+        self.close()
         export.memo[LAUNCHES_KEY] = self.launches.finish()
         for table, grouped in self.durations.items():
             if export.has_rows(table):
@@ -412,10 +423,13 @@ def extract(
         row_counts: dict[str, int] = {}
         scan = EventScan(export, stage / ".scan")
         readers = sorted(READERS, key=lambda r: EventScan.ORDER.index(r.name) if r.name in EventScan.ORDER else 9)
-        for reader in readers:
-            row_counts[reader.name] = _write_events(
-                export, reader, stage / f"{reader.name}.parquet", classifier, progress, scan
-            )
+        try:
+            for reader in readers:
+                row_counts[reader.name] = _write_events(
+                    export, reader, stage / f"{reader.name}.parquet", classifier, progress, scan
+                )
+        finally:
+            scan.close()  # also on failure: no thread is left behind
         scan.finish(export)
         row_counts = {reader.name: row_counts[reader.name] for reader in READERS}
         row_counts["nvtx_gpu"] = _write_nvtx_gpu(export, stage / "nvtx_gpu.parquet")

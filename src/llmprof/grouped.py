@@ -68,19 +68,50 @@ class KeyCodes:
         return list(self.index)
 
 
+class SpillBuffer:
+    """Arrays appended in memory up to ``budget`` rows; past it, all of them go to ``path`` (in order).
+
+    Small scans never touch the disk; large ones hold nothing but the file handle.
+    """
+
+    def __init__(self, path: Path | None, budget: int) -> None:
+        self.path, self.budget = path, budget
+        self.chunks: list[np.ndarray] = []
+        self.size = 0
+        self.handle: BinaryIO | None = None
+
+    @property
+    def spilled(self) -> bool:
+        return self.handle is not None
+
+    def append(self, array: np.ndarray) -> None:
+        self.size += len(array)
+        if self.handle is None and self.path is not None and self.size > self.budget:
+            self.handle = self.path.open("wb")
+            for chunk in self.chunks:
+                chunk.tofile(self.handle)
+            self.chunks = []
+        if self.handle is not None:
+            array.tofile(self.handle)
+        else:
+            self.chunks.append(array)
+
+    def close(self) -> None:
+        """Stop appending; spilled rows are then read back from ``path``."""
+        if self.handle is not None:
+            self.handle.close()
+
+
 class _Values:
     """One value column's (code, value) pairs, packed into one int64 each where they fit.
 
-    With a ``spill`` file the packed pairs go to disk as they come (8 bytes each) and return
-    only to be sorted, so memory does not grow while the rows stream.
+    With a ``spill`` file, pairs beyond ``SORT_BUDGET`` go to disk (8 bytes each) and return only
+    to be sorted a key range at a time, so memory does not grow with the rows.
     """
 
     def __init__(self, spill: Path | None = None) -> None:
-        self.packed: list[np.ndarray] = []
+        self.buffer = SpillBuffer(spill, SORT_BUDGET)
         self.wide: list[tuple[np.ndarray, np.ndarray]] = []
-        self.spill = spill
-        self.spilled = 0
-        self.handle: BinaryIO | None = spill.open("wb") if spill is not None else None
 
     def add(self, codes: np.ndarray, values: np.ndarray) -> None:
         if not len(values):
@@ -88,11 +119,7 @@ class _Values:
         if int(values.min()) >= 0 and int(values.max()) <= VALUE_MASK and int(codes.max()) < CODE_LIMIT:
             packed = codes << VALUE_BITS
             packed |= values
-            if self.handle is not None:
-                packed.tofile(self.handle)
-                self.spilled += len(packed)
-            else:
-                self.packed.append(packed)
+            self.buffer.append(packed)
         else:
             self.wide.append((codes.copy(), np.array(values, dtype="int64")))
 
@@ -102,40 +129,38 @@ class _Values:
         Spilled values beyond ``SORT_BUDGET`` are sorted a key range at a time, straight from
         the spill file, so memory stays bounded whatever the row count.
         """
-        if self.handle is not None and self.spill is not None and self.spilled > SORT_BUDGET and not self.wide:
-            self.handle.close()
-            self.handle = None
-            try:
-                return _ranged_statistics(self.spill, groups, SORT_BUDGET)
-            finally:
-                self.spill.unlink()
+        buffer = self.buffer
+        buffer.close()
+        if buffer.spilled and buffer.path is not None:
+            if not self.wide:
+                try:
+                    return _ranged_statistics(buffer.path, groups, SORT_BUDGET)
+                finally:
+                    buffer.path.unlink()
+            buffer.chunks = [np.fromfile(buffer.path, dtype="int64")]  # with unpackable values: all in memory
+            buffer.path.unlink()
         values, starts = self.sorted_values(groups)
         return statistics(values, starts)
 
     def sorted_values(self, groups: int) -> tuple[np.ndarray, np.ndarray]:
         """Values ordered by (group, value) and where each group starts (``groups + 1`` bounds)."""
         bounds = np.arange(groups + 1, dtype="int64")
-        if self.handle is not None and self.spill is not None:
-            self.handle.close()
-            self.handle = None
-            if self.spilled:
-                self.packed.insert(0, np.fromfile(self.spill, dtype="int64"))
-            self.spill.unlink()
+        chunks, self.buffer.chunks = self.buffer.chunks, []
         if self.wide:  # a negative or huge value: order by two keys instead of one
-            for packed in self.packed:
+            for packed in chunks:
                 self.wide.append((packed >> VALUE_BITS, packed & VALUE_MASK))
-            self.packed = []
+            chunks = []
             codes = np.concatenate([c for c, _ in self.wide])
             values = np.concatenate([v for _, v in self.wide])
             self.wide = []
             order = np.lexsort((values, codes))
             codes, values = codes[order], values[order]
             return values, np.searchsorted(codes, bounds)
-        total = sum(len(p) for p in self.packed)
+        total = sum(len(p) for p in chunks)
         packed = np.empty(total, dtype="int64")
         at = 0
-        while self.packed:  # move chunk by chunk, releasing each: the copy costs one chunk
-            chunk = self.packed.pop(0)
+        while chunks:  # move chunk by chunk, releasing each: the copy costs one chunk
+            chunk = chunks.pop(0)
             packed[at : at + len(chunk)] = chunk
             at += len(chunk)
         packed.sort()

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .grouped import NULL_KEY, GroupedValues, KeyCodes
+from .grouped import NULL_KEY, GroupedValues, KeyCodes, SpillBuffer
 from .nvtx_projection import RangeProjection
 from .sqlite_io import Export, api_name_sql
 
@@ -98,7 +98,11 @@ class CallIndex:
         """
         if not self.size or not batch.num_rows:
             return np.zeros(0, dtype="int64"), np.zeros(0, dtype="int64")
-        keys, valid = self.scan.keys(ints(batch.column("global_pid")), ints(batch.column("correlation_id")))
+        if "key" in batch.column_names:  # replayed from a partition: keyed already
+            keys = ints(batch.column("key"))
+            valid = np.ones(len(keys), dtype=bool)
+        else:
+            keys, valid = self.scan.keys(ints(batch.column("global_pid")), ints(batch.column("correlation_id")))
         low = np.minimum(np.searchsorted(self.keys, keys), self.size - 1)
         valid &= self.keys[low] == keys
         if self.unique:
@@ -157,16 +161,26 @@ class LaunchResults:
 
 CALL_BUDGET = 1 << 21  # calls indexed at once (about 56 MiB); more are joined one partition at a time
 READ_CHUNK = 1 << 18  # records read back from a spill file at once
-CALL_RECORD = np.dtype([(name, "<i8") for name in ("pid_bits", "correlation", "start", "end", "who")])
-KEYED_CALL = np.dtype([(name, "<i8") for name in ("key", "start", "end", "who")])
-OP_FIELDS = ("global_pid", "correlation_id", "start_ns", "end_ns", "device_id", "name", "kernel")
-OP_RECORD = np.dtype([(name, "<i8") for name in OP_FIELDS])
+CALL_RECORD = np.dtype([("pid_bits", "<i8"), ("correlation", "<i8"), ("start", "<i8"), ("end", "<i8"), ("who", "<i4")])
+KEYED_CALL = np.dtype([("key", "<i8"), ("start", "<i8"), ("end", "<i8"), ("who", "<i4")])
+OP_FIELDS = ("key", "start_ns", "end_ns", "device_id", "name")
+OP_RECORD = np.dtype([*((name, "<i8") for name in OP_FIELDS), ("kernel", "<i1")])
 
 
 def _records(path: Path, dtype: np.dtype, chunk: int) -> Iterator[np.ndarray]:
     with path.open("rb") as handle:
         while len(records := np.fromfile(handle, dtype=dtype, count=chunk)):
             yield records
+
+
+def _keyed(scan: LaunchScan, records: np.ndarray) -> np.ndarray:
+    """Calls as (key, start, end, launcher), without those no GPU operation can match."""
+    keys, valid = scan.keys(records["pid_bits"], records["correlation"])
+    keyed = np.empty(int(valid.sum()), dtype=KEYED_CALL)
+    keyed["key"] = keys[valid]
+    for name in ("start", "end", "who"):
+        keyed[name] = records[name][valid]
+    return keyed
 
 
 def _write_partitions(records: np.ndarray, partition: np.ndarray, handles: Sequence[IO[bytes]]) -> None:
@@ -183,9 +197,9 @@ def _write_partitions(records: np.ndarray, partition: np.ndarray, handles: Seque
 class LaunchScan:
     """Feed calls, then GPU operations (kernels with ``kernels=True``); then call :meth:`finish`.
 
-    Calls go to a spill file as they come (40 bytes each). When the first GPU operation arrives,
-    the calls are known: up to ``CALL_BUDGET`` of them are indexed in memory and operations are
-    joined as they pass; beyond that, operations are spilled into partitions by key, and
+    Calls are kept as they come, on disk past ``CALL_BUDGET`` (36 bytes each). When the first GPU
+    operation arrives, the calls are known: up to ``CALL_BUDGET`` of them are indexed in memory and
+    operations are joined as they pass; beyond that, operations are spilled into partitions by key, and
     :meth:`finish` joins one partition at a time against the calls of that partition only. Memory
     thus stays bounded whatever the number of calls.
     """
@@ -198,8 +212,7 @@ class LaunchScan:
         self.launchers = KeyCodes()
         self.times = LaunchTimes(spill)
         self.projection = RangeProjection(ranges) if ranges is not None and len(ranges) else None
-        self.call_file: BinaryIO | None = (spill / "calls.bin").open("wb")
-        self.call_count = 0
+        self.calls: SpillBuffer | None = SpillBuffer(spill / "calls.bin", CALL_BUDGET)
         self.process_bits: set[int] = set()
         self.max_correlation = -1
         self.partitions = 0  # decided when the first operation arrives
@@ -207,7 +220,7 @@ class LaunchScan:
         self.op_files: list[BinaryIO] = []
 
     def add_calls(self, batch: Batch) -> None:
-        assert self.call_file is not None, "calls come before GPU operations"
+        assert self.calls is not None, "calls come before GPU operations"
         global_tid = ints(batch.column("global_tid"))
         records = np.empty(len(global_tid), dtype=CALL_RECORD)
         records["pid_bits"] = global_tid & GLOBAL_PID_BITS
@@ -218,8 +231,7 @@ class LaunchScan:
         self.process_bits.update(np.unique(records["pid_bits"]).tolist())
         if len(records):
             self.max_correlation = max(self.max_correlation, int(records["correlation"].max()))
-        records.tofile(self.call_file)
-        self.call_count += len(records)
+        self.calls.append(records)
 
     def keys(self, pid_bits: np.ndarray, correlation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One int64 key per (process, correlation id), and whether any call can have it."""
@@ -230,40 +242,40 @@ class LaunchScan:
         return process * self.width + correlation, valid
 
     def _calls_done(self) -> None:
-        if self.call_file is None:
+        if self.calls is None:
             return
-        self.call_file.close()
-        self.call_file = None
+        calls, self.calls = self.calls, None
+        calls.close()
         self.processes = np.array(sorted(self.process_bits), dtype="int64")
         self.width = self.max_correlation + 1 if self.max_correlation >= 0 else 1
         launchers = self.launchers.keys()
         self.who_thread = np.array([t for t, _ in launchers], dtype="int64")
         self.who_api = np.array([a for _, a in launchers], dtype="int64")
-        self.partitions = max(1, -(-self.call_count // CALL_BUDGET))
+        if not calls.spilled:
+            chunks = calls.chunks
+            records = np.concatenate(chunks) if chunks else np.zeros(0, dtype=CALL_RECORD)
+            self.partitions = 1
+            self.index = self._keyed_index(_keyed(self, records))
+            return
+        self.partitions = -(-calls.size // CALL_BUDGET)
         partitions = [(self.spill / f"calls-{p}.bin").open("wb") for p in range(self.partitions)]
         for records in _records(self.spill / "calls.bin", CALL_RECORD, READ_CHUNK):  # keyed, split by partition
-            keys, valid = self.keys(records["pid_bits"], records["correlation"])
-            keyed = np.empty(int(valid.sum()), dtype=KEYED_CALL)
-            keyed["key"] = keys[valid]
-            for name in ("start", "end", "who"):
-                keyed[name] = records[name][valid]
+            keyed = _keyed(self, records)
             _write_partitions(keyed, keyed["key"] % self.partitions, partitions)
         for handle in partitions:
             handle.close()
         (self.spill / "calls.bin").unlink()
-        if self.partitions == 1:
-            self.index = self._index(0)
-        else:
-            self.op_files = [(self.spill / f"ops-{p}.bin").open("wb") for p in range(self.partitions)]
+        self.op_files = [(self.spill / f"ops-{p}.bin").open("wb") for p in range(self.partitions)]
 
     def _index(self, partition: int) -> CallIndex:
         """The calls of one partition (every call when there is one), read back from its spill file."""
         path = self.spill / f"calls-{partition}.bin"
         keyed = np.fromfile(path, dtype=KEYED_CALL)
         path.unlink()
-        index = CallIndex(keyed["key"].copy(), keyed["start"], keyed["end"], keyed["who"], self)
-        del keyed
-        return index
+        return self._keyed_index(keyed)
+
+    def _keyed_index(self, keyed: np.ndarray) -> CallIndex:
+        return CallIndex(keyed["key"].copy(), keyed["start"], keyed["end"], keyed["who"], self)
 
     def add_operations(self, batch: Batch, kernels: bool) -> None:
         self._calls_done()
@@ -273,10 +285,11 @@ class LaunchScan:
         keys, valid = self.keys(ints(batch.column("global_pid")), ints(batch.column("correlation_id")))
         rows = np.flatnonzero(valid)
         records = np.zeros(len(rows), dtype=OP_RECORD)
-        for name in ("global_pid", "correlation_id", "start_ns", "end_ns", *(("device_id", "name") if kernels else ())):
-            records[name] = ints(batch.column(name), NULL_KEY if name in ("device_id", "name") else -1)[rows]
+        records["key"] = keys[rows]
+        for name in ("start_ns", "end_ns", *(("device_id", "name") if kernels else ())):
+            records[name] = ints(batch.column(name), NULL_KEY)[rows]
         records["kernel"] = int(kernels)
-        _write_partitions(records, keys[rows] % self.partitions, self.op_files)
+        _write_partitions(records, records["key"] % self.partitions, self.op_files)
 
     def _join(self, index: CallIndex, batch: Batch, kernels: bool) -> None:
         rows, positions = index.match(batch)

@@ -8,15 +8,17 @@ import queue
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import InputError
+
+Item = TypeVar("Item")
 
 #: Fixed writer settings: the same rows give byte-identical files.
 PARQUET_OPTIONS: dict[str, Any] = {
@@ -58,48 +60,70 @@ def staged_directory(out: Path, force: bool) -> Iterator[Path]:
             shutil.rmtree(stage, ignore_errors=True)
 
 
-class ParquetSink:
-    """Streams record batches of one schema into one Parquet file; an empty table still gets a file.
+class OrderedWorker(Generic[Item]):
+    """Calls ``work(item)`` on one thread, in the order items were submitted.
 
-    Encoding and compression run on a writer thread (pyarrow releases the GIL there), so they
-    overlap with reading the next batch; batches are written in the order given, so the bytes
-    are those of a plain sequential write. At most ``queued`` batches wait in memory.
+    Lets work that releases the GIL (Parquet encoding, numpy) overlap with reading the next
+    batch. At most ``queued`` items wait in memory; the first failure is raised to the submitter
+    on its next call or by :meth:`close`, and later items are dropped.
     """
 
-    def __init__(self, path: Path, schema: pa.Schema, queued: int = 2) -> None:
-        self.path = path
-        self.schema = schema
-        self.rows = 0
-        self._writer = pq.ParquetWriter(str(path), schema, **PARQUET_OPTIONS)
-        self._pending: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=queued)
+    def __init__(self, work: Callable[[Item], object], name: str, queued: int = 2) -> None:
+        self._work = work
+        self._pending: queue.Queue[tuple[Item] | None] = queue.Queue(maxsize=queued)
         self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._drain, name=f"parquet:{path.name}", daemon=True)
+        self._thread = threading.Thread(target=self._drain, name=name, daemon=True)
         self._thread.start()
 
     def _drain(self) -> None:
-        while (batch := self._pending.get()) is not None:
+        while (item := self._pending.get()) is not None:
             if self._failure is None:
                 try:
-                    self._writer.write_batch(batch)
-                except BaseException as exc:  # handed to the caller on its next call
+                    self._work(item[0])
+                except BaseException as exc:  # handed to the submitter
                     self._failure = exc
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
             raise self._failure
 
-    def write(self, batch: pa.RecordBatch) -> None:
+    def submit(self, item: Item) -> None:
         self._raise_failure()
-        self.rows += batch.num_rows
-        self._pending.put(batch)
+        self._pending.put((item,))
 
     def close(self) -> None:
-        """Wait for every queued batch, close the file and raise what the writer thread met."""
+        """Wait for every submitted item, then raise what the thread met (safe to call twice)."""
         if self._thread.is_alive():
             self._pending.put(None)
             self._thread.join()
-            self._writer.close()
         self._raise_failure()
+
+
+class ParquetSink:
+    """Streams record batches of one schema into one Parquet file; an empty table still gets a file.
+
+    Encoding and compression run on an :class:`OrderedWorker` thread (pyarrow releases the GIL
+    there), so they overlap with reading the next batch; batches are written in the order given,
+    so the bytes are those of a plain sequential write.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self.schema = schema
+        self.rows = 0
+        self._writer = pq.ParquetWriter(str(path), schema, **PARQUET_OPTIONS)
+        self._worker = OrderedWorker(self._writer.write_batch, name=f"parquet:{path.name}")
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._worker.submit(batch)
+        self.rows += batch.num_rows
+
+    def close(self) -> None:
+        """Wait for every queued batch, close the file and raise what the writer thread met."""
+        try:
+            self._worker.close()
+        finally:
+            self._writer.close()
 
 
 def write_table(path: Path, table: pa.Table) -> None:
