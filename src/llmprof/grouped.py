@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -136,7 +136,7 @@ class _Values:
                 try:
                     return _ranged_statistics(buffer.path, groups, SORT_BUDGET)
                 finally:
-                    buffer.path.unlink()
+                    buffer.path.unlink(missing_ok=True)
             buffer.chunks = [np.fromfile(buffer.path, dtype="int64")]  # with unpackable values: all in memory
             buffer.path.unlink()
         values, starts = self.sorted_values(groups)
@@ -175,13 +175,37 @@ def _spilled_chunks(path: Path, chunk: int) -> Iterator[np.ndarray]:
             yield values
 
 
+def bin_ranges(histogram: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Consecutive histogram bins joined into ranges of at most ``budget`` (a single bin may hold more)."""
+    ranges, first_bin, held = [], 0, 0
+    for bin_index, size in enumerate(histogram.tolist()):
+        if held and held + size > budget:
+            ranges.append((first_bin, bin_index))
+            first_bin, held = bin_index, 0
+        held += size
+    ranges.append((first_bin, len(histogram)))
+    return ranges
+
+
+def write_partitions(records: np.ndarray, partition: np.ndarray, handles: Sequence[IO[bytes]]) -> None:
+    """Append each record to the file of its partition (order kept within a partition)."""
+    if len(handles) == 1:
+        records.tofile(handles[0])
+        return
+    order = np.argsort(partition, kind="stable")
+    bounds = np.searchsorted(partition[order], np.arange(len(handles) + 1))
+    for p, handle in enumerate(handles):
+        records[order[bounds[p] : bounds[p + 1]]].tofile(handle)
+
+
 def _ranged_statistics(path: Path, groups: int, budget: int) -> dict[str, np.ndarray]:
     """:func:`statistics` of packed values on disk, holding about ``budget`` of them at a time.
 
     A first pass counts and sums each group exactly and makes a histogram of the packed keys;
     consecutive histogram bins are then joined into key ranges of at most ``budget`` values (a
-    single bin may hold more), and each range is read, sorted and reduced in key order, so the
-    median is picked at its rank and the squared deviations are summed in value order.
+    single bin may hold more), a second pass writes each value to the file of its range, and
+    each range is read, sorted and reduced in key order, so the median is picked at its rank and
+    the squared deviations are summed in value order. The input file is consumed.
     """
     counts = np.zeros(groups, dtype="int64")
     totals = np.zeros(groups, dtype="int64")
@@ -195,13 +219,17 @@ def _ranged_statistics(path: Path, groups: int, budget: int) -> dict[str, np.nda
         counts += np.bincount(codes, minlength=groups)
         np.add.at(totals, codes, chunk & VALUE_MASK)
         histogram += np.bincount((chunk - low) >> shift, minlength=len(histogram))
-    ranges, first_bin, held = [], 0, 0
-    for bin_index, size in enumerate(histogram.tolist()):
-        if held and held + size > budget:
-            ranges.append((first_bin, bin_index))
-            first_bin, held = bin_index, 0
-        held += size
-    ranges.append((first_bin, len(histogram)))
+    ranges = bin_ranges(histogram, budget)
+    range_starts = np.array([low + (first << shift) for first, _ in ranges], dtype="int64")
+    parts = [path.with_name(f"{path.name}.{i}") for i in range(len(ranges))]
+    handles = [part.open("wb") for part in parts]
+    try:  # one pass puts each value in the file of its key range
+        for chunk in _spilled_chunks(path, budget):
+            write_partitions(chunk, np.searchsorted(range_starts, chunk, side="right") - 1, handles)
+    finally:
+        for handle in handles:
+            handle.close()
+    path.unlink()
     present = counts > 0
     mean = np.where(present, totals / np.maximum(counts, 1), np.nan)
     ranks = ((counts - 1) // 2, counts // 2)
@@ -210,11 +238,9 @@ def _ranged_statistics(path: Path, groups: int, budget: int) -> dict[str, np.nda
     squares = np.zeros(groups)
     seen = np.zeros(groups, dtype="int64")
     bounds = np.arange(groups + 1, dtype="int64") << VALUE_BITS
-    for first, last in ranges:
-        key_low, key_high = low + (first << shift), low + (last << shift)
-        part = np.concatenate(
-            [c[(c >= key_low) & (c < key_high)] for c in _spilled_chunks(path, budget)] or [np.zeros(0, "int64")]
-        )
+    for file in parts:
+        part = np.fromfile(file, dtype="int64")
+        file.unlink()
         part.sort()
         starts = np.searchsorted(part, bounds)
         part &= VALUE_MASK

@@ -12,17 +12,17 @@ stats`` feeds it from lean queries (:func:`launch_results`).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO, TypeAlias
+from typing import BinaryIO, TypeAlias
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .grouped import NULL_KEY, GroupedValues, KeyCodes, SpillBuffer
+from .grouped import NULL_KEY, GroupedValues, KeyCodes, SpillBuffer, write_partitions
 from .nvtx_projection import RangeProjection
 from .sqlite_io import Export, api_name_sql
 
@@ -183,17 +183,6 @@ def _keyed(scan: LaunchScan, records: np.ndarray) -> np.ndarray:
     return keyed
 
 
-def _write_partitions(records: np.ndarray, partition: np.ndarray, handles: Sequence[IO[bytes]]) -> None:
-    """Append each record to the file of its partition (order kept within a partition)."""
-    if len(handles) == 1:
-        records.tofile(handles[0])
-        return
-    order = np.argsort(partition, kind="stable")
-    bounds = np.searchsorted(partition[order], np.arange(len(handles) + 1))
-    for p, handle in enumerate(handles):
-        records[order[bounds[p] : bounds[p + 1]]].tofile(handle)
-
-
 class LaunchScan:
     """Feed calls, then GPU operations (kernels with ``kernels=True``); then call :meth:`finish`.
 
@@ -261,7 +250,7 @@ class LaunchScan:
         partitions = [(self.spill / f"calls-{p}.bin").open("wb") for p in range(self.partitions)]
         for records in _records(self.spill / "calls.bin", CALL_RECORD, READ_CHUNK):  # keyed, split by partition
             keyed = _keyed(self, records)
-            _write_partitions(keyed, keyed["key"] % self.partitions, partitions)
+            write_partitions(keyed, keyed["key"] % self.partitions, partitions)
         for handle in partitions:
             handle.close()
         (self.spill / "calls.bin").unlink()
@@ -289,7 +278,7 @@ class LaunchScan:
         for name in ("start_ns", "end_ns", *(("device_id", "name") if kernels else ())):
             records[name] = ints(batch.column(name), NULL_KEY)[rows]
         records["kernel"] = int(kernels)
-        _write_partitions(records, records["key"] % self.partitions, self.op_files)
+        write_partitions(records, records["key"] % self.partitions, self.op_files)
 
     def _join(self, index: CallIndex, batch: Batch, kernels: bool) -> None:
         rows, positions = index.match(batch)

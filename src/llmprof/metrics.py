@@ -9,6 +9,7 @@ reads only this dict and the tables.
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .categories import CATEGORY_ORDER, TENSOR_CORE, WAITING_OSRT, Classifier
+from .grouped import bin_ranges, write_partitions
 from .sqlite_io import Export
 
 TOP_GAPS = 5
@@ -153,42 +155,43 @@ def _device_windows(stage: Path) -> dict[int, tuple[int, int, np.ndarray, np.nda
 def _device_activity(
     stage: Path, device: int, low: int, shift: int, starts: np.ndarray, ends: np.ndarray
 ) -> dict[str, Any]:
-    """Busy time and gaps of one device, sorting at most about ``ACTIVITY_BUDGET`` starts and ends at once."""
+    """Busy time and gaps of one device, sorting at most about ``ACTIVITY_BUDGET`` starts and ends at once.
+
+    One pass writes each start and end to the file of its time window; windows are then read,
+    sorted and scanned in time order.
+    """
+    windows = bin_ranges(starts + ends, ACTIVITY_BUDGET)
+    window_starts = np.array([low + (first << shift) for first, _ in windows], dtype="int64")
     gaps = _Gaps()
-    first_bin, held, windows = 0, 0, []
-    for bin_index, size in enumerate((starts + ends).tolist()):
-        if held and held + size > ACTIVITY_BUDGET:
-            windows.append((first_bin, bin_index))
-            first_bin, held = bin_index, 0
-        held += size
-    windows.append((first_bin, len(starts)))
     first_start, last_end = None, None
-    for first, last in windows:
-        begin, stop = low + (first << shift), low + (last << shift)
-        window_starts, window_ends = [], []
-        for value, start, end in _gpu_batches(stage):
-            mine = value == device
-            window_starts.append(start[mine & (start >= begin) & (start < stop)])
-            window_ends.append(end[mine & (end >= begin) & (end < stop)])
-        in_starts, in_ends = np.concatenate(window_starts), np.concatenate(window_ends)
-        del window_starts, window_ends
-        in_starts.sort()
-        in_ends.sort()
-        if first_start is None and len(in_starts):
-            first_start = int(in_starts[0])
-        if len(in_ends):
-            last_end = int(in_ends[-1])
-        gaps.add(in_starts, in_ends)
-    operations = gaps.starts_before
+    with tempfile.TemporaryDirectory(prefix=".activity-", dir=stage) as scratch:
+        paths = {kind: [Path(scratch) / f"{kind}-{i}" for i in range(len(windows))] for kind in ("start", "end")}
+        handles = {kind: [path.open("wb") for path in listed] for kind, listed in paths.items()}
+        try:
+            for value, start, end in _gpu_batches(stage):
+                for kind, times in (("start", start[value == device]), ("end", end[value == device])):
+                    write_partitions(times, np.searchsorted(window_starts, times, side="right") - 1, handles[kind])
+        finally:
+            for handle in (*handles["start"], *handles["end"]):
+                handle.close()
+        for start_path, end_path in zip(paths["start"], paths["end"]):
+            in_starts, in_ends = np.fromfile(start_path, dtype="int64"), np.fromfile(end_path, dtype="int64")
+            in_starts.sort()
+            in_ends.sort()
+            if first_start is None and len(in_starts):
+                first_start = int(in_starts[0])
+            if len(in_ends):
+                last_end = int(in_ends[-1])
+            gaps.add(in_starts, in_ends)
     busy = (last_end or 0) - (first_start or 0) - gaps.total
-    return {"device_id": device, "operations": operations, "busy_ns": busy, "largest": gaps.largest()}
+    return {"device_id": device, "operations": gaps.starts_before, "busy_ns": busy, "largest": gaps.largest()}
 
 
 def gpu_activity(stage: Path, window: dict[str, Any]) -> dict[str, Any]:
     """Per device: busy time (union of kernels, copies and memsets), idle share and largest gaps.
 
     Starts and ends are sorted apart, a time window at a time (16 bytes per GPU operation in the
-    window), after one pass that counts them per time bin.
+    window), after one pass that counts them per time bin and one that files them by window.
     """
     span = max(int(window["duration_ns"]), 1)
     per_device: list[dict[str, Any]] = []

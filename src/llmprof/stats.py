@@ -14,7 +14,8 @@ the NVTX projection share one join of GPU work to calls (``launches``). Inside
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,18 +111,23 @@ def _stat_columns(unit: str, unit_header: str, decimals: int = 1) -> tuple[Colum
 
 
 def _summarize(
-    export: Export, source_sql: str, keys: tuple[str, ...], values: tuple[str, ...] = ("value",)
+    export: Export,
+    source: str | Iterable[pa.RecordBatch],
+    keys: tuple[str, ...],
+    values: tuple[str, ...] = ("value",),
 ) -> pd.DataFrame:
     """Per key: count, total, mean, median, min, max and sample standard deviation of each value.
 
-    ``source_sql`` yields the ``keys`` columns (ids or short labels) and the ``values`` columns;
-    its rows stream through :class:`GroupedValues`. Rows come back in ascending key order, the
-    order nsys breaks ties in.
+    ``source`` (SQL, or batches in any order) yields the ``keys`` columns (ids or short labels)
+    and the ``values`` columns; its rows stream through :class:`GroupedValues`. Rows come back in
+    ascending key order, the order nsys breaks ties in.
     """
-    grouped = GroupedValues(keys, values)
-    for batch in export.arrow_batches(source_sql):
-        grouped.add_batch(batch)
-    return grouped.frame()
+    batches = export.arrow_batches(source) if isinstance(source, str) else source
+    with tempfile.TemporaryDirectory(prefix="llmprof-") as scratch:  # touched only by large scans
+        grouped = GroupedValues(keys, values, Path(scratch))
+        for batch in batches:
+            grouped.add_batch(batch)
+        return grouped.frame()
 
 
 def _rounded(series: pd.Series) -> pd.Series:
@@ -168,8 +174,8 @@ def durations_key(table: str) -> str:
 
 def name_durations(export: Export, table: str, name: str, where: str = "") -> pd.DataFrame:
     """Duration statistics per name id of ``table`` (memoized: extraction fills it from its own scan)."""
-    source = f'SELECT {name} AS name_id, "end" - start AS value FROM {table} {where}'
-    return export.memoized(durations_key(table), lambda: _summarize(export, source, ("name_id",)))  # type: ignore[no-any-return]
+    batches = export.parallel_batches(table, f'{name} AS name_id, "end" - start AS value', where)
+    return export.memoized(durations_key(table), lambda: _summarize(export, batches, ("name_id",)))  # type: ignore[no-any-return]
 
 
 def cuda_gpu_kern_sum(export: Export) -> pd.DataFrame:
@@ -202,6 +208,7 @@ def _by_label(frame: pd.DataFrame, key: str, lookup: Callable[[list[int]], dict[
 
 
 def _api_summary(export: Export, table: str, what: str, where: str = "") -> pd.DataFrame:
+    """Time per function name id of a table of host calls (ties in total keep name id order)."""
     _require_rows(export, table, what)
     frame = _time_summary(name_durations(export, table, "nameId", where), ("name_id",), "num_calls")
     names = _strings(export, api_name_sql("value"))(frame["name_id"].tolist())
@@ -215,7 +222,7 @@ def cuda_api_sum(export: Export) -> pd.DataFrame:
 
 def osrt_sum(export: Export) -> pd.DataFrame:
     """Host time per OS runtime function (pthread, poll, ioctl, ...)."""
-    where = f"WHERE eventClass = {OSRT_EVENT_CLASS}" if export.has(OSRT, "eventClass") else ""
+    where = f"eventClass = {OSRT_EVENT_CLASS}" if export.has(OSRT, "eventClass") else ""
     return _api_summary(export, OSRT, "OS Runtime trace data", where)
 
 
