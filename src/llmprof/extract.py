@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from . import tables
 from .categories import API_KIND, Classifier, kernel_classifier
 from .grouped import GroupedValues
 from .launches import KERNEL, LAUNCHES_KEY, RUNTIME, LaunchScan
-from .metrics import compute_metrics
+from .metrics import capture_window, compute_metrics, gpu_activity
 from .outputs import OrderedWorker, ParquetSink, staged_directory, write_json, write_table
 from .sqlite_io import (
     MEM_KIND_LABELS,
@@ -335,10 +336,15 @@ class EventScan:
     def finish(self, export: Export) -> None:
         """Leave the results where the summaries look for them first."""
         self.close()
-        export.memo[LAUNCHES_KEY] = self.launches.finish()
-        for table, grouped in self.durations.items():
-            if export.has_rows(table):
-                export.memo[durations_key(table)] = grouped.frame()
+        with ThreadPoolExecutor(max_workers=1) as beside:  # the sorts release the GIL: overlap them
+            frames = {
+                table: beside.submit(grouped.frame)
+                for table, grouped in self.durations.items()
+                if export.has_rows(table)
+            }
+            export.memo[LAUNCHES_KEY] = self.launches.finish()
+            for table, frame in frames.items():
+                export.memo[durations_key(table)] = frame.result()
         shutil.rmtree(self.spill, ignore_errors=True)
 
 
@@ -430,7 +436,10 @@ def extract(
                 )
         finally:
             scan.close()  # also on failure: no thread is left behind
-        scan.finish(export)
+        with ThreadPoolExecutor(max_workers=1) as beside:  # GPU busy time needs only the tables written
+            activity = beside.submit(gpu_activity, stage, capture_window(stage))
+            scan.finish(export)
+            activity_result = activity.result()
         row_counts = {reader.name: row_counts[reader.name] for reader in READERS}
         row_counts["nvtx_gpu"] = _write_nvtx_gpu(export, stage / "nvtx_gpu.parquet")
         skipped: dict[str, str] = {}
@@ -441,7 +450,7 @@ def extract(
                 frame, skipped[name] = report.empty(), str(reason).replace(str(export.path), Path(sqlite).name)
             write_table(stage / f"{name}.parquet", report_table(report, frame))
             row_counts[name] = len(frame)
-        metrics = compute_metrics(export, stage, classifier)
+        metrics = compute_metrics(export, stage, classifier, activity_result)
         metrics["tables"] = row_counts
         metrics["skipped_summaries"] = skipped
         metrics["schema_version"] = tables.SCHEMA_VERSION

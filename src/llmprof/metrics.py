@@ -388,8 +388,14 @@ def gpus(stage: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def compute_metrics(export: Export, stage: Path, classifier: Classifier) -> dict[str, Any]:
-    """All headline metrics of one capture (see the module docstring)."""
+def compute_metrics(
+    export: Export, stage: Path, classifier: Classifier, activity: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """All headline metrics of one capture (see the module docstring).
+
+    ``activity``: :func:`gpu_activity` when computed already (extraction runs it beside the
+    summaries, as soon as the GPU tables are written).
+    """
     metadata = export.metadata()
     window = capture_window(stage)
     return {
@@ -401,7 +407,7 @@ def compute_metrics(export: Export, stage: Path, classifier: Classifier) -> dict
         },
         "capture_window": window,
         "gpus": gpus(stage),
-        "gpu_activity": gpu_activity(stage, window),
+        "gpu_activity": activity if activity is not None else gpu_activity(stage, window),
         "kernels": kernel_metrics(stage, classifier),
         "cuda_api": cuda_api_metrics(stage),
         "memcpy": memcpy_metrics(stage),
