@@ -7,10 +7,11 @@ with the export. Columns that older nsys versions lack are read as NULL. Event
 rows keep the export's own order, which is fixed for a given file: sorting tens
 of millions of rows inside SQLite would cost more than the extraction itself.
 
-The summaries are fed from the same batches as they pass (:class:`EventScan`):
-calls are read first, then GPU operations are joined to them on the fly, so the
-export is scanned once and only the call index (about 28 bytes per call) stays
-in memory; grouped values wait on disk in the staging folder until sorted.
+The summaries are fed from the same batches as they pass (:class:`EventScan`, on
+its own thread): calls are read first, then GPU operations are joined to them, so
+the export is scanned once. Past fixed budgets, calls, operations and grouped
+values wait on disk in the staging folder and come back a partition or key range at
+a time, so memory stays bounded whatever the size of the export.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 A CUDA call and the kernels, copies and memsets it launched share a correlation id
 within one process. :class:`LaunchScan` takes the calls first and indexes them by
-(process, correlation id), about 28 bytes per call; GPU operations then stream past
-that index a batch at a time. The join feeds two results at once: the per-launch
-times of ``cuda_kern_exec_sum`` and the projection of NVTX ranges onto GPU work.
+(process, correlation id); GPU operations then stream past that index a batch at a
+time. Past ``CALL_BUDGET`` calls, both sides wait on disk split by key and are joined
+one partition at a time, so memory stays bounded. The join feeds two results at
+once: the per-launch times of ``cuda_kern_exec_sum`` and the projection of NVTX
+ranges onto GPU work.
 Extraction feeds the scan from the batches it writes to Parquet anyway; ``llmprof
 stats`` feeds it from lean queries (:func:`launch_results`).
 """
