@@ -7,6 +7,7 @@ correlation id, NVTX ranges that cross, several GPUs, and batches cut anywhere.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,11 @@ import pytest
 
 from llmprof import grouped as grouped_module
 from llmprof import launches, metrics
+from llmprof.errors import SchemaError
 from llmprof.grouped import GroupedValues
 from llmprof.launches import CallIndex, LaunchScan
 from llmprof.nvtx_projection import PROJECTED_COLUMNS, RangeProjection
+from llmprof.sqlite_io import open_export
 from llmprof.stats import run_reports
 
 
@@ -244,3 +247,20 @@ def test_partitioned_join_prints_what_nsys_printed(monkeypatch: pytest.MonkeyPat
     for output in run_reports(capture / "vllm.sqlite", "cuda_kern_exec_sum,nvtx_gpu_proj_sum", "csv"):
         expected = capture / "nsys-stats" / f"vllm_{output.report.name}.csv"
         assert output.text == expected.read_text(), output.report.name
+
+
+def test_parallel_readers_return_every_row_once_and_pass_on_errors() -> None:
+    capture = Path(__file__).parent / "data" / "vllm_inproc_h100_3iter" / "vllm.sqlite"
+    select = 'rowid AS id, "end" - start AS value'
+    with open_export(capture) as export:
+        alone = pa.Table.from_batches(list(export.arrow_batches(f"SELECT {select} FROM CUPTI_ACTIVITY_KIND_KERNEL")))
+        batches = list(export.parallel_batches("CUPTI_ACTIVITY_KIND_KERNEL", select, readers=3, min_rows=0))
+        together = pa.Table.from_batches(batches).sort_by("id")
+        assert together.equals(alone.sort_by("id"))
+        with pytest.raises(SchemaError, match="no_such_column"):
+            list(export.parallel_batches("CUPTI_ACTIVITY_KIND_KERNEL", "no_such_column", readers=3, min_rows=0))
+    assert not [
+        t
+        for t in threading.enumerate()
+        if t.daemon and t is not threading.current_thread() and t.is_alive() and t.name.startswith("Thread")
+    ], "readers are done"

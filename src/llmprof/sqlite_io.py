@@ -165,16 +165,18 @@ class Export:
                 raise self._read_error(sqlite3.OperationalError(str(exc).splitlines()[0])) from exc
             raise
 
-    def parallel_batches(self, table: str, select: str, where: str = "", readers: int = 0) -> Iterator[pa.RecordBatch]:
+    def parallel_batches(
+        self, table: str, select: str, where: str = "", readers: int = 0, min_rows: int = 2 * BATCH_ROWS
+    ) -> Iterator[pa.RecordBatch]:
         """Rows of ``SELECT {select} FROM {table} [WHERE {where}]``, read over rowid ranges by several readers at once.
 
         Batches come in no fixed order: for consumers that do not depend on it (grouping). One
-        reader (the plain ``arrow_batches``) serves small tables and the sqlite3 fallback.
+        reader (the plain ``arrow_batches``) serves tables under ``min_rows`` and the sqlite3 fallback.
         """
         readers = readers or min(4, (os.cpu_count() or 1) // 4)  # reports run side by side: leave cores to them
         filtered = f"WHERE {where}" if where else ""
         low, high = self.query(f'SELECT min(rowid), max(rowid) FROM "{table}"')[0]
-        if low is None or readers < 2 or adbc_dbapi is None or high - low < 2 * BATCH_ROWS:
+        if low is None or readers < 2 or adbc_dbapi is None or high - low < min_rows:
             yield from self.arrow_batches(f'SELECT {select} FROM "{table}" {filtered}')
             return
         step = -(-(high - low + 1) // readers)
