@@ -315,27 +315,23 @@ def launch_results(export: Export, ranges: pd.DataFrame | None) -> LaunchResults
 
 def _scan(export: Export, ranges: pd.DataFrame | None) -> LaunchResults:
     with tempfile.TemporaryDirectory(prefix="llmprof-scan-") as scratch:
-        return _scan_into(export, ranges, Path(scratch))
-
-
-def _scan_into(export: Export, ranges: pd.DataFrame | None, spill: Path) -> LaunchResults:
-    scan = LaunchScan(export, ranges, spill)
-    if RUNTIME in export.columns:
-        sql = (
-            f'SELECT globalTid AS global_tid, start AS start_ns, "end" AS end_ns, '
-            f"correlationId AS correlation_id, nameId AS name FROM {RUNTIME}"
-        )
-        for batch in export.arrow_batches(sql):
-            scan.add_calls(batch)
-        name = export.first_column(KERNEL, "demangledName", "shortName") or "shortName"
-        for table in GPU_OP_TABLES:
-            if table not in export.columns:
-                continue
-            extra = f", deviceId AS device_id, {name} AS name" if table == KERNEL else ""
+        scan = LaunchScan(export, ranges, Path(scratch))
+        if RUNTIME in export.columns:
             sql = (
-                f'SELECT globalPid AS global_pid, correlationId AS correlation_id, start AS start_ns, "end" AS end_ns'
-                f"{extra} FROM {table}"
+                f'SELECT globalTid AS global_tid, start AS start_ns, "end" AS end_ns, '
+                f"correlationId AS correlation_id, nameId AS name FROM {RUNTIME}"
             )
             for batch in export.arrow_batches(sql):
-                scan.add_operations(batch, kernels=table == KERNEL)
-    return scan.finish()
+                scan.add_calls(batch)
+            name = export.first_column(KERNEL, "demangledName", "shortName") or "shortName"
+            for table in GPU_OP_TABLES:
+                if table not in export.columns:
+                    continue
+                extra = f", deviceId AS device_id, {name} AS name" if table == KERNEL else ""
+                sql = (
+                    "SELECT globalPid AS global_pid, correlationId AS correlation_id, "
+                    f'start AS start_ns, "end" AS end_ns{extra} FROM {table}'
+                )
+                for batch in export.arrow_batches(sql):
+                    scan.add_operations(batch, kernels=table == KERNEL)
+        return scan.finish()

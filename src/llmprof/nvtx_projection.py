@@ -186,10 +186,6 @@ class RangeProjection:
         return projected[has_work][PROJECTED_COLUMNS].reset_index(drop=True)
 
 
-def empty_projection() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="int64") for c in PROJECTED_COLUMNS})
-
-
 def nvtx_gpu_projection_summary(projected: pd.DataFrame) -> pd.DataFrame:
     """Per range name and style: projected GPU time, range time and launch counts."""
     projected = projected.copy()
