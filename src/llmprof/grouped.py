@@ -7,6 +7,10 @@ writes anyway), gives every distinct key tuple a dense code, and keeps each valu
 as one ``int64`` that packs the group code above the value. One in-place sort
 per value column then orders rows by group and value at once, which yields every
 statistic exactly, the median included, at 8 bytes per value.
+
+Given a spill folder, a column past ``SORT_BUDGET`` values waits on disk and is
+sorted a key range at a time, so memory stays bounded. Values that do not pack
+(negative, or over 2**40) are rare and kept in memory, sorted on two keys.
 """
 
 from __future__ import annotations
