@@ -75,16 +75,14 @@ def test_null_values_and_keys_are_kept_apart() -> None:
     assert result["value_median"].tolist() == [7.0, 7.0]
 
 
-class _NoNames:
-    """An export stand-in that names no API id (every call gets the NULL name)."""
-
-    def query(self, sql: str) -> list[tuple[int, str]]:
-        return []
+CAPTURE = Path(__file__).parent / "data" / "vllm_inproc_h100_3iter"
 
 
 def _calls(frame: pd.DataFrame, spill: Path) -> CallIndex:
-    scan = LaunchScan(_NoNames(), None, spill)  # type: ignore[arg-type]
-    scan.add_calls(pa.Table.from_pandas(frame, preserve_index=False))
+    """The calls of ``frame`` indexed as a scan indexes them (API names looked up in a real export)."""
+    with open_export(CAPTURE / "vllm.sqlite") as export:
+        scan = LaunchScan(export, None, spill)
+        scan.add_calls(pa.Table.from_pandas(frame, preserve_index=False))
     scan.add_operations(
         pa.table(
             {
@@ -243,14 +241,13 @@ def test_busy_time_and_gaps_equal_a_running_union(
 def test_partitioned_join_prints_what_nsys_printed(monkeypatch: pytest.MonkeyPatch, budget: int) -> None:
     """More calls than the budget: operations wait on disk by partition and are joined one partition at a time."""
     monkeypatch.setattr(launches, "CALL_BUDGET", budget)  # 13,444 calls: 14 partitions, or one
-    capture = Path(__file__).parent / "data" / "vllm_inproc_h100_3iter"
-    for output in run_reports(capture / "vllm.sqlite", "cuda_kern_exec_sum,nvtx_gpu_proj_sum", "csv"):
-        expected = capture / "nsys-stats" / f"vllm_{output.report.name}.csv"
+    for output in run_reports(CAPTURE / "vllm.sqlite", "cuda_kern_exec_sum,nvtx_gpu_proj_sum", "csv"):
+        expected = CAPTURE / "nsys-stats" / f"vllm_{output.report.name}.csv"
         assert output.text == expected.read_text(), output.report.name
 
 
 def test_parallel_readers_return_every_row_once_and_pass_on_errors() -> None:
-    capture = Path(__file__).parent / "data" / "vllm_inproc_h100_3iter" / "vllm.sqlite"
+    capture = CAPTURE / "vllm.sqlite"
     select = 'rowid AS id, "end" - start AS value'
     with open_export(capture) as export:
         alone = pa.Table.from_batches(list(export.arrow_batches(f"SELECT {select} FROM CUPTI_ACTIVITY_KIND_KERNEL")))

@@ -371,7 +371,7 @@ def _write_events(
         if sql is not None:
             resolvers = {column: NameResolver(export, transform) for column, transform in reader.names.items()}
             for raw in export.arrow_batches(sql):
-                if scan is not None:
+                if scan is not None and reader.name in EventScan.ORDER:
                     scan.feed(
                         reader.name, pa.RecordBatch.from_arrays(raw.columns, names=[*schema.names, *reader.extra])
                     )

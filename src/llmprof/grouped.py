@@ -34,6 +34,25 @@ VALUE_MASK = (1 << VALUE_BITS) - 1
 STATISTICS = ("n", "total", "mean", "median", "lo", "hi", "stddev")
 
 
+def int_column(column: pa.Array | pa.ChunkedArray, null: int = -1) -> np.ndarray:
+    """An integer column as int64 numpy (often a view of the batch), NULL as ``null``."""
+    if column.null_count:
+        column = pc.fill_null(column, null)
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype="int64")
+
+
+def read_chunks(path: Path, dtype: np.dtype | str, count: int) -> Iterator[np.ndarray]:
+    """The records of a spill file, ``count`` at a time."""
+    with path.open("rb") as handle:
+        while len(records := np.fromfile(handle, dtype=dtype, count=count)):
+            yield records
+
+
+def bin_shift(low: int, high: int, bits: int = 16) -> int:
+    """Bins of 2**shift units split [low, high] into at most about 2**bits bins, for a histogram."""
+    return max(0, (high - low).bit_length() - bits)
+
+
 def _key_numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A key column as numpy, NULL as ``NULL_KEY`` (integers) or the empty string (text)."""
     text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
@@ -47,9 +66,6 @@ class KeyCodes:
 
     def __init__(self) -> None:
         self.index: dict[tuple[Any, ...], int] = {}
-
-    def __len__(self) -> int:
-        return len(self.index)
 
     def encode(self, columns: Sequence[np.ndarray]) -> np.ndarray:
         """The code of each row's key tuple (new tuples get the next codes)."""
@@ -117,6 +133,7 @@ class _Values:
     def __init__(self, spill: Path | None = None) -> None:
         self.buffer = SpillBuffer(spill, SORT_BUDGET)
         self.wide: list[tuple[np.ndarray, np.ndarray]] = []
+        self.low, self.high = np.iinfo("int64").max, np.iinfo("int64").min  # of the packed values
 
     def add(self, codes: np.ndarray, values: np.ndarray) -> None:
         if not len(values):
@@ -124,6 +141,7 @@ class _Values:
         if int(values.min()) >= 0 and int(values.max()) <= VALUE_MASK and int(codes.max()) < CODE_LIMIT:
             packed = codes << VALUE_BITS
             packed |= values
+            self.low, self.high = min(self.low, int(packed.min())), max(self.high, int(packed.max()))
             self.buffer.append(packed)
         else:
             self.wide.append((codes.copy(), np.array(values, dtype="int64")))
@@ -139,7 +157,7 @@ class _Values:
         if buffer.spilled and buffer.path is not None:
             if not self.wide:
                 try:
-                    return _ranged_statistics(buffer.path, groups, SORT_BUDGET)
+                    return _ranged_statistics(buffer.path, groups, SORT_BUDGET, self.low, self.high)
                 finally:
                     buffer.path.unlink(missing_ok=True)
             buffer.chunks = [np.fromfile(buffer.path, dtype="int64")]  # with unpackable values: all in memory
@@ -174,12 +192,6 @@ class _Values:
         return packed, starts
 
 
-def _spilled_chunks(path: Path, chunk: int) -> Iterator[np.ndarray]:
-    with path.open("rb") as handle:
-        while len(values := np.fromfile(handle, dtype="int64", count=chunk)):
-            yield values
-
-
 def bin_ranges(histogram: np.ndarray, budget: int) -> list[tuple[int, int]]:
     """Consecutive histogram bins joined into ranges of at most ``budget`` (a single bin may hold more)."""
     ranges, first_bin, held = [], 0, 0
@@ -203,10 +215,11 @@ def write_partitions(records: np.ndarray, partition: np.ndarray, handles: Sequen
         records[order[bounds[p] : bounds[p + 1]]].tofile(handle)
 
 
-def _ranged_statistics(path: Path, groups: int, budget: int) -> dict[str, np.ndarray]:
+def _ranged_statistics(path: Path, groups: int, budget: int, low: int, high: int) -> dict[str, np.ndarray]:
     """:func:`statistics` of packed values on disk, holding about ``budget`` of them at a time.
 
-    A first pass counts and sums each group exactly and makes a histogram of the packed keys;
+    ``low`` and ``high`` bound the packed keys. A first pass counts and sums each group exactly
+    and makes a histogram of the packed keys;
     consecutive histogram bins are then joined into key ranges of at most ``budget`` values (a
     single bin may hold more), a second pass writes each value to the file of its range, and
     each range is read, sorted and reduced in key order, so the median is picked at its rank and
@@ -214,12 +227,9 @@ def _ranged_statistics(path: Path, groups: int, budget: int) -> dict[str, np.nda
     """
     counts = np.zeros(groups, dtype="int64")
     totals = np.zeros(groups, dtype="int64")
-    low, high = np.iinfo("int64").max, np.iinfo("int64").min
-    for chunk in _spilled_chunks(path, budget):
-        low, high = min(low, int(chunk.min())), max(high, int(chunk.max()))
-    shift = max(0, (high - low).bit_length() - 16)
+    shift = bin_shift(low, high)
     histogram = np.zeros(((high - low) >> shift) + 1, dtype="int64")
-    for chunk in _spilled_chunks(path, budget):
+    for chunk in read_chunks(path, "int64", budget):
         codes = chunk >> VALUE_BITS
         counts += np.bincount(codes, minlength=groups)
         np.add.at(totals, codes, chunk & VALUE_MASK)
@@ -229,7 +239,7 @@ def _ranged_statistics(path: Path, groups: int, budget: int) -> dict[str, np.nda
     parts = [path.with_name(f"{path.name}.{i}") for i in range(len(ranges))]
     handles = [part.open("wb") for part in parts]
     try:  # one pass puts each value in the file of its key range
-        for chunk in _spilled_chunks(path, budget):
+        for chunk in read_chunks(path, "int64", budget):
             write_partitions(chunk, np.searchsorted(range_starts, chunk, side="right") - 1, handles)
     finally:
         for handle in handles:
@@ -341,7 +351,7 @@ class GroupedValues:
         if column.null_count:
             valid = column.is_valid().to_numpy(zero_copy_only=False)
             codes, column = codes[valid], column.drop_null()
-        self.values[name].add(codes, np.asarray(column.to_numpy(zero_copy_only=False), dtype="int64"))
+        self.values[name].add(codes, int_column(column))
 
     def frame(self) -> pd.DataFrame:
         """Key columns (ascending, NULL first) and ``{value}_{statistic}`` columns, one row per group."""

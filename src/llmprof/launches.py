@@ -14,7 +14,6 @@ stats`` feeds it from lean queries (:func:`launch_results`).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeAlias
@@ -22,9 +21,8 @@ from typing import BinaryIO, TypeAlias
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from .grouped import NULL_KEY, GroupedValues, KeyCodes, SpillBuffer, write_partitions
+from .grouped import NULL_KEY, GroupedValues, KeyCodes, SpillBuffer, int_column, read_chunks, write_partitions
 from .nvtx_projection import RangeProjection
 from .sqlite_io import Export, api_name_sql
 
@@ -40,13 +38,6 @@ KERNEL_COLUMNS = (*OP_COLUMNS, "device_id", "name")
 LAUNCHES_KEY = "launches"  # where an export's memo keeps its LaunchResults
 
 Batch: TypeAlias = pa.RecordBatch | pa.Table
-
-
-def ints(column: pa.Array | pa.ChunkedArray, null: int = -1) -> np.ndarray:
-    """An integer column as int64 numpy (often a view of the batch), NULL as ``null``."""
-    if column.null_count:
-        column = pc.fill_null(column, null)
-    return np.asarray(column.to_numpy(zero_copy_only=False), dtype="int64")
 
 
 class ApiNames:
@@ -101,10 +92,12 @@ class CallIndex:
         if not self.size or not batch.num_rows:
             return np.zeros(0, dtype="int64"), np.zeros(0, dtype="int64")
         if "key" in batch.column_names:  # replayed from a partition: keyed already
-            keys = ints(batch.column("key"))
+            keys = int_column(batch.column("key"))
             valid = np.ones(len(keys), dtype=bool)
         else:
-            keys, valid = self.scan.keys(ints(batch.column("global_pid")), ints(batch.column("correlation_id")))
+            keys, valid = self.scan.keys(
+                int_column(batch.column("global_pid")), int_column(batch.column("correlation_id"))
+            )
         low = np.minimum(np.searchsorted(self.keys, keys), self.size - 1)
         valid &= self.keys[low] == keys
         if self.unique:
@@ -130,12 +123,12 @@ class LaunchTimes:
     def add(self, calls: CallIndex, batch: Batch, rows: np.ndarray, positions: np.ndarray) -> None:
         if not len(rows):
             return
-        device = ints(batch.column("device_id"), NULL_KEY)[rows]
-        kernel = ints(batch.column("name"), NULL_KEY)[rows]
+        device = int_column(batch.column("device_id"), NULL_KEY)[rows]
+        kernel = int_column(batch.column("name"), NULL_KEY)[rows]
         codes = self.grouped.codes.encode([calls.who[positions], device, kernel])
         call_start, call_end = calls.start[positions], calls.end[positions]
-        kernel_start = ints(batch.column("start_ns"))[rows]
-        kernel_end = ints(batch.column("end_ns"))[rows]
+        kernel_start = int_column(batch.column("start_ns"))[rows]
+        kernel_end = int_column(batch.column("end_ns"))[rows]
         self.grouped.add_values("t", codes, np.maximum(call_end, kernel_end) - call_start)
         self.grouped.add_values("a", codes, call_end - call_start)
         queued = kernel_start >= call_end
@@ -167,12 +160,6 @@ CALL_RECORD = np.dtype([("pid_bits", "<i8"), ("correlation", "<i8"), ("start", "
 KEYED_CALL = np.dtype([("key", "<i8"), ("start", "<i8"), ("end", "<i8"), ("who", "<i4")])
 OP_FIELDS = ("key", "start_ns", "end_ns", "device_id", "name")
 OP_RECORD = np.dtype([*((name, "<i8") for name in OP_FIELDS), ("kernel", "<i1")])
-
-
-def _records(path: Path, dtype: np.dtype, chunk: int) -> Iterator[np.ndarray]:
-    with path.open("rb") as handle:
-        while len(records := np.fromfile(handle, dtype=dtype, count=chunk)):
-            yield records
 
 
 def _keyed(scan: LaunchScan, records: np.ndarray) -> np.ndarray:
@@ -212,13 +199,13 @@ class LaunchScan:
 
     def add_calls(self, batch: Batch) -> None:
         assert self.calls is not None, "calls come before GPU operations"
-        global_tid = ints(batch.column("global_tid"))
+        global_tid = int_column(batch.column("global_tid"))
         records = np.empty(len(global_tid), dtype=CALL_RECORD)
         records["pid_bits"] = global_tid & GLOBAL_PID_BITS
-        records["correlation"] = ints(batch.column("correlation_id"))
-        records["start"] = ints(batch.column("start_ns"))
-        records["end"] = ints(batch.column("end_ns"))
-        records["who"] = self.launchers.encode([global_tid, self.api.encode(ints(batch.column("name")))])
+        records["correlation"] = int_column(batch.column("correlation_id"))
+        records["start"] = int_column(batch.column("start_ns"))
+        records["end"] = int_column(batch.column("end_ns"))
+        records["who"] = self.launchers.encode([global_tid, self.api.encode(int_column(batch.column("name")))])
         self.process_bits.update(np.unique(records["pid_bits"]).tolist())
         if len(records):
             self.max_correlation = max(self.max_correlation, int(records["correlation"].max()))
@@ -250,7 +237,7 @@ class LaunchScan:
             return
         self.partitions = -(-calls.size // CALL_BUDGET)
         partitions = [(self.spill / f"calls-{p}.bin").open("wb") for p in range(self.partitions)]
-        for records in _records(self.spill / "calls.bin", CALL_RECORD, READ_CHUNK):  # keyed, split by partition
+        for records in read_chunks(self.spill / "calls.bin", CALL_RECORD, READ_CHUNK):  # keyed, split by partition
             keyed = _keyed(self, records)
             write_partitions(keyed, keyed["key"] % self.partitions, partitions)
         for handle in partitions:
@@ -273,12 +260,12 @@ class LaunchScan:
         if self.index is not None:
             self._join(self.index, batch, kernels)
             return
-        keys, valid = self.keys(ints(batch.column("global_pid")), ints(batch.column("correlation_id")))
+        keys, valid = self.keys(int_column(batch.column("global_pid")), int_column(batch.column("correlation_id")))
         rows = np.flatnonzero(valid)
         records = np.zeros(len(rows), dtype=OP_RECORD)
         records["key"] = keys[rows]
         for name in ("start_ns", "end_ns", *(("device_id", "name") if kernels else ())):
-            records[name] = ints(batch.column(name), NULL_KEY)[rows]
+            records[name] = int_column(batch.column(name), NULL_KEY)[rows]
         records["kernel"] = int(kernels)
         write_partitions(records, records["key"] % self.partitions, self.op_files)
 
@@ -287,7 +274,7 @@ class LaunchScan:
         if kernels:
             self.times.add(index, batch, rows, positions)
         if self.projection is not None and len(rows):
-            starts, ends = ints(batch.column("start_ns"))[rows], ints(batch.column("end_ns"))[rows]
+            starts, ends = int_column(batch.column("start_ns"))[rows], int_column(batch.column("end_ns"))[rows]
             self.projection.add(index, positions, starts, ends)
 
     def finish(self) -> LaunchResults:
@@ -297,7 +284,7 @@ class LaunchScan:
         for p, handle in enumerate(self.op_files):
             handle.close()
             index = self._index(p)
-            for records in _records(self.spill / f"ops-{p}.bin", OP_RECORD, READ_CHUNK):
+            for records in read_chunks(self.spill / f"ops-{p}.bin", OP_RECORD, READ_CHUNK):
                 for kernels in (True, False):
                     mine = records[records["kernel"] == int(kernels)]
                     batch = pa.table({name: mine[name] for name in OP_FIELDS})

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .categories import CATEGORY_ORDER, TENSOR_CORE, WAITING_OSRT, Classifier
-from .grouped import bin_ranges, write_partitions
+from .grouped import bin_ranges, bin_shift, int_column, write_partitions
 from .sqlite_io import Export
 
 TOP_GAPS = 5
@@ -93,10 +93,7 @@ def _gpu_batches(stage: Path) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarr
     for table in GPU_TABLES:
         parquet = pq.ParquetFile(stage / f"{table}.parquet")
         for batch in parquet.iter_batches(columns=["device_id", "start_ns", "end_ns"], batch_size=READ_ROWS):
-            yield tuple(  # type: ignore[misc]
-                np.asarray(pc.fill_null(column, -1).to_numpy(zero_copy_only=False), dtype="int64")
-                for column in batch.columns
-            )
+            yield tuple(int_column(column) for column in batch.columns)  # type: ignore[misc]
 
 
 class _Gaps:
@@ -138,7 +135,7 @@ def _device_windows(stage: Path) -> dict[int, tuple[int, int, np.ndarray, np.nda
     """Per device: first start, shift, and histograms of starts and ends over time bins (2**shift ns)."""
     span = time_span(stage, GPU_TABLES)
     low, high = span if span is not None else (0, 0)
-    shift = max(0, (high - low).bit_length() - 16)
+    shift = bin_shift(low, high)
     bins = ((high - low) >> shift) + 1
     found: dict[int, tuple[int, int, np.ndarray, np.ndarray]] = {}
     for device, start, end in _gpu_batches(stage):

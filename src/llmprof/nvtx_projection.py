@@ -35,6 +35,11 @@ PROJECTED_COLUMNS = [
 ]
 
 
+def _stack_order(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Ranges by start, the outer first where two start together (then as listed)."""
+    return np.lexsort((np.arange(len(start)), -end, start))
+
+
 def _parents_by_stack(start: np.ndarray, end: np.ndarray, order: np.ndarray) -> np.ndarray | None:
     """Innermost enclosing range of each range, when the ranges nest; None if two cross."""
     parent = np.full(len(start), -1, dtype="int64")
@@ -74,7 +79,7 @@ def _nesting(ranges: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, set[int]]:
         idx = group.index.to_numpy()
         start = group["start_ns"].to_numpy()
         end = group["end_ns"].to_numpy()
-        order = np.lexsort((np.arange(len(idx)), -end, start))
+        order = _stack_order(start, end)
         local = _parents_by_stack(start, end, order)
         if local is None:
             local = _parents_by_search(start, end)
@@ -114,7 +119,7 @@ class RangeProjection:
         self.threads: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for thread, group in self.ranges.groupby("global_tid", sort=True):
             idx = group.index.to_numpy()
-            order = idx[np.lexsort((np.arange(len(idx)), -self.end[idx], self.start[idx]))]
+            order = idx[_stack_order(self.start[idx], self.end[idx])]
             self.threads[cast(int, thread)] = (self.start[order], order)  # stack order: start, then outer first
         self.seen: np.ndarray | None = None
         self.seen_for: CallIndex | None = None
