@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llmprof.extract import extract
+from llmprof.analysis.extract import extract
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"

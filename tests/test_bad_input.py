@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import DEMO
 
+from llmprof.analysis.extract import extract
 from llmprof.cli import main
-from llmprof.errors import InputError
-from llmprof.extract import extract
+from llmprof.common.errors import InputError
 
 
 def _truncated(tmp: Path) -> Path:
@@ -88,7 +88,7 @@ def test_bad_sqlite(tmp_path: Path, case: str, command: str) -> None:
 
 def test_failure_midway_leaves_no_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An error after some tables were written removes them all (the folder appears whole or not at all)."""
-    stage = importlib.import_module("llmprof.extract")
+    stage = importlib.import_module("llmprof.analysis.extract")
 
     def boom(*args: object, **kwargs: object) -> dict[str, object]:
         raise InputError("simulated failure while computing metrics")

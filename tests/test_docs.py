@@ -5,7 +5,7 @@ from __future__ import annotations
 from conftest import ROOT
 
 from llmprof.cli import main
-from llmprof.config import schema
+from llmprof.common.config import schema
 
 
 def test_every_command_has_help_and_is_in_the_readme() -> None:

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import CAPTURES, DEMO, by_id
 
-from llmprof import tables
-from llmprof.errors import ConfigError
-from llmprof.extract import extract
-from llmprof.stats import REPORTS
+from llmprof.analysis import tables
+from llmprof.analysis.extract import extract
+from llmprof.analysis.stats import REPORTS
+from llmprof.common.errors import ConfigError
 
 IDS = [c.id for c in CAPTURES]
 
@@ -146,7 +146,7 @@ def test_bad_category_pattern_is_a_config_error(tmp_path: Path) -> None:
 
 def test_standard_library_reader_gives_the_same_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the ADBC driver, extraction reads through sqlite3 and writes byte-identical files."""
-    import llmprof.sqlite_io as sqlite_io
+    import llmprof.nsys.export as sqlite_io
 
     extract(DEMO, tmp_path / "adbc")
     monkeypatch.setattr(sqlite_io, "adbc_dbapi", None)
@@ -155,10 +155,10 @@ def test_standard_library_reader_gives_the_same_files(tmp_path: Path, monkeypatc
 
 
 def test_progress_is_logged_per_table(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level("INFO", logger="llmprof.extract"):
+    with caplog.at_level("INFO", logger="llmprof.analysis.extract"):
         extract(by_id("h100_matmul_capture_range/matmul").sqlite, tmp_path / "out", progress=True)
     assert any(r.getMessage().startswith("kernels: ") and "rows read" in r.getMessage() for r in caplog.records)
     caplog.clear()
-    with caplog.at_level("INFO", logger="llmprof.extract"):
+    with caplog.at_level("INFO", logger="llmprof.analysis.extract"):
         extract(by_id("h100_matmul_capture_range/matmul").sqlite, tmp_path / "quiet", progress=False)
     assert not any("rows read" in r.getMessage() for r in caplog.records)

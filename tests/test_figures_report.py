@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from llmprof.analysis.findings import findings
 from llmprof.cli import main
-from llmprof.figures import FIGURES, FORMATS, draw_figures
-from llmprof.findings import findings
-from llmprof.report import write_report
+from llmprof.render.figures import FIGURES, FORMATS, draw_figures
+from llmprof.render.report import write_report
 
 
 def _digests(folder: Path) -> dict[str, str]:

@@ -14,12 +14,12 @@ import yaml
 from click.testing import CliRunner
 from conftest import ROOT
 
+from llmprof.capture.model import fetch_model
+from llmprof.capture.profile import CAPTURE_RANGE, baseline_run, nsys_arguments
+from llmprof.capture.workload import config_digest, file_prompts, synthetic_prompts
 from llmprof.cli import main
-from llmprof.config import load, run_spec
-from llmprof.errors import ConfigError, LlmprofError
-from llmprof.model import fetch_model
-from llmprof.profile import CAPTURE_RANGE, baseline_run, nsys_arguments
-from llmprof.workload import config_digest, file_prompts, synthetic_prompts
+from llmprof.common.config import load, run_spec
+from llmprof.common.errors import ConfigError, LlmprofError
 
 STUDY = load(ROOT / "config" / "config.yaml")
 

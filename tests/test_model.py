@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from conftest import ROOT
 from safetensors import safe_open
 
+from llmprof.capture.model import fetch_model, load_architecture, model_path, tensor_specs
 from llmprof.cli import main
-from llmprof.errors import ConfigError, InputError
-from llmprof.model import fetch_model, load_architecture, model_path, tensor_specs
+from llmprof.common.errors import ConfigError, InputError
 
 TINY = ROOT / "resources" / "architectures" / "tiny-llama.json"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmprof.nvtx_projection import _nesting, _parents_by_search, _parents_by_stack
+from llmprof.analysis.projection import _nesting, _parents_by_search, _parents_by_stack
 
 
 def _ranges(spans: list[tuple[int, int]], tid: int = 1) -> pd.DataFrame:

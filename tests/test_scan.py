@@ -15,14 +15,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from llmprof import grouped as grouped_module
-from llmprof import launches, metrics
-from llmprof.errors import SchemaError
-from llmprof.grouped import GroupedValues
-from llmprof.launches import CallIndex, LaunchScan
-from llmprof.nvtx_projection import PROJECTED_COLUMNS, RangeProjection
-from llmprof.sqlite_io import open_export
-from llmprof.stats import run_reports
+from llmprof.analysis import grouped as grouped_module
+from llmprof.analysis import launches, metrics
+from llmprof.analysis.grouped import GroupedValues
+from llmprof.analysis.launches import CallIndex, LaunchScan
+from llmprof.analysis.projection import PROJECTED_COLUMNS, RangeProjection
+from llmprof.analysis.stats import run_reports
+from llmprof.common.errors import SchemaError
+from llmprof.nsys.export import open_export
 
 
 def _batches(frame: pd.DataFrame, cuts: list[int]) -> list[pa.Table]:

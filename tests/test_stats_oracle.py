@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import CAPTURES, Capture
 
+from llmprof.analysis.stats import REPORTS, ReportSkipped, to_csv_text
 from llmprof.cli import main
-from llmprof.sqlite_io import open_export
-from llmprof.stats import REPORTS, ReportSkipped, to_csv_text
+from llmprof.nsys.export import open_export
 
 CASES = [(c, name) for c in CAPTURES for name in REPORTS]
 

@@ -17,10 +17,10 @@ import yaml
 from click.testing import CliRunner
 from conftest import ROOT
 
-from llmprof.archive import MANIFEST
 from llmprof.cli import main
-from llmprof.config import expand_sweeps, sweep_run_name
-from llmprof.errors import ConfigError
+from llmprof.common.config import expand_sweeps, sweep_run_name
+from llmprof.common.errors import ConfigError
+from llmprof.evidence.archive import MANIFEST
 
 MODELS = {"m": {"source": "synthetic", "architecture": "resources/architectures/tiny-llama.json"}}
 
@@ -62,7 +62,7 @@ def test_sweep_expands_the_product_into_named_runs() -> None:
     ],
 )
 def test_bad_sweeps_are_rejected(sweep: dict[str, object], message: str) -> None:
-    from llmprof.config import validate
+    from llmprof.common.config import validate
 
     with pytest.raises(ConfigError, match=message):
         expand_sweeps(validate({"models": MODELS, "sweeps": {"s": sweep}}))

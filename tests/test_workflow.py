@@ -10,8 +10,8 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from llmprof import config as llmprof_config
-from llmprof.errors import ConfigError
+from llmprof.common import config as llmprof_config
+from llmprof.common.errors import ConfigError
 
 
 def _snakemake(args: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

@@ -8,10 +8,10 @@ subcommand (``llmprof --help``).
 
 from __future__ import annotations
 
-from .errors import ConfigError, InputError, LlmprofError, SchemaError
-from .extract import extract
-from .sqlite_io import Export, open_export
-from .stats import REPORTS, ReportSkipped, to_csv_text
+from llmprof.analysis.extract import extract
+from llmprof.analysis.stats import REPORTS, ReportSkipped, to_csv_text
+from llmprof.common.errors import ConfigError, InputError, LlmprofError, SchemaError
+from llmprof.nsys.export import Export, open_export
 
 __version__ = "0.1.0"
 

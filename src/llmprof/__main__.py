@@ -1,5 +1,5 @@
 """``python -m llmprof``: the same command line as the ``llmprof`` script."""
 
-from .cli import main
+from llmprof.cli import main
 
 main()

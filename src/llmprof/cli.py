@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__
-from .errors import InputError, LlmprofError
-from .outputs import refuse_existing
+from llmprof import __version__
+from llmprof.common.errors import InputError, LlmprofError
+from llmprof.common.outputs import refuse_existing
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("llmprof")
@@ -102,7 +102,7 @@ def stats(sqlite: Path, reports: str, fmt: str, out: Path | None, force: bool) -
 
     A report whose data is absent is announced as SKIPPED (as nsys does) and is not an error.
     """
-    from .stats import run_reports
+    from llmprof.analysis.stats import run_reports
 
     for result in run_reports(sqlite, reports, fmt):
         name = result.report.name
@@ -127,7 +127,7 @@ def stats(sqlite: Path, reports: str, fmt: str, out: Path | None, force: bool) -
 @common_options
 def export(report: Path, out: Path, nsys: str, force: bool) -> None:
     """Convert an .nsys-rep report to SQLite (needs nsys)."""
-    from .export import export_sqlite
+    from llmprof.nsys.convert import export_sqlite
 
     export_sqlite(report, out, nsys=nsys, force=force)
 
@@ -145,7 +145,7 @@ def export(report: Path, out: Path, nsys: str, force: bool) -> None:
 @common_options
 def extract(sqlite: Path, out: Path, categories: tuple[str, ...], force: bool) -> None:
     """Extract typed Parquet tables, nsys-equal summaries and metrics from an SQLite export."""
-    from .extract import extract as run_extract
+    from llmprof.analysis.extract import extract as run_extract
 
     patterns = None
     if categories:
@@ -166,7 +166,7 @@ def extract(sqlite: Path, out: Path, categories: tuple[str, ...], force: bool) -
 @common_options
 def figures(extract_dir: Path, out: Path, force: bool) -> None:
     """Draw the figures of one run from its extract folder."""
-    from .figures import draw_figures
+    from llmprof.render.figures import draw_figures
 
     for path in draw_figures(extract_dir, out, force=force):
         log.info("wrote %s", path)
@@ -190,7 +190,7 @@ def report(
     force: bool,
 ) -> None:
     """Write the Markdown and HTML report, with findings, of one run."""
-    from .report import write_report
+    from llmprof.render.report import write_report
 
     found = write_report(
         extract_dir, out, run=run_name, figures_dir=figures_dir, record=record, baseline=baseline, force=force
@@ -209,7 +209,7 @@ def report(
 @common_options
 def study(manifest: str, out: Path, force: bool) -> None:
     """Compare the runs of a study: one table, comparison figures and findings; failed runs are listed."""
-    from .study import load_manifest, write_study
+    from llmprof.analysis.study import load_manifest, write_study
 
     table = write_study(load_manifest(manifest), out, force=force)
     failed = table[table["status"] == "failed"]["run"].tolist()
@@ -229,7 +229,7 @@ def provenance(
 ) -> None:
     """Record what made a run's or study's ARTIFACTS (files, folders): config digest, versions, git, container,
     host, time and the sha256 of every file."""
-    from .provenance import write_provenance
+    from llmprof.evidence.provenance import write_provenance
 
     refuse_existing(out, force)
     written = write_provenance(
@@ -251,7 +251,7 @@ def provenance(
 @common_options
 def archive(configfile: Path, root: Path, out: Path, force: bool) -> None:
     """Pack a study (config, captures, records, Parquet, figures, reports, provenance, checksums) into one file."""
-    from .archive import pack
+    from llmprof.evidence.archive import pack
 
     manifest = pack(configfile, out, root=root, force=force)
     log.info("%s: %d files, %d runs", out, len(manifest["files"]), len(manifest["runs"]))
@@ -263,7 +263,7 @@ def archive(configfile: Path, root: Path, out: Path, force: bool) -> None:
 @common_options
 def verify(archive_file: Path, no_rebuild: bool, force: bool) -> None:
     """Check every checksum of an archive and rebuild its analysis from the captures; name what differs."""
-    from .archive import verify as run_verify
+    from llmprof.evidence.archive import verify as run_verify
 
     result = run_verify(archive_file, rebuild=not no_rebuild)
     problems = [
@@ -301,7 +301,7 @@ def _json_option(text: str, what: str) -> dict[str, Any]:
 @common_options
 def model(name: str, spec: str, out: Path, force: bool) -> None:
     """Fetch or build one model: Hugging Face at a pinned commit, a local folder, or synthetic weights."""
-    from .model import fetch_model
+    from llmprof.capture.model import fetch_model
 
     record = fetch_model(name, _json_option(spec, "--spec"), out, force=force)
     log.info("%s: %d files", out, len(record["files"]))
@@ -316,8 +316,8 @@ def model(name: str, spec: str, out: Path, force: bool) -> None:
 @common_options
 def profile(run: str, spec: str, model_dir: Path, out: Path, nsys: str, force: bool) -> None:
     """Profile a run's steady-state vLLM generate under nsys (needs a GPU and nsys)."""
-    from .config import run_spec
-    from .profile import profile_run
+    from llmprof.capture.profile import profile_run
+    from llmprof.common.config import run_spec
 
     record = profile_run(run_spec(run, _json_option(spec, "--spec")), model_dir, out, nsys=nsys, force=force)
     log.info(
@@ -336,8 +336,8 @@ def profile(run: str, spec: str, model_dir: Path, out: Path, nsys: str, force: b
 @common_options
 def baseline(run: str, spec: str, model_dir: Path, out: Path, force: bool) -> None:
     """Run the same workload without nsys, to measure the profiler's overhead (needs a GPU)."""
-    from .config import run_spec
-    from .profile import baseline_run
+    from llmprof.capture.profile import baseline_run
+    from llmprof.common.config import run_spec
 
     record = baseline_run(run_spec(run, _json_option(spec, "--spec")), model_dir, out, force=force)
     log.info("%s: %.1f output tok/s untraced", run, record["output_tokens_per_s"])
@@ -359,7 +359,7 @@ def run_command(spec_file: Path, model_dir: Path, out: Path, with_profile: bool,
     """The instrumented vLLM workload itself (what `profile` runs under nsys); SPEC_FILE holds resolved settings."""
     import json
 
-    from .workload import run_workload
+    from llmprof.capture.workload import run_workload
 
     try:
         spec = json.loads(spec_file.read_text())

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from llmprof.common.errors import ConfigError
 
 #: Every category, in report order; "other" catches what matches nothing.
 CATEGORY_ORDER = (

@@ -27,22 +27,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from . import tables
-from .categories import API_KIND, Classifier, kernel_classifier
-from .grouped import GroupedValues
-from .launches import KERNEL, LAUNCHES_KEY, RUNTIME, LaunchScan
-from .metrics import capture_window, compute_metrics, gpu_activity
-from .outputs import OrderedWorker, ParquetSink, staged_directory, write_json, write_table
-from .sqlite_io import (
-    MEM_KIND_LABELS,
-    MEMCPY_KIND_LABELS,
-    SYNC_TYPE_LABELS,
-    Export,
-    api_name_sql,
-    conform,
-    open_export,
-)
-from .stats import (
+from llmprof.analysis import tables
+from llmprof.analysis.categories import API_KIND, Classifier, kernel_classifier
+from llmprof.analysis.grouped import GroupedValues
+from llmprof.analysis.launches import KERNEL, LAUNCHES_KEY, RUNTIME, LaunchScan
+from llmprof.analysis.metrics import capture_window, compute_metrics, gpu_activity
+from llmprof.analysis.stats import (
     GLOBAL_PID_MASK,
     MEMCPY,
     MEMSET,
@@ -57,6 +47,16 @@ from .stats import (
     nvtx_range_source,
     nvtx_ranges,
     report_table,
+)
+from llmprof.common.outputs import OrderedWorker, ParquetSink, staged_directory, write_json, write_table
+from llmprof.nsys.export import (
+    MEM_KIND_LABELS,
+    MEMCPY_KIND_LABELS,
+    SYNC_TYPE_LABELS,
+    Export,
+    api_name_sql,
+    conform,
+    open_export,
 )
 
 log = logging.getLogger(__name__)

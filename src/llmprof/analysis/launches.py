@@ -22,9 +22,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .grouped import NULL_KEY, GroupedValues, KeyCodes, SpillBuffer, int_column, read_chunks, write_partitions
-from .nvtx_projection import RangeProjection
-from .sqlite_io import Export, api_name_sql
+from llmprof.analysis.grouped import (
+    NULL_KEY,
+    GroupedValues,
+    KeyCodes,
+    SpillBuffer,
+    int_column,
+    read_chunks,
+    write_partitions,
+)
+from llmprof.analysis.projection import RangeProjection
+from llmprof.nsys.export import Export, api_name_sql
 
 KERNEL = "CUPTI_ACTIVITY_KIND_KERNEL"
 RUNTIME = "CUPTI_ACTIVITY_KIND_RUNTIME"

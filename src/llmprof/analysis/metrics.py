@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .categories import CATEGORY_ORDER, TENSOR_CORE, WAITING_OSRT, Classifier
-from .grouped import bin_ranges, bin_shift, int_column, write_partitions
-from .sqlite_io import Export
+from llmprof.analysis.categories import CATEGORY_ORDER, TENSOR_CORE, WAITING_OSRT, Classifier
+from llmprof.analysis.grouped import bin_ranges, bin_shift, int_column, write_partitions
+from llmprof.nsys.export import Export
 
 TOP_GAPS = 5
 TOP_KERNELS = 10

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 import pandas as pd
 
-from .sqlite_io import sqlite_round
+from llmprof.nsys.export import sqlite_round
 
 if TYPE_CHECKING:
-    from .launches import CallIndex
+    from llmprof.analysis.launches import CallIndex
 
 PROJECTED_COLUMNS = [
     "name",

@@ -23,11 +23,11 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from .errors import ConfigError
-from .grouped import GroupedValues
-from .launches import KERNEL, RUNTIME, LaunchResults, launch_results
-from .nvtx_projection import nvtx_gpu_projection_summary
-from .sqlite_io import (
+from llmprof.analysis.grouped import GroupedValues
+from llmprof.analysis.launches import KERNEL, RUNTIME, LaunchResults, launch_results
+from llmprof.analysis.projection import nvtx_gpu_projection_summary
+from llmprof.common.errors import ConfigError
+from llmprof.nsys.export import (
     NVTX_DOMAIN_CREATE,
     NVTX_PUSH_POP,
     NVTX_RANGE_TYPES,

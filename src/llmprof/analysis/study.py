@@ -16,12 +16,12 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from .categories import CATEGORY_ORDER
-from .errors import InputError
-from .findings import Finding, profiler_overhead
-from .metrics import records
-from .outputs import staged_directory, write_json, write_table
-from .report import Block, Heading, Paragraph, Table, load_json, load_metrics, to_html, to_markdown
+from llmprof.analysis.categories import CATEGORY_ORDER
+from llmprof.analysis.findings import Finding, profiler_overhead
+from llmprof.analysis.metrics import records
+from llmprof.common.errors import InputError
+from llmprof.common.outputs import staged_directory, write_json, write_table
+from llmprof.render.report import Block, Heading, Paragraph, Table, load_json, load_metrics, to_html, to_markdown
 
 #: Run parameters compared across runs, from the run record's settings (in this order).
 PARAMETERS = (
@@ -264,7 +264,7 @@ def _cell(value: Any, kind: str = "") -> str:
 
 
 def study_blocks(table: pd.DataFrame, found: list[Finding], figure_dir: str) -> list[Block]:
-    from .figures import STUDY_FIGURES
+    from llmprof.render.figures import STUDY_FIGURES
 
     columns = (
         ("run", ""),
@@ -300,7 +300,7 @@ def study_blocks(table: pd.DataFrame, found: list[Finding], figure_dir: str) -> 
         ]
     if not found:
         blocks.append(Paragraph("No comparison finding: fewer than two complete runs differ in a run parameter."))
-    from .report import Figure
+    from llmprof.render.report import Figure
 
     blocks.append(Heading("Figures"))
     blocks += [Figure(f"{figure_dir}/{name}.png", caption) for name, (_, _, caption) in STUDY_FIGURES.items()]
@@ -309,7 +309,7 @@ def study_blocks(table: pd.DataFrame, found: list[Finding], figure_dir: str) -> 
 
 def write_study(entries: list[RunEntry], out: str | Path, *, force: bool = False) -> pd.DataFrame:
     """Write runs.parquet, figures/, report.md, report.html and findings.json of a study into ``out``."""
-    from .figures import draw_study_figures
+    from llmprof.render.figures import draw_study_figures
 
     table = study_table(entries)
     found = study_findings(table)

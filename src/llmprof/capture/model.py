@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import read_mapping
-from .errors import ConfigError, InputError
-from .outputs import staged_directory, write_json
+from llmprof.common.config import read_mapping
+from llmprof.common.errors import ConfigError, InputError
+from llmprof.common.outputs import staged_directory, write_json
 
 #: Weight dtypes a synthetic checkpoint can be written in (safetensors names).
 DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}

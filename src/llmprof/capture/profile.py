@@ -18,12 +18,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import LlmprofError
-from .export import ToolError, export_sqlite
-from .launches import KERNEL
-from .outputs import refuse_existing, staged_directory, write_json
-from .sqlite_io import open_export
-from .workload import WORKLOAD_ENV
+from llmprof.analysis.launches import KERNEL
+from llmprof.capture.workload import WORKLOAD_ENV
+from llmprof.common.errors import LlmprofError
+from llmprof.common.outputs import refuse_existing, staged_directory, write_json
+from llmprof.nsys.convert import ToolError, export_sqlite
+from llmprof.nsys.export import open_export
 
 #: Flags that make the capture the steady state only; not configurable.
 CAPTURE_RANGE = ["--capture-range=cudaProfilerApi", "--capture-range-end=stop", "--force-overwrite=true"]

@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .errors import ConfigError
+from llmprof.common.errors import ConfigError
 
 SCHEMA_RESOURCE = "config.schema.yaml"
 

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import InputError
+from llmprof.common.errors import InputError
 
 Item = TypeVar("Item")
 

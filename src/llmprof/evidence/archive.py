@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .config import expand_sweeps, load
-from .errors import InputError
-from .extract import extract
-from .figures import draw_figures
-from .outputs import refuse_existing
-from .report import write_report
-from .study import RunEntry, write_study
+from llmprof import __version__
+from llmprof.analysis.extract import extract
+from llmprof.analysis.study import RunEntry, write_study
+from llmprof.common.config import expand_sweeps, load
+from llmprof.common.errors import InputError
+from llmprof.common.outputs import refuse_existing
+from llmprof.render.figures import draw_figures
+from llmprof.render.report import write_report
 
 MANIFEST = "MANIFEST.json"
 

@@ -7,9 +7,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .errors import InputError, LlmprofError
-from .outputs import refuse_existing
-from .sqlite_io import open_export
+from llmprof.common.errors import InputError, LlmprofError
+from llmprof.common.outputs import refuse_existing
+from llmprof.nsys.export import open_export
 
 
 class ToolError(LlmprofError):

@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .errors import InputError, SchemaError
+from llmprof.common.errors import InputError, SchemaError
 
 try:  # the fast path to Arrow; the standard library's sqlite3 serves where it is not installed
     import adbc_driver_sqlite.dbapi as adbc_dbapi

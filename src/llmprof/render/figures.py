@@ -25,10 +25,10 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from .categories import CATEGORY_ORDER, kernel_label  # noqa: E402
-from .errors import InputError  # noqa: E402
-from .metrics import grouped_sums, records, step_phase, time_span  # noqa: E402
-from .outputs import staged_directory  # noqa: E402
+from llmprof.analysis.categories import CATEGORY_ORDER, kernel_label  # noqa: E402
+from llmprof.analysis.metrics import grouped_sums, records, step_phase, time_span  # noqa: E402
+from llmprof.common.errors import InputError  # noqa: E402
+from llmprof.common.outputs import staged_directory  # noqa: E402
 
 FORMATS = ("png", "svg")
 DPI = 120
@@ -251,7 +251,7 @@ def draw_figures(extract_dir: str | Path, out: str | Path, *, force: bool = Fals
 
 def _study_x(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """Successful runs ordered along the swept parameter (or by name), and the x column."""
-    from .study import swept_parameter
+    from llmprof.analysis.study import swept_parameter
 
     ok = table[table["status"] == "ok"].copy()
     parameter = swept_parameter(table)

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .categories import kernel_label
-from .errors import InputError
-from .figures import FIGURES
-from .findings import Finding, findings, profiler_overhead
-from .outputs import staged_directory, write_json
+from llmprof.analysis.categories import kernel_label
+from llmprof.analysis.findings import Finding, findings, profiler_overhead
+from llmprof.common.errors import InputError
+from llmprof.common.outputs import staged_directory, write_json
+from llmprof.render.figures import FIGURES
 
 
 @dataclass(frozen=True)
