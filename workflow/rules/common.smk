@@ -5,7 +5,7 @@ import shlex
 
 from snakemake.utils import validate
 
-from llmprof.config import expand_sweeps
+from llmprof.common.config import expand_sweeps
 
 
 validate(config, "../../config/schema.yaml", set_default=False)  # defaults are filled per stage by llmprof
