@@ -11,9 +11,8 @@ from __future__ import annotations
 from llmprof.analysis.extract import extract
 from llmprof.analysis.stats import REPORTS, ReportSkipped, to_csv_text
 from llmprof.common.errors import ConfigError, InputError, LlmprofError, SchemaError
+from llmprof.common.version import __version__
 from llmprof.nsys.export import Export, open_export
-
-__version__ = "0.1.0"
 
 __all__ = [
     "REPORTS",

@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 import click
 
-from llmprof import __version__
 from llmprof.common.errors import InputError, LlmprofError
 from llmprof.common.outputs import refuse_existing
+from llmprof.common.version import __version__
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("llmprof")

@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from llmprof import __version__
 from llmprof.capture.model import model_path
 from llmprof.common.config import config_digest
 from llmprof.common.errors import ConfigError, InputError
 from llmprof.common.outputs import write_json
+from llmprof.common.version import __version__
 
 #: Environment every workload runs with: spawned workers (CUDA cannot fork), no telemetry.
 WORKLOAD_ENV = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}

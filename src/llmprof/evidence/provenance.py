@@ -16,10 +16,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from llmprof import __version__
 from llmprof.capture.model import file_record
 from llmprof.common.config import config_digest
 from llmprof.common.outputs import write_json
+from llmprof.common.version import __version__
 
 PACKAGES = ("pandas", "pyarrow", "numpy", "matplotlib", "seaborn", "snakemake", "vllm", "torch", "nvtx")
 
