@@ -187,7 +187,7 @@ def test_projection_equals_the_range_by_range_definition(tmp_path: Path, seed: i
         rows, positions = index.match(batch)
         starts = batch.column("start_ns").to_numpy()[rows]
         ends = batch.column("end_ns").to_numpy()[rows]
-        projection.add(index, positions, starts, ends)
+        projection.add(index.launched(positions, starts, ends))
     got = projection.frame()
     assert list(got.columns) == PROJECTED_COLUMNS
     matched = ops[ops.correlation_id < call_count].rename(columns={"start_ns": "start", "end_ns": "end"})

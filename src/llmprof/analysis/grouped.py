@@ -15,8 +15,10 @@ sorted a key range at a time, so memory stays bounded. Values that do not pack
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -219,12 +221,27 @@ def _ranged_statistics(path: Path, groups: int, budget: int, low: int, high: int
     """:func:`statistics` of packed values on disk, holding about ``budget`` of them at a time.
 
     ``low`` and ``high`` bound the packed keys. A first pass counts and sums each group exactly
-    and makes a histogram of the packed keys;
-    consecutive histogram bins are then joined into key ranges of at most ``budget`` values (a
-    single bin may hold more), a second pass writes each value to the file of its range, and
-    each range is read, sorted and reduced in key order, so the median is picked at its rank and
-    the squared deviations are summed in value order. The input file is consumed.
+    and makes a histogram of the packed keys; consecutive histogram bins are then joined into
+    key ranges of at most ``budget`` values (a single bin may hold more), a second pass writes
+    each value to the file of its range, and each range is read, sorted and reduced in key
+    order, so the median is picked at its rank and the squared deviations are summed in value
+    order. The input file is consumed.
     """
+    counts, totals, shift, histogram = _count_and_bin(path, groups, budget, low, high)
+    parts = _file_by_key_range(path, budget, low, shift, histogram)
+    reduction = _RangeReduction(counts, totals)
+    for file in parts:
+        part = np.fromfile(file, dtype="int64")
+        file.unlink()
+        reduction.add(part)
+        del part
+    return reduction.result()
+
+
+def _count_and_bin(
+    path: Path, groups: int, budget: int, low: int, high: int
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """Count and exact total per group, and a histogram of the packed keys over bins of 2**shift."""
     counts = np.zeros(groups, dtype="int64")
     totals = np.zeros(groups, dtype="int64")
     shift = bin_shift(low, high)
@@ -234,54 +251,69 @@ def _ranged_statistics(path: Path, groups: int, budget: int, low: int, high: int
         counts += np.bincount(codes, minlength=groups)
         np.add.at(totals, codes, chunk & VALUE_MASK)
         histogram += np.bincount((chunk - low) >> shift, minlength=len(histogram))
+    return counts, totals, shift, histogram
+
+
+def _file_by_key_range(path: Path, budget: int, low: int, shift: int, histogram: np.ndarray) -> list[Path]:
+    """Each packed value moved to the file of its key range, ranges in key order (``path`` is consumed)."""
     ranges = bin_ranges(histogram, budget)
     range_starts = np.array([low + (first << shift) for first, _ in ranges], dtype="int64")
     parts = [path.with_name(f"{path.name}.{i}") for i in range(len(ranges))]
     handles = [part.open("wb") for part in parts]
-    try:  # one pass puts each value in the file of its key range
+    try:
         for chunk in read_chunks(path, "int64", budget):
             write_partitions(chunk, np.searchsorted(range_starts, chunk, side="right") - 1, handles)
     finally:
         for handle in handles:
             handle.close()
     path.unlink()
-    present = counts > 0
-    mean = np.where(present, totals / np.maximum(counts, 1), np.nan)
-    ranks = ((counts - 1) // 2, counts // 2)
-    picked = [np.zeros(groups, dtype="int64"), np.zeros(groups, dtype="int64")]
-    lo, hi = np.full(groups, np.nan), np.full(groups, np.nan)
-    squares = np.zeros(groups)
-    seen = np.zeros(groups, dtype="int64")
-    bounds = np.arange(groups + 1, dtype="int64") << VALUE_BITS
-    for file in parts:
-        part = np.fromfile(file, dtype="int64")
-        file.unlink()
+    return parts
+
+
+class _RangeReduction:
+    """Median, extremes and deviation per group, from packed values handed over one key range at a time."""
+
+    def __init__(self, counts: np.ndarray, totals: np.ndarray) -> None:
+        groups = len(counts)
+        self.counts, self.totals = counts, totals
+        self.mean = np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
+        self.ranks = ((counts - 1) // 2, counts // 2)
+        self.picked = [np.zeros(groups, dtype="int64"), np.zeros(groups, dtype="int64")]
+        self.lo, self.hi = np.full(groups, np.nan), np.full(groups, np.nan)
+        self.squares = np.zeros(groups)
+        self.seen = np.zeros(groups, dtype="int64")
+        self.bounds = np.arange(groups + 1, dtype="int64") << VALUE_BITS
+
+    def add(self, part: np.ndarray) -> None:
+        """The packed values of the next key range (sorted and unpacked in place)."""
         part.sort()
-        starts = np.searchsorted(part, bounds)
+        starts = np.searchsorted(part, self.bounds)
         part &= VALUE_MASK
         n = np.diff(starts)
         here = np.flatnonzero(n)
         begin, size = starts[here], n[here]
-        lo[here] = np.where(seen[here] == 0, part[begin], lo[here])
-        hi[here] = part[begin + size - 1]
-        for rank, values in zip(ranks, picked):
-            local = rank[here] - seen[here]
+        self.lo[here] = np.where(self.seen[here] == 0, part[begin], self.lo[here])
+        self.hi[here] = part[begin + size - 1]
+        for rank, values in zip(self.ranks, self.picked):
+            local = rank[here] - self.seen[here]
             inside = (local >= 0) & (local < size)
             values[here[inside]] = part[begin[inside] + local[inside]]
-        deviation = part - np.repeat(mean[here], size)
+        deviation = part - np.repeat(self.mean[here], size)
         deviation *= deviation
-        squares[here] += np.add.reduceat(deviation, begin)
-        seen[here] += size
-        del part, deviation
-    return {
-        "n": counts,
-        "total": totals,
-        "mean": mean,
-        "median": np.where(present, (picked[0] + picked[1]) / 2.0, np.nan),
-        "lo": lo,
-        "hi": hi,
-        "stddev": np.where(counts > 1, np.sqrt(squares / np.maximum(counts - 1, 1)), 0.0),
-    }
+        self.squares[here] += np.add.reduceat(deviation, begin)
+        self.seen[here] += size
+
+    def result(self) -> dict[str, np.ndarray]:
+        counts, present = self.counts, self.counts > 0
+        return {
+            "n": counts,
+            "total": self.totals,
+            "mean": self.mean,
+            "median": np.where(present, (self.picked[0] + self.picked[1]) / 2.0, np.nan),
+            "lo": self.lo,
+            "hi": self.hi,
+            "stddev": np.where(counts > 1, np.sqrt(self.squares / np.maximum(counts - 1, 1)), 0.0),
+        }
 
 
 def statistics(values: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:
@@ -372,3 +404,11 @@ class GroupedValues:
             for statistic in STATISTICS:
                 result[f"{name}_{statistic}"] = stats[statistic][order]
         return result
+
+
+def sqlite_round(value: float, decimals: int = 1) -> float:
+    """Round half away from zero on the exact binary value, as SQLite's round() (and so nsys stats) does."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return math.nan
+    quantum = Decimal(1).scaleb(-decimals)
+    return float(Decimal(float(value)).quantize(quantum, rounding=ROUND_HALF_UP))

@@ -31,19 +31,10 @@ from llmprof.analysis.grouped import (
     read_chunks,
     write_partitions,
 )
-from llmprof.analysis.projection import RangeProjection
-from llmprof.nsys.export import Export, api_name_sql
-
-KERNEL = "CUPTI_ACTIVITY_KIND_KERNEL"
-RUNTIME = "CUPTI_ACTIVITY_KIND_RUNTIME"
-GPU_OP_TABLES = (KERNEL, "CUPTI_ACTIVITY_KIND_MEMCPY", "CUPTI_ACTIVITY_KIND_MEMSET")
-GLOBAL_PID_BITS = np.int64(~0xFFFFFF)  # the host and process bits of a globalTid
-#: Columns a scan reads, by name: calls, every GPU operation, and kernels on top.
-CALL_COLUMNS = ("global_tid", "start_ns", "end_ns", "correlation_id", "name")
-OP_COLUMNS = ("global_pid", "correlation_id", "start_ns", "end_ns")
-KERNEL_COLUMNS = (*OP_COLUMNS, "device_id", "name")
-
-LAUNCHES_KEY = "launches"  # where an export's memo keeps its LaunchResults
+from llmprof.analysis.projection import Launched, RangeProjection
+from llmprof.nsys import events
+from llmprof.nsys.export import Export
+from llmprof.nsys.schema import global_pids
 
 Batch: TypeAlias = pa.RecordBatch | pa.Table
 
@@ -59,13 +50,10 @@ class ApiNames:
     def encode(self, ids: np.ndarray) -> np.ndarray:
         inverse, uniques = pd.factorize(ids)
         missing = [int(i) for i in uniques if int(i) not in self.code_of_id]
-        for start in range(0, len(missing), 10_000):
-            chunk = missing[start : start + 10_000]
-            listed = ",".join(str(i) for i in chunk)
-            found = dict(self.export.query(f"SELECT id, {api_name_sql('value')} FROM StringIds WHERE id IN ({listed})"))
-            for i in chunk:
-                name = found.get(i)  # an id StringIds lacks names nothing, as SQL's LEFT JOIN does
-                self.code_of_id[i] = self.code_of_name.setdefault(name, len(self.code_of_name))
+        found = events.lookup_strings(self.export, missing, events.API_NAME)
+        for i in missing:
+            name = found.get(i)  # an id StringIds lacks names nothing, as SQL's LEFT JOIN does
+            self.code_of_id[i] = self.code_of_name.setdefault(name, len(self.code_of_name))
         codes = np.fromiter((self.code_of_id[int(i)] for i in uniques), "int64", len(uniques))
         return codes[inverse]
 
@@ -81,7 +69,17 @@ class CallIndex:
     ``who_thread`` gives each launcher's globalTid.
     """
 
-    def __init__(self, keys: np.ndarray, start: np.ndarray, end: np.ndarray, who: np.ndarray, scan: LaunchScan) -> None:
+    def __init__(
+        self,
+        keys: np.ndarray,
+        start: np.ndarray,
+        end: np.ndarray,
+        who: np.ndarray,
+        scan: LaunchScan,
+        partition: int = 0,
+    ) -> None:
+        """``partition``: which set of the calls this index holds (the join may take one at a time)."""
+        self.partition = partition
         order = np.argsort(keys, kind="stable")
         keys.sort()  # in place: a sorted copy would cost another 8 bytes per call
         self.keys = keys
@@ -115,6 +113,12 @@ class CallIndex:
         rows = np.repeat(np.arange(len(keys)), counts)
         offsets = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
         return rows, np.repeat(low, counts) + offsets
+
+    def launched(self, positions: np.ndarray, op_start: np.ndarray, op_end: np.ndarray) -> Launched:
+        """Matched operations (start, end) beside the calls at ``positions`` that launched them."""
+        thread = self.who_thread[self.who[positions]]
+        start, end = self.start[positions], self.end[positions]
+        return Launched(self.partition, self.size, positions, thread, start, end, op_start, op_end)
 
 
 class LaunchTimes:
@@ -209,7 +213,7 @@ class LaunchScan:
         assert self.calls is not None, "calls come before GPU operations"
         global_tid = int_column(batch.column("global_tid"))
         records = np.empty(len(global_tid), dtype=CALL_RECORD)
-        records["pid_bits"] = global_tid & GLOBAL_PID_BITS
+        records["pid_bits"] = global_pids(global_tid)
         records["correlation"] = int_column(batch.column("correlation_id"))
         records["start"] = int_column(batch.column("start_ns"))
         records["end"] = int_column(batch.column("end_ns"))
@@ -258,10 +262,10 @@ class LaunchScan:
         path = self.spill / f"calls-{partition}.bin"
         keyed = np.fromfile(path, dtype=KEYED_CALL)
         path.unlink()
-        return self._keyed_index(keyed)
+        return self._keyed_index(keyed, partition)
 
-    def _keyed_index(self, keyed: np.ndarray) -> CallIndex:
-        return CallIndex(keyed["key"].copy(), keyed["start"], keyed["end"], keyed["who"], self)
+    def _keyed_index(self, keyed: np.ndarray, partition: int = 0) -> CallIndex:
+        return CallIndex(keyed["key"].copy(), keyed["start"], keyed["end"], keyed["who"], self, partition)
 
     def add_operations(self, batch: Batch, kernels: bool) -> None:
         self._calls_done()
@@ -283,7 +287,7 @@ class LaunchScan:
             self.times.add(index, batch, rows, positions)
         if self.projection is not None and len(rows):
             starts, ends = int_column(batch.column("start_ns"))[rows], int_column(batch.column("end_ns"))[rows]
-            self.projection.add(index, positions, starts, ends)
+            self.projection.add(index.launched(positions, starts, ends))
 
     def finish(self) -> LaunchResults:
         """Join what waits in partitions, then the statistics and the projection; the scratch folder goes."""
@@ -303,30 +307,13 @@ class LaunchScan:
         return LaunchResults(self.times.frame(self.who_thread, self.who_api, self.api.names()), projected)
 
 
-def launch_results(export: Export, ranges: pd.DataFrame | None) -> LaunchResults:
-    """Scan an export with lean queries (only the columns the join needs), once per export."""
-    return export.memoized(LAUNCHES_KEY, lambda: _scan(export, ranges))  # type: ignore[no-any-return]
-
-
-def _scan(export: Export, ranges: pd.DataFrame | None) -> LaunchResults:
+def launch_results(export: Export) -> LaunchResults:
+    """Scan an export with lean queries, only the columns the join needs."""
     with tempfile.TemporaryDirectory(prefix="llmprof-scan-") as scratch:
-        scan = LaunchScan(export, ranges, Path(scratch))
-        if RUNTIME in export.columns:
-            sql = (
-                f'SELECT globalTid AS global_tid, start AS start_ns, "end" AS end_ns, '
-                f"correlationId AS correlation_id, nameId AS name FROM {RUNTIME}"
-            )
-            for batch in export.arrow_batches(sql):
+        scan = LaunchScan(export, events.nvtx_ranges(export), Path(scratch))
+        if events.has_events(export, "cuda_api"):
+            for batch in events.call_batches(export):
                 scan.add_calls(batch)
-            name = export.first_column(KERNEL, "demangledName", "shortName") or "shortName"
-            for table in GPU_OP_TABLES:
-                if table not in export.columns:
-                    continue
-                extra = f", deviceId AS device_id, {name} AS name" if table == KERNEL else ""
-                sql = (
-                    "SELECT globalPid AS global_pid, correlationId AS correlation_id, "
-                    f'start AS start_ns, "end" AS end_ns{extra} FROM {table}'
-                )
-                for batch in export.arrow_batches(sql):
-                    scan.add_operations(batch, kernels=table == KERNEL)
+            for kernels, batch in events.gpu_operation_batches(export):
+                scan.add_operations(batch, kernels=kernels)
         return scan.finish()

@@ -9,15 +9,13 @@ engine step, and it is what ``nsys stats -r nvtx_gpu_proj_sum`` summarises.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
 
-from llmprof.nsys.export import sqlite_round
-
-if TYPE_CHECKING:
-    from llmprof.analysis.launches import CallIndex
+from llmprof.analysis.grouped import sqlite_round
 
 PROJECTED_COLUMNS = [
     "name",
@@ -33,6 +31,24 @@ PROJECTED_COLUMNS = [
     "level",
     "children",
 ]
+
+
+@dataclass(frozen=True)
+class Launched:
+    """GPU operations and the CUDA calls that launched them, one row per operation.
+
+    Calls are numbered within a set (``partition``, holding ``calls`` of them): the join of
+    operations to calls may run one partition of the calls at a time.
+    """
+
+    partition: int
+    calls: int
+    call: np.ndarray  # position of the launching call in its partition
+    thread: np.ndarray  # globalTid of the launching call
+    call_start: np.ndarray
+    call_end: np.ndarray
+    op_start: np.ndarray
+    op_end: np.ndarray
 
 
 def _stack_order(start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -122,44 +138,57 @@ class RangeProjection:
             order = idx[_stack_order(self.start[idx], self.end[idx])]
             self.threads[cast(int, thread)] = (self.start[order], order)  # stack order: start, then outer first
         self.seen: np.ndarray | None = None
-        self.seen_for: CallIndex | None = None
+        self.seen_for: int | None = None
 
-    def add(self, calls: CallIndex, positions: np.ndarray, op_start: np.ndarray, op_end: np.ndarray) -> None:
-        """GPU operations (start, end) launched by the calls at ``positions`` of ``calls``."""
-        if self.seen is None or self.seen_for is not calls:  # one flag per call of this index (partition)
-            self.seen, self.seen_for = np.zeros(calls.size, dtype=bool), calls
-        thread = calls.who_thread[calls.who[positions]]
-        fresh = ~self.seen[positions]  # a call counts once, at its first operation
+    def add(self, launched: Launched) -> None:
+        """GPU operations and their launching calls."""
+        first = self._first_operations(launched)
+        for tid, (sorted_start, order) in self.threads.items():
+            rows = np.flatnonzero(launched.thread == tid)
+            if not len(rows):
+                continue
+            call_start, call_end = launched.call_start[rows], launched.call_end[rows]
+            if tid in self.crossing:
+                for r in order:
+                    inside = (call_start >= self.start[r]) & (call_start <= self.end[r]) & (call_end <= self.end[r])
+                    self._accumulate(np.full(int(inside.sum()), r), rows[inside], launched, first)
+                continue
+            node = self._innermost(sorted_start, order, call_start, call_end)
+            held = node >= 0
+            self._accumulate(node[held], rows[held], launched, first)
+
+    def _first_operations(self, launched: Launched) -> np.ndarray:
+        """Which operations are the first seen of their call: a call counts once, at its first operation."""
+        if self.seen is None or self.seen_for != launched.partition:  # one flag per call of this partition
+            self.seen, self.seen_for = np.zeros(launched.calls, dtype=bool), launched.partition
+        positions = launched.call
+        fresh = ~self.seen[positions]
         first = np.zeros(len(positions), dtype=bool)
         _, at = np.unique(positions[fresh], return_index=True)
         first[np.flatnonzero(fresh)[at]] = True
         self.seen[positions] = True
-        for tid, (sorted_start, order) in self.threads.items():
-            rows = np.flatnonzero(thread == tid)
-            if not len(rows):
-                continue
-            call_start, call_end = calls.start[positions[rows]], calls.end[positions[rows]]
-            if tid in self.crossing:
-                for r in order:
-                    inside = (call_start >= self.start[r]) & (call_start <= self.end[r]) & (call_end <= self.end[r])
-                    self._accumulate(np.full(int(inside.sum()), r), rows[inside], op_start, op_end, first)
-                continue
-            candidate = np.searchsorted(sorted_start, call_start, side="right") - 1
-            node = np.where(candidate >= 0, order[np.maximum(candidate, 0)], -1)
-            while True:
-                climb = np.flatnonzero(node >= 0)
-                climb = climb[self.end[node[climb]] < call_end[climb]]
-                if not len(climb):
-                    break
-                node[climb] = self.parent[node[climb]]
-            held = node >= 0
-            self._accumulate(node[held], rows[held], op_start, op_end, first)
+        return first
 
-    def _accumulate(
-        self, node: np.ndarray, rows: np.ndarray, op_start: np.ndarray, op_end: np.ndarray, first: np.ndarray
-    ) -> None:
+    def _innermost(
+        self, sorted_start: np.ndarray, order: np.ndarray, call_start: np.ndarray, call_end: np.ndarray
+    ) -> np.ndarray:
+        """On a thread whose ranges nest: the innermost range holding each call (-1 for none).
+
+        That is the last range to start before the call, or its nearest ancestor that outlasts the call.
+        """
+        candidate = np.searchsorted(sorted_start, call_start, side="right") - 1
+        node = np.where(candidate >= 0, order[np.maximum(candidate, 0)], -1)
+        while True:
+            climb = np.flatnonzero(node >= 0)
+            climb = climb[self.end[node[climb]] < call_end[climb]]
+            if not len(climb):
+                return node
+            node[climb] = self.parent[node[climb]]
+
+    def _accumulate(self, node: np.ndarray, rows: np.ndarray, launched: Launched, first: np.ndarray) -> None:
         if not len(node):
             return
+        op_start, op_end = launched.op_start, launched.op_end
         np.minimum.at(self.proj_start, node, op_start[rows])
         np.maximum.at(self.proj_end, node, op_end[rows])
         np.add.at(self.gpu_ops, node, 1)

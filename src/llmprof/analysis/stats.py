@@ -1,55 +1,94 @@
 """Summaries equal to ``nsys stats`` reports, computed without nsys.
 
-Each report is a :class:`Report`: a function from an open export to a frame
-with snake_case columns (units in the names), plus how nsys 2025.3 titles and
-prints each column, so ``llmprof stats --format csv`` prints what
-``nsys stats --format csv --timeunit ns`` prints. Each report reads only the
-columns it needs as Arrow batches and groups them with
-:class:`~llmprof.grouped.GroupedValues` (exact medians included); kern_exec and
-the NVTX projection share one join of GPU work to calls (``launches``). Inside
-``llmprof extract`` the same results come from the extraction's own scan
-(left in the export's memo), so the export is read once.
+Each report is a :class:`Report`: a function of the export's rows to a frame with
+snake_case columns (units in the names), plus how nsys 2025.3 titles and prints each
+column, so ``llmprof stats --format csv`` prints what ``nsys stats --format csv
+--timeunit ns`` prints. Reports read their rows through :mod:`llmprof.nsys.events`
+as Arrow batches and group them with :class:`~llmprof.analysis.grouped.GroupedValues`
+(exact medians included). Scans that several reports share (durations per name, the
+join of GPU work to calls behind kern_exec and the NVTX projection) run once per
+export through :class:`SharedScans`; ``llmprof extract`` hands in the results of its
+own pass, so the export is read once.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar, cast
 
 import pandas as pd
 import pyarrow as pa
 
-from llmprof.analysis.grouped import GroupedValues
-from llmprof.analysis.launches import KERNEL, RUNTIME, LaunchResults, launch_results
+from llmprof.analysis.grouped import GroupedValues, sqlite_round
+from llmprof.analysis.launches import LaunchResults, launch_results
 from llmprof.analysis.projection import nvtx_gpu_projection_summary
 from llmprof.common.errors import ConfigError
-from llmprof.nsys.export import (
-    NVTX_DOMAIN_CREATE,
-    NVTX_PUSH_POP,
-    NVTX_RANGE_TYPES,
-    NVTXT_PUSH_POP,
-    Export,
-    api_name_sql,
-    open_export,
-    sqlite_round,
-)
+from llmprof.nsys import events
+from llmprof.nsys.events import DataAbsent
+from llmprof.nsys.export import Export, open_export
+from llmprof.nsys.schema import pids, tids
 
-MEMCPY = "CUPTI_ACTIVITY_KIND_MEMCPY"
-MEMSET = "CUPTI_ACTIVITY_KIND_MEMSET"
-OSRT = "OSRT_API"
-NVTX = "NVTX_EVENTS"
 BYTES_PER_MB = 1_000_000
-OSRT_EVENT_CLASS = 27  # OS runtime calls proper (other classes are bookkeeping rows)
-PID_MASK = 0xFFFFFF
-GLOBAL_PID_MASK = "0xFFFFFFFFFF000000"  # SQL literal: the pid bits of a globalTid
+Value = TypeVar("Value")
 
 
 class ReportSkipped(Exception):
     """The export holds no data for a report (nsys prints SKIPPED); not an error."""
+
+
+class KeyedOnce(Generic[Value]):
+    """Each value computed once per key, even when threads ask at once; the key names every input."""
+
+    def __init__(self) -> None:
+        self._values: dict[Hashable, Value] = {}
+        self._locks: dict[Hashable, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def put(self, key: Hashable, value: Value) -> None:
+        self._values[key] = value
+
+    def get(self, key: Hashable, compute: Callable[[], Value]) -> Value:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._values:
+                self._values[key] = compute()
+        return self._values[key]
+
+
+class SharedScans:
+    """The scans several summaries of one export share, each run once.
+
+    ``durations`` and ``launches``: results of the same scans made elsewhere (extraction's own pass).
+    """
+
+    def __init__(
+        self,
+        export: Export,
+        durations: Mapping[str, pd.DataFrame] | None = None,
+        launches: LaunchResults | None = None,
+    ) -> None:
+        self.export = export
+        self._once: KeyedOnce[object] = KeyedOnce()
+        for name, frame in (durations or {}).items():
+            self._once.put(("durations", name), frame)
+        if launches is not None:
+            self._once.put(("launches",), launches)
+
+    def durations(self, name: str) -> pd.DataFrame:
+        """Duration statistics per name id of kernels, CUDA calls or OS runtime calls."""
+        compute = lambda: _summarize(events.duration_batches(self.export, name), ("name_id",))  # noqa: E731
+        return cast(pd.DataFrame, self._once.get(("durations", name), compute))
+
+    def launches(self) -> LaunchResults:
+        """Calls joined to their GPU work: kern_exec times and the NVTX projection."""
+        return cast(LaunchResults, self._once.get(("launches",), lambda: launch_results(self.export)))
 
 
 @dataclass(frozen=True)
@@ -78,11 +117,15 @@ class Report:
 
     name: str
     columns: tuple[Column, ...]
-    compute: Callable[[Export], pd.DataFrame]
+    compute: Callable[[SharedScans], pd.DataFrame]
 
-    def run(self, export: Export) -> pd.DataFrame:
+    def run(self, source: Export | SharedScans) -> pd.DataFrame:
         """The report's rows, typed and in nsys order; raises ReportSkipped when no data."""
-        frame = self.compute(export)
+        scans = source if isinstance(source, SharedScans) else SharedScans(source)
+        try:
+            frame = self.compute(scans)
+        except DataAbsent as absent:
+            raise ReportSkipped(str(absent)) from absent
         return frame[[c.name for c in self.columns]].reset_index(drop=True)
 
     def empty(self) -> pd.DataFrame:
@@ -111,18 +154,14 @@ def _stat_columns(unit: str, unit_header: str, decimals: int = 1) -> tuple[Colum
 
 
 def _summarize(
-    export: Export,
-    source: str | Iterable[pa.RecordBatch],
-    keys: tuple[str, ...],
-    values: tuple[str, ...] = ("value",),
+    batches: Iterable[pa.RecordBatch], keys: tuple[str, ...], values: tuple[str, ...] = ("value",)
 ) -> pd.DataFrame:
     """Per key: count, total, mean, median, min, max and sample standard deviation of each value.
 
-    ``source`` (SQL, or batches in any order) yields the ``keys`` columns (ids or short labels)
-    and the ``values`` columns; its rows stream through :class:`GroupedValues`. Rows come back in
-    ascending key order, the order nsys breaks ties in.
+    ``batches`` (in any order) hold the ``keys`` columns (ids or short labels) and the ``values``
+    columns; they stream through :class:`GroupedValues`. Rows come back in ascending key order,
+    the order nsys breaks ties in.
     """
-    batches = export.arrow_batches(source) if isinstance(source, str) else source
     with tempfile.TemporaryDirectory(prefix="llmprof-") as scratch:  # touched only by large scans
         grouped = GroupedValues(keys, values, Path(scratch))
         for batch in batches:
@@ -157,46 +196,25 @@ def _time_summary(stats: pd.DataFrame, keys: tuple[str, ...], count_name: str) -
     return frame.sort_values("total_ns", ascending=False, kind="stable")
 
 
-def _require_rows(export: Export, table: str, what: str) -> None:
-    if not export.has_rows(table):
+def _require(export: Export, name: str, what: str) -> None:
+    if not events.has_events(export, name):
         raise ReportSkipped(f"{export.path} does not contain {what}.")
 
 
-def kernel_name_column(export: Export) -> str:
-    """The kernel name column nsys prints by default: demangled where the export has it."""
-    return export.first_column(KERNEL, "demangledName", "shortName") or "shortName"
+Lookup = Callable[[list[int]], Mapping[int, str | None]]
 
 
-def durations_key(table: str) -> str:
-    """Where an export's memo keeps the duration statistics per name id of ``table``."""
-    return f"durations:{table}"
+def _strings(export: Export, transform: str = "value") -> Lookup:
+    """A lookup of the names (through an SQL ``transform``) of the ids a summary found."""
 
-
-def name_durations(export: Export, table: str, name: str, where: str = "") -> pd.DataFrame:
-    """Duration statistics per name id of ``table`` (memoized: extraction fills it from its own scan)."""
-    batches = export.parallel_batches(table, f'{name} AS name_id, "end" - start AS value', where)
-    return export.memoized(durations_key(table), lambda: _summarize(export, batches, ("name_id",)))  # type: ignore[no-any-return]
-
-
-def cuda_gpu_kern_sum(export: Export) -> pd.DataFrame:
-    """GPU time per kernel name (demangled, as nsys prints by default)."""
-    _require_rows(export, KERNEL, "CUDA kernel data")
-    stats = name_durations(export, KERNEL, kernel_name_column(export))
-    return _by_label(_time_summary(stats, ("name_id",), "instances"), "name_id", _strings(export))
-
-
-def _strings(export: Export, transform: str = "value") -> Callable[[list[int]], dict[int, str]]:
-    """A lookup of StringIds values (through an SQL ``transform``) for the ids a summary found."""
-
-    def lookup(ids: list[int]) -> dict[int, str]:
-        listed = ",".join(str(int(i)) for i in ids if i is not None and i == i)
-        rows = export.query(f"SELECT id, {transform} FROM StringIds WHERE id IN ({listed})") if listed else []
-        return {int(i): str(v) for i, v in rows}
+    def lookup(ids: list[int]) -> dict[int, str | None]:
+        found = events.lookup_strings(export, [int(i) for i in ids if i is not None and i == i], transform)
+        return {i: str(v) for i, v in found.items()}
 
     return lookup
 
 
-def _by_label(frame: pd.DataFrame, key: str, lookup: Callable[[list[int]], dict[int, str]]) -> pd.DataFrame:
+def _by_label(frame: pd.DataFrame, key: str, lookup: Lookup) -> pd.DataFrame:
     """Replace id ``key`` with its label in ``name``; ties in total keep label order, as nsys's do."""
     names = lookup(frame[key].tolist())
     labelled = frame.assign(
@@ -207,60 +225,41 @@ def _by_label(frame: pd.DataFrame, key: str, lookup: Callable[[list[int]], dict[
     return labelled.sort_values(total, ascending=False, kind="stable")
 
 
-def _api_summary(export: Export, table: str, what: str, where: str = "") -> pd.DataFrame:
-    """Time per function name id of a table of host calls (ties in total keep name id order)."""
-    _require_rows(export, table, what)
-    frame = _time_summary(name_durations(export, table, "nameId", where), ("name_id",), "num_calls")
-    names = _strings(export, api_name_sql("value"))(frame["name_id"].tolist())
+def cuda_gpu_kern_sum(scans: SharedScans) -> pd.DataFrame:
+    """GPU time per kernel name (demangled, as nsys prints by default)."""
+    _require(scans.export, "kernels", "CUDA kernel data")
+    summary = _time_summary(scans.durations("kernels"), ("name_id",), "instances")
+    return _by_label(summary, "name_id", _strings(scans.export))
+
+
+def _call_summary(scans: SharedScans, name: str, what: str) -> pd.DataFrame:
+    """Time per function of host calls (ties in total keep name id order)."""
+    _require(scans.export, name, what)
+    frame = _time_summary(scans.durations(name), ("name_id",), "num_calls")
+    names = _strings(scans.export, events.name_transform(name))(frame["name_id"].tolist())
     return frame.assign(name=pd.Series([names.get(int(i)) for i in frame["name_id"]], index=frame.index))
 
 
-def cuda_api_sum(export: Export) -> pd.DataFrame:
+def cuda_api_sum(scans: SharedScans) -> pd.DataFrame:
     """Host time per CUDA runtime and driver API function."""
-    return _api_summary(export, RUNTIME, "CUDA trace data")
+    return _call_summary(scans, "cuda_api", "CUDA trace data")
 
 
-def osrt_sum(export: Export) -> pd.DataFrame:
+def osrt_sum(scans: SharedScans) -> pd.DataFrame:
     """Host time per OS runtime function (pthread, poll, ioctl, ...)."""
-    where = f"eventClass = {OSRT_EVENT_CLASS}" if export.has(OSRT, "eventClass") else ""
-    return _api_summary(export, OSRT, "OS Runtime trace data", where)
+    return _call_summary(scans, "osrt", "OS Runtime trace data")
 
 
-MEMSET_KIND = -1  # the memory-operation code of memsets, beside memcpy's copyKind
-
-
-def _memory_source(export: Export, value: str) -> tuple[str, Callable[[list[int]], dict[int, str]]]:
-    """Union of memcpy (by copy kind) and memset operations with their ``value``, and the kinds' labels."""
-    parts = []
-    if MEMCPY in export.columns:
-        if "ENUM_CUDA_MEMCPY_OPER" not in export.columns:
-            # nsys 2025.3 refuses such exports; llmprof extract labels them with built-in names.
-            raise ReportSkipped(f"{export.path} does not contain ENUM_CUDA_MEMCPY_OPER table.")
-        parts.append(
-            f"SELECT m.copyKind AS kind, {value} AS value "
-            f"FROM {MEMCPY} m JOIN ENUM_CUDA_MEMCPY_OPER e ON e.id = m.copyKind"
-        )
-    if MEMSET in export.columns:
-        parts.append(f"SELECT {MEMSET_KIND} AS kind, {value} AS value FROM {MEMSET}")
-    if not parts:
-        raise ReportSkipped(f"{export.path} does not contain GPU memory data.")
-    labels = {MEMSET_KIND: "[CUDA memset]"}
-    if "ENUM_CUDA_MEMCPY_OPER" in export.columns:
-        kinds = export.query("SELECT id, label FROM ENUM_CUDA_MEMCPY_OPER")
-        labels.update({int(k): f"[CUDA memcpy {v}]" for k, v in kinds})
-    return " UNION ALL ".join(parts), lambda ids: labels
-
-
-def cuda_gpu_mem_time_sum(export: Export) -> pd.DataFrame:
+def cuda_gpu_mem_time_sum(scans: SharedScans) -> pd.DataFrame:
     """GPU time per memory operation kind."""
-    source, labels = _memory_source(export, '"end" - start')
-    return _by_label(_time_summary(_summarize(export, source, ("kind",)), ("kind",), "count"), "kind", labels)
+    batches, labels = events.memory_operations(scans.export, "duration")
+    return _by_label(_time_summary(_summarize(batches, ("kind",)), ("kind",), "count"), "kind", lambda ids: labels)
 
 
-def cuda_gpu_mem_size_sum(export: Export) -> pd.DataFrame:
+def cuda_gpu_mem_size_sum(scans: SharedScans) -> pd.DataFrame:
     """Bytes moved per memory operation kind, in MB (10^6 bytes) as nsys prints them."""
-    source, labels = _memory_source(export, "bytes")
-    stats = _summarize(export, source, ("kind",))
+    batches, labels = events.memory_operations(scans.export, "bytes")
+    stats = _summarize(batches, ("kind",))
     frame = pd.DataFrame(
         {
             "total_mb": stats["value_total"] / BYTES_PER_MB,
@@ -274,91 +273,40 @@ def cuda_gpu_mem_size_sum(export: Export) -> pd.DataFrame:
             "total_bytes": stats["value_total"].astype("int64"),
         }
     )
-    return _by_label(frame, "kind", labels)
+    return _by_label(frame, "kind", lambda ids: labels)
 
 
-def nvtx_range_source(export: Export, same_thread_only: bool = False) -> str:
-    """SQL yielding every NVTX push/pop and start/end range as name, style, start, end, global_tid.
-
-    The name is ``domain:text`` (the default domain has an empty name); text comes from
-    ``text`` or, for registered strings, ``textId``. A range never closed ends at the last
-    NVTX timestamp. ``same_thread_only`` keeps ranges that ended on their starting thread.
-    """
-    if not export.has_rows(NVTX):
-        raise ReportSkipped(f"{export.path} does not contain NV Tools Extension (NVTX) data.")
-    has_text_id = export.has(NVTX, "textId")
-    text = "coalesce(st.value, e.text, '')" if has_text_id else "coalesce(e.text, '')"
-    text_join = "LEFT JOIN StringIds st ON st.id = e.textId" if has_text_id else ""
-    domain, domain_join = "''", ""
-    if export.has(NVTX, "domainId"):
-        domain_text = "coalesce(ds.value, d.text)" if has_text_id else "d.text"
-        ds_join = "LEFT JOIN StringIds ds ON ds.id = d.textId" if has_text_id else ""
-        domain = "coalesce(dom.name, '')"
-        domain_join = f"""
-        LEFT JOIN (SELECT d.domainId AS id, d.globalTid >> 24 AS pid, {domain_text} AS name, min(d.start)
-                   FROM {NVTX} d {ds_join} WHERE d.eventType = {NVTX_DOMAIN_CREATE}
-                   GROUP BY 1, 2) dom
-            ON dom.id = e.domainId AND dom.pid = (e.globalTid >> 24) & {PID_MASK}"""
-    thread_filter = "AND e.endGlobalTid IS NULL" if same_thread_only and export.has(NVTX, "endGlobalTid") else ""
-    return f"""
-        SELECT {domain} AS domain, {domain} || ':' || {text} AS name,
-               CASE WHEN e.eventType IN ({NVTX_PUSH_POP}, {NVTXT_PUSH_POP}) THEN 'PushPop' ELSE 'StartEnd' END AS style,
-               e.start AS start,
-               coalesce(e."end", (SELECT max(max(start), max("end")) FROM {NVTX})) AS "end",
-               e.globalTid AS global_tid
-        FROM {NVTX} e {text_join} {domain_join}
-        WHERE e.eventType IN ({", ".join(str(t) for t in NVTX_RANGE_TYPES)}) {thread_filter}
-    """
-
-
-def nvtx_sum(export: Export) -> pd.DataFrame:
+def nvtx_sum(scans: SharedScans) -> pd.DataFrame:
     """Time per NVTX range name and style."""
-    source = f'SELECT name, style, "end" - start AS value FROM ({nvtx_range_source(export)})'
-    frame = _time_summary(_summarize(export, source, ("name", "style")), ("name", "style"), "instances")
+    stats = _summarize(events.nvtx_durations(scans.export), ("name", "style"))
+    frame = _time_summary(stats, ("name", "style"), "instances")
     if frame.empty:
-        raise ReportSkipped(f"{export.path} does not contain NV Tools Extension (NVTX) data.")
+        raise ReportSkipped(f"{scans.export.path} does not contain NV Tools Extension (NVTX) data.")
     return frame
 
 
-def nvtx_ranges(export: Export) -> pd.DataFrame | None:
-    """The NVTX ranges that ended on their starting thread, the ones projected onto GPU work."""
-    try:
-        source = nvtx_range_source(export, same_thread_only=True)
-    except ReportSkipped:
-        return None
-    return pd.DataFrame(
-        export.query(f'SELECT name, style, start, "end", global_tid FROM ({source})'),
-        columns=["name", "style", "start_ns", "end_ns", "global_tid"],
-    )
-
-
-def launches(export: Export) -> LaunchResults:
-    """Calls joined to their GPU work: kern_exec times and the NVTX projection (once per export)."""
-    return launch_results(export, nvtx_ranges(export))
-
-
-def nvtx_gpu_proj_sum(export: Export) -> pd.DataFrame:
+def nvtx_gpu_proj_sum(scans: SharedScans) -> pd.DataFrame:
     """NVTX ranges projected onto the GPU work their CUDA calls launched."""
-    nvtx_range_source(export)  # raises ReportSkipped without NVTX data
-    _require_rows(export, RUNTIME, "CUDA API data")
-    projected = launches(export).projected
+    events.nvtx_range_sql(scans.export)  # raises DataAbsent without NVTX data
+    _require(scans.export, "cuda_api", "CUDA API data")
+    projected = scans.launches().projected
     if projected is None or projected.empty:
-        raise ReportSkipped(f"{export.path} does not contain NV Tools Extension (NVTX) data.")
+        raise ReportSkipped(f"{scans.export.path} does not contain NV Tools Extension (NVTX) data.")
     return nvtx_gpu_projection_summary(projected)
 
 
-def cuda_kern_exec_sum(export: Export) -> pd.DataFrame:
+def cuda_kern_exec_sum(scans: SharedScans) -> pd.DataFrame:
     """Per launching thread, API and kernel: total, API, queue and kernel time.
 
     Queue time runs from the end of the launch call to the kernel start; launches whose
     kernel started before the call returned have none (``q_count`` counts the others).
     """
-    _require_rows(export, KERNEL, "CUDA kernel data")
-    _require_rows(export, RUNTIME, "CUDA API data")
-    stats = launches(export).times.copy()
+    _require(scans.export, "kernels", "CUDA kernel data")
+    _require(scans.export, "cuda_api", "CUDA API data")
+    stats = scans.launches().times.copy()
     global_tid = stats["global_tid"].to_numpy(dtype="int64")
-    stats["pid"], stats["tid"] = (global_tid >> 24) & PID_MASK, global_tid & PID_MASK
-    kernel_names = _strings(export)(stats["kernel_id"].tolist())
+    stats["pid"], stats["tid"] = pids(global_tid), tids(global_tid)
+    kernel_names = _strings(scans.export)(stats["kernel_id"].tolist())
     stats["kernel_name"] = [kernel_names.get(int(i)) if i == i and i is not None else None for i in stats["kernel_id"]]
     keys = ("pid", "tid", "device_id", "api_name", "kernel_name")
     stats = stats.sort_values(list(keys), kind="stable").reset_index(drop=True)  # nsys's tie order
@@ -559,12 +507,13 @@ def run_reports(sqlite: str | Path, spec: str, fmt: str = "csv") -> list[ReportO
     """
     render = to_csv_text if fmt == "csv" else to_table_text
 
-    def one(report: Report, export: Export) -> ReportOutput:
+    def one(report: Report, scans: SharedScans) -> ReportOutput:
         try:
-            return ReportOutput(report, render(report, report.run(export)), None)
+            return ReportOutput(report, render(report, report.run(scans)), None)
         except ReportSkipped as reason:
             return ReportOutput(report, None, str(reason))
 
     reports = select_reports(spec)
     with open_export(sqlite) as export, ThreadPoolExecutor(max_workers=min(len(reports), 8) or 1) as pool:
-        return list(pool.map(lambda report: one(report, export), reports))
+        scans = SharedScans(export)
+        return list(pool.map(lambda report: one(report, scans), reports))

@@ -52,7 +52,7 @@ CUDA_API = pa.schema(
         *_TIME,
         pa.field("correlation_id", pa.int64()),
         pa.field("name", pa.string()),  # as nsys prints it: version suffix such as _v3020 dropped
-        pa.field("kind", pa.string()),  # launch, graph, sync, memcpy, memset, alloc, event, other
+        pa.field("kind", pa.string()),  # launch, graph, sync, memcpy, memset, alloc, event, module, other
         pa.field("return_value", pa.int64()),
     ]
 )

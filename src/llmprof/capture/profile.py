@@ -18,11 +18,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from llmprof.analysis.launches import KERNEL
 from llmprof.capture.workload import WORKLOAD_ENV
 from llmprof.common.errors import LlmprofError
 from llmprof.common.outputs import refuse_existing, staged_directory, write_json
 from llmprof.nsys.convert import ToolError, export_sqlite
+from llmprof.nsys.events import count_kernels
 from llmprof.nsys.export import open_export
 
 #: Flags that make the capture the steady state only; not configurable.
@@ -70,13 +70,6 @@ def nsys_version(nsys: str) -> str | None:
         return None
 
 
-def count_kernels(sqlite: Path) -> int:
-    with open_export(sqlite) as export:
-        if not export.has_rows(KERNEL):
-            return 0
-        return int(export.scalar(f"SELECT count(*) FROM {KERNEL}"))
-
-
 def profile_run(
     spec: dict[str, Any], model_dir: str | Path, out: str | Path, *, nsys: str = "nsys", force: bool = False
 ) -> dict[str, Any]:
@@ -117,7 +110,8 @@ def profile_run(
                 f"(capture_mode={spec['capture_mode']}: check that the profiler start reaches the engine process)"
             )
         with tempfile.TemporaryDirectory() as scratch:
-            kernels = count_kernels(export_sqlite(report, Path(scratch) / "check.sqlite", nsys=executable))
+            with open_export(export_sqlite(report, Path(scratch) / "check.sqlite", nsys=executable)) as export:
+                kernels = count_kernels(export)
         if kernels == 0:
             hint = (
                 "with capture_mode=in_process VLLM_ENABLE_V1_MULTIPROCESSING=0 must be set before vLLM is imported"

@@ -1,28 +1,29 @@
-"""The only module that talks to an Nsight Systems SQLite export.
+"""An open Nsight Systems SQLite export: the one connection every read goes through.
 
 It checks that a file is a whole, readable nsys export, tells which tables and
 columns this export has (nsys creates tables lazily and has added and renamed
 columns across versions), resolves names through ``StringIds`` and enum labels
 through ``ENUM_*`` tables (with built-in fallbacks for exports that predate
-them), and streams query results in fixed-size batches.
+them), and streams query results in fixed-size Arrow batches. What the tables
+mean is in :mod:`llmprof.nsys.schema`; which rows each llmprof table takes is
+in :mod:`llmprof.nsys.events`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from llmprof.common.errors import InputError, SchemaError
+from llmprof.nsys.schema import METADATA_TABLES, STRINGS
 
 try:  # the fast path to Arrow; the standard library's sqlite3 serves where it is not installed
     import adbc_driver_sqlite.dbapi as adbc_dbapi
@@ -32,53 +33,6 @@ except ImportError:  # pragma: no cover - depends on the environment
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BATCH_ROWS = 262_144
 
-#: Labels of CUPTI memcpy kinds, used when the export has no ENUM_CUDA_MEMCPY_OPER.
-MEMCPY_KIND_LABELS: dict[int, str] = {
-    0: "Unknown",
-    1: "Host-to-Device",
-    2: "Device-to-Host",
-    3: "Host-to-Array",
-    4: "Array-to-Host",
-    5: "Array-to-Array",
-    6: "Array-to-Device",
-    7: "Device-to-Array",
-    8: "Device-to-Device",
-    9: "Host-to-Host",
-    10: "Peer-to-Peer",
-    11: "Unified Host-to-Device",
-    12: "Unified Device-to-Host",
-    13: "Unified Device-to-Device",
-}
-
-#: Labels of CUPTI synchronization kinds, used when ENUM_CUPTI_SYNC_TYPE is absent.
-SYNC_TYPE_LABELS: dict[int, str] = {
-    0: "Unknown",
-    1: "Event sync",
-    2: "Stream wait sync",
-    3: "Stream sync",
-    4: "Context sync",
-}
-
-#: Labels of CUDA memory kinds, used when ENUM_CUDA_MEM_KIND is absent.
-MEM_KIND_LABELS: dict[int, str] = {
-    0: "Unknown",
-    1: "Pageable",
-    2: "Pinned",
-    3: "Device",
-    4: "Array",
-    5: "Managed",
-    6: "Device Static",
-    7: "Managed Static",
-}
-
-#: NVTX_EVENTS.eventType codes (stable across nsys versions).
-NVTX_PUSH_POP = 59
-NVTX_START_END = 60
-NVTX_DOMAIN_CREATE = 75
-NVTXT_PUSH_POP = 70  # the same ranges recorded through the NVTX text (NVTXT) path
-NVTXT_START_END = 71
-NVTX_RANGE_TYPES = (NVTX_PUSH_POP, NVTX_START_END, NVTXT_PUSH_POP, NVTXT_START_END)
-
 
 @dataclass(frozen=True)
 class Export:
@@ -87,19 +41,7 @@ class Export:
     path: Path
     connection: sqlite3.Connection
     columns: dict[str, tuple[str, ...]] = field(repr=False)
-    #: Results derived once per export and shared by the stages that need them (NVTX projection).
-    memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-    _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False, compare=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def memoized(self, key: str, compute: Callable[[], Any]) -> Any:
-        """``compute()`` once per key, even when threads ask at once (reports may run in parallel)."""
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            if key not in self.memo:
-                self.memo[key] = compute()
-        return self.memo[key]
 
     def has(self, table: str, *cols: str) -> bool:
         """True when ``table`` exists and has every one of ``cols``."""
@@ -181,54 +123,12 @@ class Export:
             return
         step = -(-(high - low + 1) // readers)
         condition = f"({where}) AND " if where else ""
-        queries = [
-            f'SELECT {select} FROM "{table}" WHERE {condition}rowid >= {first} AND rowid < {first + step}'
-            for first in range(low, high + 1, step)
-        ]
-        arrived: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(maxsize=2 * len(queries))
-        stop = threading.Event()
 
-        def read(sql: str) -> None:
-            try:
-                for batch in self.arrow_batches(sql):
-                    if stop.is_set():
-                        return
-                    arrived.put(batch)
-            except BaseException as exc:  # handed to the consumer
-                arrived.put(exc)
-            finally:
-                arrived.put(None)
+        def rows_from(first: int) -> Iterator[pa.RecordBatch]:
+            sql = f'SELECT {select} FROM "{table}" WHERE {condition}rowid >= {first} AND rowid < {first + step}'
+            return self.arrow_batches(sql)
 
-        threads = [threading.Thread(target=read, args=(sql,), daemon=True) for sql in queries]
-        for thread in threads:
-            thread.start()
-        finished = 0
-        try:
-            while finished < len(threads):
-                item = arrived.get()
-                if item is None:
-                    finished += 1
-                elif isinstance(item, BaseException):
-                    raise item
-                else:
-                    yield item
-        finally:
-            stop.set()
-            while any(thread.is_alive() for thread in threads):  # let every reader put its last item and end
-                try:
-                    arrived.get(timeout=0.05)
-                except queue.Empty:
-                    pass
-
-    def arrow_table(self, sql: str, schema: pa.Schema | None = None) -> pa.Table:
-        """Every row of ``sql`` as one Arrow table (for column subsets that fit in memory)."""
-        batches = list(self.arrow_batches(sql, schema))
-        if batches:
-            return pa.Table.from_batches(batches)
-        if schema is None:
-            names = [d[0] for d in self.connection.execute(f"SELECT * FROM ({sql}) LIMIT 0").description]
-            schema = pa.schema([pa.field(n, pa.int64()) for n in names])
-        return schema.empty_table()
+        yield from _interleaved(rows_from(first) for first in range(low, high + 1, step))
 
     def _sqlite3_batches(self, sql: str) -> Iterator[pa.RecordBatch]:
         cursor = self.connection.execute(sql)
@@ -247,7 +147,7 @@ class Export:
 
     def metadata(self) -> dict[str, str]:
         """Export metadata (nsys version, schema); the table was renamed in nsys 2023.3."""
-        for table in ("META_DATA_EXPORT", "EXPORT_META_DATA"):
+        for table in METADATA_TABLES:
             if self.has(table, "name", "value"):
                 return {str(k): str(v) for k, v in self.query(f'SELECT name, value FROM "{table}"')}
         return {}
@@ -260,6 +160,49 @@ class Export:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _interleaved(sources: Iterable[Iterator[pa.RecordBatch]]) -> Iterator[pa.RecordBatch]:
+    """The batches of several sources, each read on its own thread, in the order they arrive.
+
+    The first failure of a reader is raised to the consumer; when the consumer stops early, every
+    reader is let finish its current batch and end.
+    """
+    readers = list(sources)
+    arrived: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(maxsize=2 * len(readers))
+    stop = threading.Event()
+
+    def read(source: Iterator[pa.RecordBatch]) -> None:
+        try:
+            for batch in source:
+                if stop.is_set():
+                    return
+                arrived.put(batch)
+        except BaseException as exc:  # handed to the consumer
+            arrived.put(exc)
+        finally:
+            arrived.put(None)
+
+    threads = [threading.Thread(target=read, args=(source,), daemon=True) for source in readers]
+    for thread in threads:
+        thread.start()
+    finished = 0
+    try:
+        while finished < len(threads):
+            item = arrived.get()
+            if item is None:
+                finished += 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        stop.set()
+        while any(thread.is_alive() for thread in threads):  # let every reader put its last item and end
+            try:
+                arrived.get(timeout=0.05)
+            except queue.Empty:
+                pass
 
 
 def _adbc_batches(path: Path, sql: str) -> Iterator[pa.RecordBatch]:
@@ -324,22 +267,9 @@ def open_export(path: str | Path) -> Export:
         columns = {name: tuple(r[1] for r in connection.execute(f'PRAGMA table_info("{name}")')) for name in names}
     except sqlite3.DatabaseError as exc:
         raise InputError(f"{path}: cannot be read as SQLite ({exc}); the file is corrupt") from exc
-    if "StringIds" not in columns:
+    if STRINGS not in columns:
         connection.close()
         raise InputError(
             f"{path}: not an Nsight Systems export (no StringIds table); make one with `nsys export --type sqlite`"
         )
     return Export(path=path, connection=connection, columns=columns)
-
-
-def api_name_sql(column: str) -> str:
-    """SQL naming a CUDA API as nsys prints it: a 4-digit version suffix (``_v3020``) dropped."""
-    return f"CASE substr({column}, -6, 2) WHEN '_v' THEN substr({column}, 1, length({column}) - 6) ELSE {column} END"
-
-
-def sqlite_round(value: float, decimals: int = 1) -> float:
-    """Round half away from zero on the exact binary value, as SQLite's round() does."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return math.nan
-    quantum = Decimal(1).scaleb(-decimals)
-    return float(Decimal(float(value)).quantize(quantum, rounding=ROUND_HALF_UP))
