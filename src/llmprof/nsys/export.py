@@ -94,11 +94,13 @@ class Export:
         """Stream the rows of ``sql`` as Arrow record batches (columns renamed and cast to ``schema``).
 
         Uses the ADBC SQLite driver, which fills Arrow buffers without Python objects per row, where
-        installed; otherwise the standard library's sqlite3. Both yield the same batches.
+        installed; otherwise the standard library's sqlite3. Both yield the same batches, text
+        decoded by one policy (:func:`decode_text`).
         """
         try:
             source = _adbc_batches(self.path, sql) if adbc_dbapi is not None else self._sqlite3_batches(sql)
             for batch in source:
+                batch = _valid_text(batch)
                 yield batch if schema is None else conform(batch, schema)
         except sqlite3.DatabaseError as exc:
             raise self._read_error(exc) from exc
@@ -205,6 +207,30 @@ def _interleaved(sources: Iterable[Iterator[pa.RecordBatch]]) -> Iterator[pa.Rec
                 pass
 
 
+def decode_text(raw: bytes) -> str:
+    """The one decoding of text read from an export: UTF-8, an undecodable byte shown as U+FFFD.
+
+    Real exports hold bytes that are not UTF-8 in text columns (a Latin-1 user name in the
+    metadata, a binary blob stored as text); they are shown as nsys's own tools show them,
+    and never make a readable export look corrupt.
+    """
+    return raw.decode("utf-8", errors="replace")
+
+
+def _valid_text(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch with every text column valid UTF-8 (ADBC passes the bytes SQLite holds unchecked)."""
+    for index, column in enumerate(batch.columns):
+        if not pa.types.is_string(column.type):
+            continue
+        try:
+            column.validate(full=True)
+        except pa.ArrowInvalid:
+            raw = column.cast(pa.binary()).to_pylist()
+            texts = pa.array([None if v is None else decode_text(v) for v in raw], type=pa.string())
+            batch = batch.set_column(index, batch.schema.field(index), texts)
+    return batch
+
+
 def _adbc_batches(path: Path, sql: str) -> Iterator[pa.RecordBatch]:
     assert adbc_dbapi is not None
     with adbc_dbapi.connect(f"file:{path.resolve()}?mode=ro") as connection, connection.cursor() as cursor:
@@ -263,6 +289,7 @@ def open_export(path: str | Path) -> Export:
     _check_file(path)
     try:
         connection = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, check_same_thread=False)
+        connection.text_factory = decode_text
         names = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")]
         columns = {name: tuple(r[1] for r in connection.execute(f'PRAGMA table_info("{name}")')) for name in names}
     except sqlite3.DatabaseError as exc:
