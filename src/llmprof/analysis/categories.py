@@ -79,7 +79,7 @@ class Classifier:
         return cls(tuple(compiled), fallback)
 
     def __call__(self, name: str | None) -> str:
-        return _classify(self, name or "")
+        return _classify(self, name if isinstance(name, str) else "")  # a name StringIds lacks matches nothing
 
     def map(self, names: Iterable[str | None], details: Iterable[str | None] | None = None) -> list[str]:
         """Category of each name; where a name matches nothing, its detail (e.g. the
@@ -125,7 +125,8 @@ _WRAPPERS = {"device_kernel", "enable_sm90_or_later", "enable_sm80_to_sm89", "en
 def kernel_label(name: str | None, short_name: str | None) -> str:
     """A readable kernel label: the short name, qualified by its first meaningful template
     argument when the short name is generic (``device_kernel<FlashAttnFwdSm90>``)."""
-    short = short_name or name or "?"
+    name = name if isinstance(name, str) else None  # a name StringIds lacks is missing, whatever the frame made of it
+    short = (short_name if isinstance(short_name, str) else None) or name or "?"
     if short in GENERIC_SHORT_NAMES and name:
         inner = next((t for t in _TEMPLATE.findall(name) if t not in _WRAPPERS), None)
         if inner:

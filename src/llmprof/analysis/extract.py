@@ -33,6 +33,7 @@ from llmprof.analysis.grouped import GroupedValues
 from llmprof.analysis.launches import LaunchResults, LaunchScan
 from llmprof.analysis.metrics import capture_window, compute_metrics, gpu_activity
 from llmprof.analysis.stats import REPORTS, ReportSkipped, SharedScans, report_table
+from llmprof.common.errors import InputError
 from llmprof.common.outputs import OrderedWorker, ParquetSink, staged_directory, write_json, write_table
 from llmprof.nsys import events
 from llmprof.nsys.events import EventQuery, NameResolver
@@ -147,7 +148,13 @@ def _write_events(
         for raw in export.arrow_batches(sql) if sql is not None else ():
             if scan is not None and query.name in EventScan.ORDER:
                 scan.feed(query.name, pa.RecordBatch.from_arrays(raw.columns, names=[*schema.names, *query.extra]))
-            batch = _resolved(raw, schema, resolvers)
+            try:
+                batch = _resolved(raw, schema, resolvers)
+            except pa.ArrowInvalid as exc:  # a NULL time, a text where a number belongs
+                raise InputError(
+                    f"{export.path}: rows of {query.source or query.name} do not fit the {query.name} table ({exc}); "
+                    "the export is damaged: export the capture again"
+                ) from exc
             sink.write(batch if derive is None else derive(batch, classifier))
             if progress:
                 log.info("%s: %d rows read", query.name, sink.rows)

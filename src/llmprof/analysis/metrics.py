@@ -8,6 +8,7 @@ reads only this dict and the tables.
 
 from __future__ import annotations
 
+import math
 import re
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -216,8 +217,12 @@ def gpu_activity(stage: Path, window: dict[str, Any]) -> dict[str, Any]:
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """The rows of a small frame as plain dicts."""
-    return [{str(k): v for k, v in row.items()} for row in frame.to_dict("records")]
+    """The rows of a small frame as plain dicts, a missing value (NaN) as None."""
+    return [{str(k): None if _missing(v) else v for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def kernel_metrics(stage: Path, classifier: Classifier) -> dict[str, Any]:

@@ -214,12 +214,15 @@ def _strings(export: Export, transform: str = "value") -> Lookup:
     return lookup
 
 
+def _labels(ids: pd.Series, names: Mapping[int, str | None]) -> pd.Series:
+    """The name of each id; a NULL id, or one StringIds lacks, names nothing (as SQL's LEFT JOIN does)."""
+    return pd.Series([names.get(int(i)) if i is not None and i == i else None for i in ids], index=ids.index)
+
+
 def _by_label(frame: pd.DataFrame, key: str, lookup: Lookup) -> pd.DataFrame:
     """Replace id ``key`` with its label in ``name``; ties in total keep label order, as nsys's do."""
     names = lookup(frame[key].tolist())
-    labelled = frame.assign(
-        name=pd.Series([names.get(int(i)) if i == i else None for i in frame[key]], index=frame.index)
-    )
+    labelled = frame.assign(name=_labels(frame[key], names))
     labelled = labelled.sort_values("name", kind="stable", na_position="first")
     total = "total_ns" if "total_ns" in labelled else "total_bytes"
     return labelled.sort_values(total, ascending=False, kind="stable")
@@ -237,7 +240,7 @@ def _call_summary(scans: SharedScans, name: str, what: str) -> pd.DataFrame:
     _require(scans.export, name, what)
     frame = _time_summary(scans.durations(name), ("name_id",), "num_calls")
     names = _strings(scans.export, events.name_transform(name))(frame["name_id"].tolist())
-    return frame.assign(name=pd.Series([names.get(int(i)) for i in frame["name_id"]], index=frame.index))
+    return frame.assign(name=_labels(frame["name_id"], names))
 
 
 def cuda_api_sum(scans: SharedScans) -> pd.DataFrame:
@@ -307,7 +310,7 @@ def cuda_kern_exec_sum(scans: SharedScans) -> pd.DataFrame:
     global_tid = stats["global_tid"].to_numpy(dtype="int64")
     stats["pid"], stats["tid"] = pids(global_tid), tids(global_tid)
     kernel_names = _strings(scans.export)(stats["kernel_id"].tolist())
-    stats["kernel_name"] = [kernel_names.get(int(i)) if i == i and i is not None else None for i in stats["kernel_id"]]
+    stats["kernel_name"] = _labels(stats["kernel_id"], kernel_names)
     keys = ("pid", "tid", "device_id", "api_name", "kernel_name")
     stats = stats.sort_values(list(keys), kind="stable").reset_index(drop=True)  # nsys's tie order
     frame = stats[list(keys)].copy()

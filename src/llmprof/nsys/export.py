@@ -240,9 +240,15 @@ def _adbc_batches(path: Path, sql: str) -> Iterator[pa.RecordBatch]:
 
 
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """Rename columns positionally to ``schema`` and cast them (all-NULL columns come typed as anything)."""
+    """Rename columns positionally to ``schema`` and cast them (all-NULL columns come typed as anything).
+
+    Raises:
+        pyarrow.ArrowInvalid: a column the schema declares non-nullable holds NULL, or a value does not cast.
+    """
     arrays = []
     for column, target in zip(batch.columns, schema):
+        if column.null_count and not target.nullable:
+            raise pa.ArrowInvalid(f"column {target.name} holds {column.null_count} NULL value(s)")
         if column.type != target.type:
             empty = column.null_count == len(column)
             column = pa.nulls(len(column), target.type) if empty else column.cast(target.type)
