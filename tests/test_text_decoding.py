@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -52,3 +53,19 @@ def test_stats_prints_undecodable_names(latin1_export: Path) -> None:
     result = CliRunner().invoke(main, ["stats", str(latin1_export), "-r", "cuda_api_sum", "--format", "csv"])
     assert result.exit_code == 0, result.output
     assert "cudaEventDes\ufffdroy" in result.output and "corrupt" not in result.output
+
+
+@pytest.mark.parametrize("name", [b"a b#c?d%20.sqlite", b"caf\xe9 export.sqlite"], ids=["uri-characters", "not-utf-8"])
+def test_file_names_open_the_file_they_name(tmp_path: Path, name: bytes) -> None:
+    path = Path(os.fsdecode(os.path.join(os.fsencode(tmp_path), name)))
+    shutil.copy(SOURCE, path)
+    result = CliRunner().invoke(main, ["stats", str(path), "-r", "cuda_gpu_kern_sum", "--format", "csv"])
+    assert result.exit_code == 0 and "add_one" in result.output, result.output
+    assert extract(path, tmp_path / "out")["kernels"]["count"] == 3  # type: ignore[index]
+    assert sorted(os.listdir(os.fsencode(tmp_path))) == sorted([name, b"out"])  # nothing else opened or made
+
+
+def test_a_missing_file_with_a_name_that_is_not_utf8_is_one_printable_line(tmp_path: Path) -> None:
+    path = Path(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"caf\xe9.sqlite")))
+    result = CliRunner().invoke(main, ["stats", str(path), "--quiet"])
+    assert result.exit_code == 1 and "caf\\xe9.sqlite: no such file" in result.output

@@ -42,6 +42,15 @@ def _record_in_log_file(message: str) -> None:
             handler.handle(record)
 
 
+def printable(text: str) -> str:
+    """Text safe to print: bytes of a file name that are not UTF-8 shown as ``\\xNN`` escapes."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # the file name's own bytes
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def common_options(func: F) -> F:
     """--force, --log, --quiet and --debug, spelled the same on every subcommand."""
 
@@ -57,8 +66,9 @@ def common_options(func: F) -> F:
         except LlmprofError as exc:
             if debug:
                 raise
-            _record_in_log_file(str(exc))
-            raise click.ClickException(str(exc)) from exc
+            message = printable(str(exc))
+            _record_in_log_file(message)
+            raise click.ClickException(message) from exc
 
     return wrapper  # type: ignore[return-value]
 

@@ -15,6 +15,7 @@ import os
 import queue
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,9 +232,17 @@ def _valid_text(batch: pa.RecordBatch) -> pa.RecordBatch:
     return batch
 
 
+def read_only_uri(path: Path) -> str:
+    """A read-only SQLite URI of ``path``, every byte of the name percent-encoded.
+
+    So that ``#``, ``?`` or ``%`` in a folder name, and names that are not UTF-8, open the file they name.
+    """
+    return f"file:{urllib.parse.quote_from_bytes(os.fsencode(path.resolve()))}?mode=ro"
+
+
 def _adbc_batches(path: Path, sql: str) -> Iterator[pa.RecordBatch]:
     assert adbc_dbapi is not None
-    with adbc_dbapi.connect(f"file:{path.resolve()}?mode=ro") as connection, connection.cursor() as cursor:
+    with adbc_dbapi.connect(read_only_uri(path)) as connection, connection.cursor() as cursor:
         cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
         cursor.execute(sql)
         yield from cursor.fetch_record_batch()
@@ -294,7 +303,7 @@ def open_export(path: str | Path) -> Export:
     path = Path(path)
     _check_file(path)
     try:
-        connection = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, check_same_thread=False)
+        connection = sqlite3.connect(read_only_uri(path), uri=True, check_same_thread=False)
         connection.text_factory = decode_text
         names = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")]
         columns = {name: tuple(r[1] for r in connection.execute(f'PRAGMA table_info("{name}")')) for name in names}
