@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,22 +26,83 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
-def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
-    """Validate ``config`` and return it; the error names the offending key and why."""
+KeyPath = Sequence[str | int]
+#: The line (1-based) of a key in the config's file, where known.
+Locator = Callable[[KeyPath], int | None]
+
+
+def validate(config: dict[str, Any], source: str = "config", locate: Locator | None = None) -> dict[str, Any]:
+    """Validate ``config`` and return it.
+
+    The error is one line naming the file (``source``), the line of the offending key where
+    ``locate`` knows it, the key and why.
+    """
+    problem = _first_problem(config)
+    if problem is not None:
+        path, message = problem
+        line = locate(path) if locate is not None and path else None
+        where = "/".join(str(p) for p in path) or "(top level)"
+        raise ConfigError(f"{source}{f':{line}' if line else ''}: {where}: {message}")
+    return config
+
+
+def _first_problem(config: dict[str, Any]) -> tuple[list[str | int], str] | None:
+    """The first problem of a config (in key order): where it is and what is wrong."""
     validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         first = errors[0]
-        where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
-        raise ConfigError(f"{source}: {where}: {first.message}")
-    models = config.get("models", {})
+        path: list[str | int] = list(first.absolute_path)
+        if first.validator == "additionalProperties" and isinstance(first.instance, dict):
+            known = first.schema.get("properties", {})
+            path += sorted(str(k) for k in first.instance if k not in known)[:1]  # point at the unknown key
+        return path, first.message
     if not config.get("runs") and not config.get("sweeps"):
-        raise ConfigError(f"{source}: no runs: give at least one under runs or sweeps")
+        return ["runs"], "no runs: give at least one under runs or sweeps"
+    models = config.get("models", {})
     for run, spec in config.get("runs", {}).items():
         if "model" in spec and spec["model"] not in models:
-            known = ", ".join(models) or "none"
-            raise ConfigError(f"{source}: runs/{run}/model: {spec['model']!r} is not one of the models ({known})")
-    return config
+            known_models = ", ".join(models) or "none"
+            return ["runs", run, "model"], f"{spec['model']!r} is not one of the models ({known_models})"
+    for category, pattern in (config.get("categories") or {}).items():
+        try:
+            re.compile(pattern, re.IGNORECASE)
+        except re.error as exc:
+            return ["categories", category], f"invalid regular expression {pattern!r} ({exc})"
+    return None
+
+
+def yaml_locator(text: str) -> Locator:
+    """Where each key of a YAML document is: the line of its deepest key that the document holds."""
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        root = None
+
+    def locate(path: KeyPath) -> int | None:
+        node, line = root, None
+        for key in path:
+            if isinstance(node, yaml.MappingNode):
+                found = next(((k, v) for k, v in node.value if k.value == str(key)), None)
+            elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+                found = (node.value[key], node.value[key])
+            else:
+                found = None
+            if found is None:
+                break
+            line, node = found[0].start_mark.line + 1, found[1]
+        return line
+
+    return locate
+
+
+def validate_file_config(config: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """Validate a config read from ``path`` (by Snakemake, say), naming the file and line of a problem."""
+    try:
+        locate = yaml_locator(Path(path).read_text())
+    except OSError:
+        locate = None
+    return validate(config, str(path), locate)
 
 
 #: Short labels of swept keys in expanded run names (llama1b-batch-bs16-in512).
@@ -138,8 +201,12 @@ def read_mapping(path: str | Path, kind: str, *, json_format: bool = False) -> d
         data = json.loads(text) if json_format else yaml.safe_load(text)
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no such {kind} file") from exc
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: not valid {'JSON' if json_format else 'YAML'} ({exc})") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
@@ -147,4 +214,4 @@ def read_mapping(path: str | Path, kind: str, *, json_format: bool = False) -> d
 
 def load(path: str | Path) -> dict[str, Any]:
     """Read and validate a workflow configuration file."""
-    return validate(read_mapping(path, "configuration"), str(path))
+    return validate_file_config(read_mapping(path, "configuration"), path)
