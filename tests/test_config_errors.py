@@ -15,7 +15,10 @@ CASES = [
     ("runs:\n  a:\n    capture: x.sqlite\ncategories:\n  gemm: 'gemm(['\n", ":5: categories/gemm: invalid regular"),
     ("models: {}\nruns:\n  a:\n    model: m\n", ":4: runs/a/model: 'm' is not one of the models"),
     ("runs:\n  a:\n    capture: x.csv\n", ":3: runs/a/capture: 'x.csv' does not match"),
-    ("runs:\n  a:\n    capture: x.sqlite\n    workload: {batch_size: 0}\n", ":4: runs/a/workload/batch_size: 0 is less than"),
+    (
+        "runs:\n  a:\n    capture: x.sqlite\n    workload: {batch_size: 0}\n",
+        ":4: runs/a/workload/batch_size: 0 is less than",
+    ),
     ("runs: {}\n", ":1: runs: no runs"),
 ]
 

@@ -16,14 +16,14 @@ from llmprof.render.report import write_report
 
 
 def _digests(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.name[0] != "."}
 
 
 def test_figures_are_complete_and_deterministic(extracted: dict[str, Path], tmp_path: Path) -> None:
     folder = extracted["vllm_inproc_h100_3iter/vllm"]
     draw_figures(folder, tmp_path / "a")
     draw_figures(folder, tmp_path / "b")
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(f"{n}.{f}" for n in FIGURES for f in FORMATS)
+    assert sorted(_digests(tmp_path / "a")) == sorted(f"{n}.{f}" for n in FIGURES for f in FORMATS)
     assert _digests(tmp_path / "a") == _digests(tmp_path / "b")
 
 

@@ -112,21 +112,26 @@ def stats(sqlite: Path, reports: str, fmt: str, out: Path | None, force: bool) -
 
     A report whose data is absent is announced as SKIPPED (as nsys does) and is not an error.
     """
-    from llmprof.analysis.stats import run_reports
+    from llmprof.analysis.stats import run_reports, select_reports
+    from llmprof.common.outputs import write_text_files
 
+    def target(name: str) -> Path:
+        return Path(f"{out}_{name}.{'csv' if fmt == 'csv' else 'txt'}")
+
+    if out is not None:  # refuse before the work, not after some files are written
+        for report in select_reports(reports):
+            refuse_existing(target(report.name), force, "stats")
+    written: dict[Path, str] = {}
     for result in run_reports(sqlite, reports, fmt):
         name = result.report.name
         if result.text is None:
             click.echo(f"SKIPPED: {result.skipped}", err=True)
-        if out is None:
-            if result.text is not None:
-                click.echo(f"\n ** {name}:\n" if fmt == "table" else "", nl=False)
-                click.echo(result.text, nl=False)
-            continue
-        path = Path(f"{out}_{name}.{'csv' if fmt == 'csv' else 'txt'}")
-        refuse_existing(path, force)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(result.text or "")
+        if out is not None:
+            written[target(name)] = result.text or ""
+        elif result.text is not None:
+            click.echo(f"\n ** {name}:\n" if fmt == "table" else "", nl=False)
+            click.echo(result.text, nl=False)
+    for path in write_text_files(written, force, "stats"):
         log.info("wrote %s", path)
 
 

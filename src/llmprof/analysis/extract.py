@@ -238,7 +238,7 @@ def extract(
         The metrics written to ``out/metrics.json``.
     """
     classifier = kernel_classifier(categories)
-    with open_export(sqlite) as export, staged_directory(Path(out), force) as stage:
+    with open_export(sqlite) as export, staged_directory(Path(out), force, "extract") as stage:
         row_counts, scans, activity = _write_event_tables(export, stage, classifier, progress)
         summary_rows, skipped = _write_summaries(scans, stage, Path(sqlite).name)
         metrics = compute_metrics(export, stage, classifier, activity)

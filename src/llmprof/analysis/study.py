@@ -313,7 +313,7 @@ def write_study(entries: list[RunEntry], out: str | Path, *, force: bool = False
 
     table = study_table(entries)
     found = study_findings(table)
-    with staged_directory(Path(out), force) as stage:
+    with staged_directory(Path(out), force, "study") as stage:
         write_table(stage / "runs.parquet", pa.Table.from_pandas(table, schema=STUDY_SCHEMA, preserve_index=False))
         draw_study_figures(table, entries, stage / "figures")
         blocks = study_blocks(table, found, "figures")

@@ -214,7 +214,7 @@ def fetch_model(name: str, spec: dict[str, Any], out: str | Path, *, force: bool
     builders = {"synthetic": _synthetic, "huggingface": _huggingface, "local": _local}
     if source not in builders:
         raise ConfigError(f"model {name}: source {source!r}: choose from {', '.join(builders)}")
-    with staged_directory(Path(out), force) as stage:
+    with staged_directory(Path(out), force, "model") as stage:
         record = {"name": name, "source": source, **builders[source](spec, stage)}
         record.setdefault("files", _files(stage))
         write_json(stage / "model.json", record)

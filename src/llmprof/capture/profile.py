@@ -82,7 +82,7 @@ def profile_run(
     if executable is None:
         raise ToolError(f"{nsys}: Nsight Systems CLI not found; install it or set nsys.executable in the config")
     model_dir = Path(model_dir).resolve()
-    with staged_directory(Path(out), force) as stage:
+    with staged_directory(Path(out), force, "profile") as stage:
         spec_path, record_path, log = stage / "spec.json", stage / "run.json", stage / "profile.log"
         write_json(spec_path, spec)
         command = [

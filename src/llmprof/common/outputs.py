@@ -1,22 +1,30 @@
-"""Writing results: deterministic Parquet and JSON, and output folders that appear whole or not at all."""
+"""Writing results: deterministic Parquet and JSON (outputs appear whole or not at all: see ``staging``)."""
 
 from __future__ import annotations
 
 import json
 import os
 import queue
-import shutil
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from llmprof.common.errors import InputError
+from llmprof.common.staging import refuse_existing, staged_directory, staged_file, write_text_files
+
+__all__ = [
+    "OrderedWorker",
+    "ParquetSink",
+    "refuse_existing",
+    "staged_directory",
+    "staged_file",
+    "write_json",
+    "write_table",
+    "write_text_files",
+]
 
 Item = TypeVar("Item")
 
@@ -29,35 +37,6 @@ PARQUET_OPTIONS: dict[str, Any] = {
     "write_statistics": True,
     "store_schema": True,
 }
-
-
-def refuse_existing(path: Path, force: bool) -> None:
-    """Stop before overwriting an output unless --force was given."""
-    if path.exists() and not force:
-        raise InputError(f"{path}: already exists; pass --force to replace it")
-
-
-@contextmanager
-def staged_directory(out: Path, force: bool) -> Iterator[Path]:
-    """Yield a scratch folder beside ``out`` that becomes ``out`` only if the block succeeds.
-
-    A failure leaves neither a partial ``out`` nor the scratch folder behind.
-    """
-    out = Path(out)
-    refuse_existing(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    stage.chmod(0o777 & ~umask)
-    try:
-        yield stage
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(stage, out)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
 
 
 class OrderedWorker(Generic[Item]):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 from llmprof.common.errors import InputError, LlmprofError
-from llmprof.common.outputs import refuse_existing
+from llmprof.common.outputs import refuse_existing, staged_file
 from llmprof.nsys.export import open_export
 
 
@@ -28,20 +27,15 @@ def export_sqlite(report: str | Path, out: str | Path, *, nsys: str = "nsys", fo
     report, out = Path(report), Path(out)
     if not report.is_file():
         raise InputError(f"{report}: no such report file")
-    refuse_existing(out, force)
+    refuse_existing(out, force, "export")
     executable = shutil.which(nsys)
     if executable is None:
         raise ToolError(f"{nsys}: Nsight Systems CLI not found; install it or set nsys.executable in the config")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    command = [executable, "export", "--type", "sqlite", "--force-overwrite=true", "-o", str(partial), str(report)]
-    try:
+    with staged_file(out, force, "export") as partial:
+        command = [executable, "export", "--type", "sqlite", "--force-overwrite=true", "-o", str(partial), str(report)]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0 or not partial.exists():
             tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
             raise ToolError(f"{report}: nsys export failed (exit {result.returncode}): {' | '.join(tail)}")
         open_export(partial).close()
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
     return out

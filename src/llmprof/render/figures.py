@@ -236,7 +236,7 @@ def draw_figures(extract_dir: str | Path, out: str | Path, *, force: bool = Fals
     """
     extract_dir = Path(extract_dir)
     written = []
-    with staged_directory(Path(out), force) as stage, plt.rc_context(THEME):
+    with staged_directory(Path(out), force, "figures") as stage, plt.rc_context(THEME):
         for name, (draw, size, _) in FIGURES.items():
             fig = plt.figure(figsize=size, layout="constrained")
             try:

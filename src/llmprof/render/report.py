@@ -329,7 +329,7 @@ def write_report(
     figure_link = os.path.relpath(figures_dir, out) if figures_dir is not None else None
     name = run or extract_dir.resolve().parent.name
     blocks = build_report(name, metrics, found, figure_link, traced, untraced)
-    with staged_directory(out, force) as stage:
+    with staged_directory(out, force, "report") as stage:
         (stage / "report.md").write_text(to_markdown(blocks))
         (stage / "report.html").write_text(to_html(blocks, f"llmprof report: {name}"))
         write_json(stage / "findings.json", [f.to_dict() for f in found])
