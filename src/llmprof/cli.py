@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from llmprof.common.errors import InputError, LlmprofError
-from llmprof.common.outputs import refuse_existing
+from llmprof.common.outputs import refuse_existing, staged_file
 from llmprof.common.version import __version__
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -246,10 +246,9 @@ def provenance(
     host, time and the sha256 of every file."""
     from llmprof.evidence.provenance import write_provenance
 
-    refuse_existing(out, force)
-    written = write_provenance(
-        name, _json_option(config_json, "--config"), list(artifacts), out, root=root, record=record
-    )
+    config = _json_option(config_json, "--config")
+    with staged_file(out, force, "provenance") as partial:
+        written = write_provenance(name, config, list(artifacts), partial, root=root, record=record)
     log.info("%s: %d artifacts", out, len(written["artifacts"]))
 
 
@@ -380,8 +379,8 @@ def run_command(spec_file: Path, model_dir: Path, out: Path, with_profile: bool,
         spec = json.loads(spec_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{spec_file}: cannot read the run settings ({exc})") from exc
-    refuse_existing(out, force)
-    record = run_workload(spec, model_dir, out, profile=with_profile)
+    with staged_file(out, force, "run-record") as partial:
+        record = run_workload(spec, model_dir, partial, profile=with_profile)
     log.info("%s: %.1f output tok/s", record["run"], record["output_tokens_per_s"])
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from llmprof.capture.workload import WORKLOAD_ENV
 from llmprof.common.errors import LlmprofError
-from llmprof.common.outputs import refuse_existing, staged_directory, write_json
+from llmprof.common.outputs import staged_directory, staged_file, write_json
 from llmprof.nsys.convert import ToolError, export_sqlite
 from llmprof.nsys.events import count_kernels
 from llmprof.nsys.export import open_export
@@ -134,9 +134,7 @@ def baseline_run(
 ) -> dict[str, Any]:
     """The same workload without nsys and without a capture range: the throughput nsys is compared with."""
     out = Path(out)
-    refuse_existing(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
+    with staged_file(out, force, "run-record") as partial, tempfile.TemporaryDirectory() as scratch:
         spec_path, record_path, log = Path(scratch) / "spec.json", Path(scratch) / "run.json", out.with_suffix(".log")
         write_json(spec_path, spec)
         command = workload_command(spec_path, Path(model_dir).resolve(), record_path, profile=False)
@@ -148,6 +146,6 @@ def baseline_run(
             raise WorkloadError(
                 f"run {spec['run']}: the baseline workload failed (exit {result.returncode}): {_tail(log)}"
             )
-        os.replace(record_path, out)
+        shutil.copyfile(record_path, partial)
     record: dict[str, Any] = json.loads(out.read_text())
     return record
