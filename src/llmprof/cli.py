@@ -66,7 +66,7 @@ def common_options(func: F) -> F:
         except LlmprofError as exc:
             if debug:
                 raise
-            message = printable(str(exc))
+            message = " ".join(printable(str(exc)).split())  # one line, whatever the message holds
             _record_in_log_file(message)
             raise click.ClickException(message) from exc
 

@@ -33,7 +33,7 @@ from llmprof.analysis.grouped import GroupedValues
 from llmprof.analysis.launches import LaunchResults, LaunchScan
 from llmprof.analysis.metrics import capture_window, compute_metrics, gpu_activity
 from llmprof.analysis.stats import REPORTS, ReportSkipped, SharedScans, report_table
-from llmprof.common.errors import InputError
+from llmprof.common.errors import InputError, brief
 from llmprof.common.outputs import OrderedWorker, ParquetSink, staged_directory, write_json, write_table
 from llmprof.nsys import events
 from llmprof.nsys.events import EventQuery, NameResolver
@@ -151,8 +151,9 @@ def _write_events(
             try:
                 batch = _resolved(raw, schema, resolvers)
             except pa.ArrowInvalid as exc:  # a NULL time, a text where a number belongs
+                source = query.source or query.name
                 raise InputError(
-                    f"{export.path}: rows of {query.source or query.name} do not fit the {query.name} table ({exc}); "
+                    f"{export.path}: rows of {source} do not fit the {query.name} table ({brief(exc)}); "
                     "the export is damaged: export the capture again"
                 ) from exc
             sink.write(batch if derive is None else derive(batch, classifier))

@@ -17,3 +17,9 @@ class SchemaError(InputError):
 
 class ConfigError(LlmprofError):
     """The workflow or command configuration is invalid."""
+
+
+def brief(exc: BaseException, limit: int = 160) -> str:
+    """What an underlying error says, fit for one line: its first line, cut at ``limit`` characters."""
+    text = " ".join(str(exc).split("\n", 1)[0].split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

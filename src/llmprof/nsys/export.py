@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from llmprof.common.errors import InputError, SchemaError
+from llmprof.common.errors import InputError, SchemaError, brief
 from llmprof.nsys.schema import METADATA_TABLES, STRINGS
 
 try:  # the fast path to Arrow; the standard library's sqlite3 serves where it is not installed
@@ -82,9 +82,9 @@ class Export:
         """A missing table or column is a schema problem; anything else is a damaged file."""
         if isinstance(exc, sqlite3.OperationalError) and ("no such column" in str(exc) or "no such table" in str(exc)):
             return SchemaError(
-                f"{self.path}: {exc}: this export lacks data llmprof needs; export it again with a newer nsys"
+                f"{self.path}: {brief(exc)}: this export lacks data llmprof needs; export it again with a newer nsys"
             )
-        return InputError(f"{self.path}: cannot be read ({exc}); the file is corrupt or truncated")
+        return InputError(f"{self.path}: cannot be read ({brief(exc)}); the file is corrupt or truncated")
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run ``sql`` and return the first column of its first row (None when empty)."""
@@ -308,7 +308,7 @@ def open_export(path: str | Path) -> Export:
         names = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")]
         columns = {name: tuple(r[1] for r in connection.execute(f'PRAGMA table_info("{name}")')) for name in names}
     except sqlite3.DatabaseError as exc:
-        raise InputError(f"{path}: cannot be read as SQLite ({exc}); the file is corrupt") from exc
+        raise InputError(f"{path}: cannot be read as SQLite ({brief(exc)}); the file is corrupt") from exc
     if STRINGS not in columns:
         connection.close()
         raise InputError(
