@@ -30,8 +30,8 @@ include: "workflow/rules/study.smk"
 
 # With --keep-going, a failed run stops the study job: write the study of what finished, failed runs listed.
 onerror:
-    manifest = get_study_manifest()
-    shell("llmprof study --manifest {manifest} -o results/study --force --quiet || true")
+    manifest, folder = get_study_manifest(), STUDY.folder
+    shell("llmprof study --manifest {manifest} -o {folder} --force --quiet || true")
 
 
 rule all:

@@ -1,8 +1,11 @@
-"""Shared fixtures: the real exports under tests/data and resources/samples, each extracted once."""
+"""Shared fixtures: the real exports under tests/data and resources/samples, each extracted once, and the demo
+workflow run once."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,3 +67,35 @@ def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def snakemake(args: list[str], env: dict[str, str], workdir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Snakemake on the project's Snakefile, in ``workdir`` when given (results, logs and .snakemake go there)."""
+    where = [] if workdir is None else ["--directory", str(workdir)]
+    return subprocess.run(
+        ["snakemake", "-s", str(ROOT / "Snakefile"), *where, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def demo_args(root: Path) -> list[str]:
+    """The arguments that run the demo study of the project copy at ``root``."""
+    return ["--cores", "1", "--configfile", str(root / "config" / "demo.yaml")]
+
+
+@pytest.fixture(scope="session")
+def demo_study(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> Path:
+    """The demo workflow run once per session in a copy of the project (archive needs config and results side by
+    side); tests read it and must not change it."""
+    root = tmp_path_factory.mktemp("project")
+    for item in ("config", "resources/samples"):
+        shutil.copytree(ROOT / item, root / item, symlinks=True)
+    (root / "config" / "schema.yaml").unlink()
+    shutil.copy(ROOT / "src" / "llmprof" / "data" / "config.schema.yaml", root / "config" / "schema.yaml")
+    result = snakemake(demo_args(root), cli_env, root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return root

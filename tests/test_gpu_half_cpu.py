@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 import tomllib
 import yaml
 from click.testing import CliRunner
-from conftest import ROOT
+from conftest import ROOT, snakemake
 
 from llmprof.capture.model import fetch_model
 from llmprof.capture.profile import CAPTURE_RANGE, baseline_run, nsys_arguments
@@ -73,8 +74,18 @@ def test_prompt_files(tmp_path: Path) -> None:
         file_prompts(path, 1)
 
 
-def test_failed_workload_leaves_no_record(tmp_path: Path) -> None:
-    """Here vLLM or the GPU is missing, so the workload fails: the error names the run, nothing is written."""
+def hide_vllm(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``import vllm`` fail in subprocesses, whether or not vLLM is installed: a stand-in package that raises
+    goes first on their PYTHONPATH."""
+    stand_in = folder / "vllm"
+    stand_in.mkdir(parents=True)
+    (stand_in / "__init__.py").write_text('raise ModuleNotFoundError("vllm is hidden by the test", name="vllm")\n')
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])))
+
+
+def test_failed_workload_leaves_no_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With vLLM hidden the workload fails: the error names the run, nothing is written but the failure's log."""
+    hide_vllm(tmp_path / "hidden", monkeypatch)
     fetch_model(
         "tiny",
         {"source": "synthetic", "architecture": str(ROOT / "resources/architectures/tiny-llama.json")},
@@ -109,25 +120,8 @@ def test_profile_without_nsys_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_study_dag_fetches_once_and_profiles_each_run(cli_env: dict[str, str], tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            "snakemake",
-            "-s",
-            str(ROOT / "Snakefile"),
-            "-n",
-            "--quiet",
-            "rules",
-            "--configfile",
-            str(ROOT / "config" / "config.yaml"),
-            "--directory",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    args = ["-n", "--quiet", "rules", "--configfile", str(ROOT / "config" / "config.yaml")]
+    result = snakemake(args, cli_env, tmp_path)
     assert result.returncode == 0, result.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.MULTILINE))
     runs = len(STUDY["runs"])

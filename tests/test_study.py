@@ -6,8 +6,6 @@ import gzip
 import hashlib
 import io
 import json
-import shutil
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -15,24 +13,15 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import ROOT
+from conftest import ROOT, snakemake
 
 from llmprof.cli import main
-from llmprof.common.config import expand_sweeps, sweep_run_name
+from llmprof.common.config import expand_sweeps, load, sweep_run_name
 from llmprof.common.errors import ConfigError
-from llmprof.evidence.archive import MANIFEST
+from llmprof.common.layout import STUDY, RunPaths, nsys_report, run_records, sqlite_export
+from llmprof.evidence.archive import MANIFEST, pack
 
 MODELS = {"m": {"source": "synthetic", "architecture": "resources/architectures/tiny-llama.json"}}
-
-
-def _snakemake(args: list[str], env: dict[str, str], workdir: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def test_sweep_expands_the_product_into_named_runs() -> None:
@@ -75,24 +64,11 @@ def test_sweep_dag_names_every_run(cli_env: dict[str, str], tmp_path: Path) -> N
     }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = _snakemake(["-n", "--configfile", str(path)], cli_env, tmp_path)
+    result = snakemake(["-n", "--configfile", str(path)], cli_env, tmp_path)
     assert result.returncode == 0, result.stderr
     for run in ("tiny-bs1", "tiny-bs4", "tiny-bs16"):
         assert f"results/{run}/profile/run.json" in result.stdout
     assert "results/study/report.html" in result.stdout
-
-
-@pytest.fixture(scope="module")
-def demo_study(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> Path:
-    """The demo workflow run once in a copy of the project (archive needs config and results side by side)."""
-    root = tmp_path_factory.mktemp("project")
-    for item in ("config", "resources/samples"):
-        shutil.copytree(ROOT / item, root / item, symlinks=True)
-    (root / "config" / "schema.yaml").unlink()
-    shutil.copy(ROOT / "src" / "llmprof" / "data" / "config.schema.yaml", root / "config" / "schema.yaml")
-    result = _snakemake(["--cores", "1", "--configfile", str(root / "config" / "demo.yaml")], cli_env, root)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root
 
 
 def test_demo_study_compares_the_runs(demo_study: Path) -> None:
@@ -172,6 +148,26 @@ def test_archive_is_deterministic_and_verifies(demo_study: Path, tmp_path: Path)
     assert "0 problem(s)" in result.output and "artifacts rebuilt" in result.output
 
 
+def test_archive_holds_what_the_layout_names(demo_study: Path, tmp_path: Path) -> None:
+    """Every run's outputs and inputs are packed where llmprof.common.layout puts them, and nothing else but the
+    config."""
+    configfile = demo_study / "config" / "demo.yaml"
+    manifest = pack(configfile, tmp_path / "a.tar.gz", root=demo_study)
+    packed = {entry["path"] for entry in manifest["files"]}
+    config = expand_sweeps(load(configfile))
+    inputs, folders = set(), [f"{STUDY.folder}/"]
+    required = {STUDY.report_html, STUDY.report_markdown, STUDY.runs_table, STUDY.findings, STUDY.provenance}
+    for run, spec in config["runs"].items():
+        paths = RunPaths(run)
+        inputs |= {nsys_report(run, spec), sqlite_export(run, spec), *run_records(run, spec).values()}
+        folders.append(f"{paths.folder}/")
+        required |= {paths.report_html, paths.report_markdown, paths.findings, paths.provenance}
+        required |= {f"{paths.extract}/metrics.json", f"{paths.figures}/timeline.png"}
+    assert required | inputs <= packed, sorted((required | inputs) - packed)
+    unnamed = {p for p in packed - inputs if not p.startswith(tuple(folders))}
+    assert unnamed == {"config/demo.yaml"}
+
+
 @pytest.mark.parametrize(
     ("path", "update_manifest", "message"),
     [
@@ -205,7 +201,7 @@ def test_failed_run_is_listed_in_the_study(cli_env: dict[str, str], tmp_path: Pa
     }
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = _snakemake(["--cores", "1", "--keep-going", "--configfile", str(path)], cli_env, tmp_path)
+    result = snakemake(["--cores", "1", "--keep-going", "--configfile", str(path)], cli_env, tmp_path)
     assert result.returncode != 0
     assert (tmp_path / "results" / "good" / "report" / "report.html").exists()
     table = pq.read_table(tmp_path / "results" / "study" / "runs.parquet").to_pandas().set_index("run")

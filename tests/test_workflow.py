@@ -1,42 +1,128 @@
-"""The Snakemake workflow: lint, config validation, and the demo end to end in a temporary folder."""
+"""The Snakemake workflow: lint, the layout it plans, config validation, and the demo end to end."""
 
 from __future__ import annotations
 
 import json
-import subprocess
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, demo_args, snakemake
 
 from llmprof.common import config as llmprof_config
 from llmprof.common.errors import ConfigError
+from llmprof.common.layout import STUDY, ModelPaths, RunPaths, nsys_report, run_records, sqlite_export
+
+JOB = re.compile(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)", re.MULTILINE)
+PLANNED_FIELDS = ("input", "output", "log", "benchmark")
 
 
-def _snakemake(args: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["snakemake", "-s", str(ROOT / "Snakefile"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+@dataclass(frozen=True)
+class PlannedJob:
+    """One job of a dry run: its rule, wildcards and the paths it reads and writes."""
+
+    rule: str
+    wildcards: dict[str, str]
+    paths: dict[str, set[str]]
+
+    @property
+    def all_paths(self) -> set[str]:
+        return set().union(*self.paths.values())
+
+
+def planned_jobs(text: str) -> list[PlannedJob]:
+    jobs = []
+    for rule, body in JOB.findall(text):
+        fields = dict(re.findall(r"^    (\w+): (.*)$", body, re.MULTILINE))
+        wildcards = dict(item.split("=", 1) for item in fields.get("wildcards", "").split(", ") if item)
+        paths = {name: set(fields[name].split(", ")) for name in PLANNED_FIELDS if name in fields}
+        jobs.append(PlannedJob(rule, wildcards, paths))
+    return jobs
+
+
+def properties(paths: object) -> set[str]:
+    """Every path a layout object names through its properties."""
+    names = [name for name, member in vars(type(paths)).items() if isinstance(member, property)]
+    return {getattr(paths, name) for name in names}
+
+
+def layout_names(config: dict[str, Any], job: PlannedJob) -> set[str]:
+    """Every path the layout gives a study's runs, models and study, with this job's own log and benchmark."""
+    names = properties(STUDY) | {STUDY.log(job.rule), STUDY.benchmark(job.rule)}
+    for run, spec in config["runs"].items():
+        paths = RunPaths(run)
+        names |= properties(paths) | {paths.log(job.rule), paths.benchmark(job.rule)}
+        names |= {nsys_report(run, spec, str(ROOT)), sqlite_export(run, spec, str(ROOT))}
+        names |= set(run_records(run, spec, str(ROOT)).values())
+    for model in config.get("models", {}):
+        names |= properties(ModelPaths(model))
+    return names
+
+
+def mixed_study(folder: Path) -> Path:
+    """A study with a run of each kind: profiled, an .nsys-rep capture to export, a .sqlite capture with a record."""
+    (folder / "capture.nsys-rep").touch()
+    sample = "resources/samples/vllm-llama1b-bs1"
+    config = {
+        "models": {"m": {"source": "synthetic", "architecture": "resources/architectures/tiny-llama.json"}},
+        "runs": {
+            "profiled": {"model": "m"},
+            "rep": {"capture": str(folder / "capture.nsys-rep")},
+            "sqlite": {"capture": f"{sample}/profile.sqlite", "run_record": f"{sample}/run.json"},
+        },
+    }
+    configfile = folder / "mixed.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    return configfile
 
 
 def test_lint_is_clean(cli_env: dict[str, str]) -> None:
-    result = _snakemake(["--lint", "--configfile", str(ROOT / "config" / "demo.yaml")], cli_env)
+    result = snakemake(["--lint", "--configfile", str(ROOT / "config" / "demo.yaml")], cli_env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Lints for" not in result.stdout + result.stderr
 
 
-def test_demo_runs_end_to_end(cli_env: dict[str, str], tmp_path: Path) -> None:
-    args = ["--cores", "1", "--configfile", str(ROOT / "config" / "demo.yaml"), "--directory", str(tmp_path)]
-    result = _snakemake(args, cli_env)
+@pytest.mark.parametrize("study", ["demo", "mixed"])
+def test_workflow_plans_exactly_the_layout(study: str, cli_env: dict[str, str], tmp_path: Path) -> None:
+    """The rules cannot drift from llmprof.common.layout, which archive and verify read too: every path a dry run
+    plans is a layout name, and each run's stages read and write where the layout says."""
+    configfile = ROOT / "config" / "demo.yaml" if study == "demo" else mixed_study(tmp_path)
+    result = snakemake(["-n", "--configfile", str(configfile)], cli_env, tmp_path / "work")
     assert result.returncode == 0, result.stdout + result.stderr
-    run = tmp_path / "results" / "llama1b-bs16"
-    assert (tmp_path / "results" / "llama1b-bs1" / "report" / "report.html").exists()
+    config = llmprof_config.expand_sweeps(llmprof_config.load(configfile))
+    jobs = planned_jobs(result.stdout + result.stderr)
+    assert {job.rule for job in jobs} >= {"extract_metrics", "render_report", "compare_runs", "all"}
+    for job in jobs:
+        assert job.all_paths <= layout_names(config, job), (job.rule, sorted(job.all_paths - layout_names(config, job)))
+    outputs = set().union(*(job.paths.get("output", set()) for job in jobs))
+    assert properties(STUDY) <= outputs
+    by_run = {(job.rule, job.wildcards.get("run")): job for job in jobs}
+    for run, spec in config["runs"].items():
+        paths, records = RunPaths(run), run_records(run, spec, str(ROOT))
+        sqlite = sqlite_export(run, spec, str(ROOT))
+        made = {paths.extract, paths.figures, paths.report_html, paths.report_markdown, paths.findings}
+        made |= {paths.provenance, nsys_report(run, spec, str(ROOT)), sqlite, *records.values()}
+        assert {path for path in made if not Path(path).is_absolute()} <= outputs, run
+        assert by_run["extract_metrics", run].paths["input"] == {sqlite}, run
+        assert set(records.values()) <= by_run["render_report", run].paths["input"], run
+
+
+def test_documented_layout_is_the_layout() -> None:
+    """The output table of config/README.md names layout paths, or folders that hold them, only."""
+    run = RunPaths("{run}")
+    names = properties(run) | properties(STUDY) | {run.log("stage"), run.benchmark("stage")}
+    documented = re.findall(r"^\| `(results/[^`]*)`", (ROOT / "config" / "README.md").read_text(), re.MULTILINE)
+    assert documented
+    for path in (folder.rstrip("/") for folder in documented):
+        assert path in names or any(name.startswith(f"{path}/") for name in names), path
+
+
+def test_demo_runs_end_to_end(demo_study: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
+    run = demo_study / "results" / "llama1b-bs16"
+    assert (demo_study / "results" / "llama1b-bs1" / "report" / "report.html").exists()
     assert (run / "report" / "report.html").exists() and (run / "figures" / "timeline.svg").exists()
     metrics = json.loads((run / "extract" / "metrics.json").read_text())
     assert metrics["kernels"]["count"] == 14018
@@ -44,9 +130,9 @@ def test_demo_runs_end_to_end(cli_env: dict[str, str], tmp_path: Path) -> None:
     assert phases["decode"] > 30 * phases["prefill"] > 0
     report = (run / "report" / "report.md").read_text()
     assert "5,843 output tok/s" in report and "Profiler overhead" in report and "Prefill and decode" in report
-    again = _snakemake([*args, "-n"], cli_env)
+    again = snakemake([*demo_args(demo_study), "-n"], cli_env, demo_study)
     assert "Nothing to be done" in again.stdout + again.stderr
-    report = _snakemake([*args, "--report", str(tmp_path / "report.zip")], cli_env)
+    report = snakemake([*demo_args(demo_study), "--report", str(tmp_path / "report.zip")], cli_env, demo_study)
     assert report.returncode == 0 and (tmp_path / "report.zip").stat().st_size > 0
 
 
@@ -68,7 +154,7 @@ def test_bad_config_is_rejected_naming_the_key(
         llmprof_config.validate(config)
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = _snakemake(["-n", "--configfile", str(path), "--directory", str(tmp_path)], cli_env)
+    result = snakemake(["-n", "--configfile", str(path)], cli_env, tmp_path)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
 

@@ -280,20 +280,14 @@ def verify(archive_file: Path, no_rebuild: bool, force: bool) -> None:
     from llmprof.evidence.archive import verify as run_verify
 
     result = run_verify(archive_file, rebuild=not no_rebuild)
-    problems = [
-        *(f"checksum mismatch: {p}" for p in result.bad_checksums),
-        *(f"missing from the archive: {p}" for p in result.missing),
-        *(f"not in the manifest: {p}" for p in result.unlisted),
-        *(f"rebuilt bytes differ: {p}" for p in result.differs),
-    ]
-    for problem in problems:
+    for problem in result.problems:
         click.echo(problem)
     click.echo(
         f"{archive_file}: {result.checked} checksums checked, {result.rebuilt} artifacts rebuilt, "
-        f"{len(problems)} problem(s)"
+        f"{len(result.problems)} problem(s)"
     )
-    if problems:
-        raise LlmprofError(f"{archive_file}: verification failed ({len(problems)} problem(s), listed above)")
+    if not result.ok:
+        raise LlmprofError(f"{archive_file}: verification failed ({len(result.problems)} problem(s), listed above)")
 
 
 def _json_option(text: str, what: str) -> dict[str, Any]:

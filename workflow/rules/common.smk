@@ -1,11 +1,14 @@
-# Config validation and path lookups only; every computation lives in the llmprof package.
+# Config validation and path lookups only; every computation lives in the llmprof package, every path in
+# llmprof.common.layout (which `llmprof archive` and `llmprof verify` read too).
 import json
 import os
 import shlex
 
 from snakemake.utils import validate
 
+from llmprof.common import layout
 from llmprof.common.config import expand_sweeps
+from llmprof.common.layout import STUDY, ModelPaths, RunPaths
 
 
 validate(config, "../../config/schema.yaml", set_default=False)  # defaults are filled per stage by llmprof
@@ -13,7 +16,8 @@ config.update(expand_sweeps(config))
 
 RUNS = sorted(config["runs"])
 MODELS = sorted(config.get("models", {}))
-PROFILED = [run for run in RUNS if "model" in config["runs"][run]]
+RUN = RunPaths("{run}")
+MODEL = ModelPaths("{model}")
 
 
 wildcard_constraints:
@@ -26,31 +30,22 @@ def project_path(path):
     return os.path.join(workflow.basedir, path)
 
 
-def is_profiled(run):
-    return run in PROFILED
-
-
-def get_capture(wildcards):
-    return project_path(config["runs"][wildcards.run]["capture"])
+def run_config(run):
+    return config["runs"][run]
 
 
 def get_report(wildcards):
     """The run's .nsys-rep: made by profile_run, or the configured capture."""
-    if is_profiled(wildcards.run):
-        return f"results/{wildcards.run}/profile/profile.nsys-rep"
-    return get_capture(wildcards)
+    return layout.nsys_report(wildcards.run, run_config(wildcards.run), workflow.basedir)
 
 
 def get_sqlite(wildcards):
     """The SQLite export of a run: a configured .sqlite capture itself, or the export stage's output."""
-    run = config["runs"][wildcards.run]
-    if not is_profiled(wildcards.run) and run["capture"].endswith(".sqlite"):
-        return get_capture(wildcards)
-    return f"results/{wildcards.run}/export/profile.sqlite"
+    return layout.sqlite_export(wildcards.run, run_config(wildcards.run), workflow.basedir)
 
 
 def get_model_dir(wildcards):
-    return f"resources/models/{config['runs'][wildcards.run]['model']}"
+    return ModelPaths(run_config(wildcards.run)["model"]).folder
 
 
 def get_model_spec(wildcards):
@@ -64,7 +59,7 @@ def get_model_spec(wildcards):
 
 def get_run_spec(wildcards):
     """The run's config entry as shell-quoted JSON, a prompts file made absolute."""
-    spec = json.loads(json.dumps(config["runs"][wildcards.run]))
+    spec = json.loads(json.dumps(run_config(wildcards.run)))
     prompts = spec.get("workload", {}).get("prompts", "synthetic")
     if prompts != "synthetic":
         spec["workload"]["prompts"] = project_path(prompts)
@@ -73,10 +68,7 @@ def get_run_spec(wildcards):
 
 def run_records(run):
     """The traced and untraced run records a run's report cites, where the run has them."""
-    if is_profiled(run):
-        return {"record": f"results/{run}/profile/run.json", "baseline": f"results/{run}/baseline/run.json"}
-    keys = {"record": "run_record", "baseline": "baseline_record"}
-    return {name: project_path(config["runs"][run][key]) for name, key in keys.items() if key in config["runs"][run]}
+    return layout.run_records(run, run_config(run), workflow.basedir)
 
 
 def get_run_records(wildcards):
@@ -106,17 +98,18 @@ def get_category_args():
 
 def get_run_artifacts(wildcards):
     """Everything a run produced (and the capture it started from), for its provenance."""
+    paths = RunPaths(wildcards.run)
     artifacts = {
-        "extract": f"results/{wildcards.run}/extract",
-        "figures": f"results/{wildcards.run}/figures",
-        "report": f"results/{wildcards.run}/report/report.html",
+        "extract": paths.extract,
+        "figures": paths.figures,
+        "report": paths.report_html,
         "sqlite": get_sqlite(wildcards),
     }
     return {**artifacts, **get_run_records(wildcards)}
 
 
 def get_run_config(wildcards):
-    return shlex.quote(json.dumps(config["runs"][wildcards.run], sort_keys=True))
+    return shlex.quote(json.dumps(run_config(wildcards.run), sort_keys=True))
 
 
 def get_study_config():
@@ -127,26 +120,29 @@ def get_study_manifest():
     """The study's runs as shell-quoted JSON for `llmprof study`."""
     entries = []
     for run in RUNS:
-        records = run_records(run)
         entries.append(
             {
                 "run": run,
-                "extract": f"results/{run}/extract",
-                "logs": f"logs/{run}",
-                "sweep": config["runs"][run].get("sweep"),
-                **records,
+                "extract": RunPaths(run).extract,
+                "logs": RunPaths(run).logs,
+                "sweep": run_config(run).get("sweep"),
+                **run_records(run),
             }
         )
     return shlex.quote(json.dumps(entries, sort_keys=True))
 
 
 def get_study_inputs(wildcards):
-    inputs = {f"extract_{run}": f"results/{run}/extract" for run in RUNS}
+    inputs = {f"extract_{run}": RunPaths(run).extract for run in RUNS}
     for run in RUNS:
         inputs.update({f"{name}_{run}": path for name, path in run_records(run).items()})
     return inputs
 
 
+def get_run_provenances():
+    return [RunPaths(run).provenance for run in RUNS]
+
+
 def get_final_targets():
-    per_run = [f"results/{run}/{name}" for run in RUNS for name in ("report/report.html", "provenance.json")]
-    return per_run + ["results/study/report.html", "results/study/provenance.json"]
+    per_run = [path for run in RUNS for path in (RunPaths(run).report_html, RunPaths(run).provenance)]
+    return per_run + [STUDY.report_html, STUDY.provenance]

@@ -2,11 +2,11 @@ rule export_sqlite:
     input:
         get_report,
     output:
-        "results/{run}/export/profile.sqlite",
+        RUN.exported_sqlite,
     log:
-        "logs/{run}/export_sqlite.log",
+        RUN.log("export_sqlite"),
     benchmark:
-        "results/{run}/benchmarks/export_sqlite.tsv"
+        RUN.benchmark("export_sqlite")
     params:
         nsys=lookup(dpath="nsys/executable", within=config, default="nsys"),
     shell:

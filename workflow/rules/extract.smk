@@ -2,11 +2,11 @@ rule extract_metrics:
     input:
         sqlite=get_sqlite,
     output:
-        directory("results/{run}/extract"),
+        directory(RUN.extract),
     log:
-        "logs/{run}/extract_metrics.log",
+        RUN.log("extract_metrics"),
     benchmark:
-        "results/{run}/benchmarks/extract_metrics.tsv"
+        RUN.benchmark("extract_metrics")
     params:
         categories=get_category_args(),
     shell:

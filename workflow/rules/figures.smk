@@ -1,9 +1,9 @@
 rule plot_figures:
     input:
-        "results/{run}/extract",
+        RUN.extract,
     output:
         report(
-            directory("results/{run}/figures"),
+            directory(RUN.figures),
             patterns=["{name}.png"],
             caption="../report/figures.rst",
             category="Figures",
@@ -11,8 +11,8 @@ rule plot_figures:
             labels={"run": "{run}", "figure": "{name}"},
         ),
     log:
-        "logs/{run}/plot_figures.log",
+        RUN.log("plot_figures"),
     benchmark:
-        "results/{run}/benchmarks/plot_figures.tsv"
+        RUN.benchmark("plot_figures")
     shell:
         "llmprof figures {input} -o {output} --force --log {log}"

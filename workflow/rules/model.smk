@@ -1,10 +1,10 @@
 rule fetch_model:
     output:
-        directory("resources/models/{model}"),
+        directory(MODEL.folder),
     log:
-        "logs/models/{model}.log",
+        MODEL.log,
     benchmark:
-        "logs/models/{model}.benchmark.tsv"
+        MODEL.benchmark
     params:
         spec=get_model_spec,
     shell:

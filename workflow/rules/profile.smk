@@ -2,12 +2,12 @@ rule profile_run:
     input:
         model=get_model_dir,
     output:
-        report="results/{run}/profile/profile.nsys-rep",
-        record="results/{run}/profile/run.json",
+        report=RUN.profile_report,
+        record=RUN.profile_record,
     log:
-        "logs/{run}/profile_run.log",
+        RUN.log("profile_run"),
     benchmark:
-        "results/{run}/benchmarks/profile_run.tsv"
+        RUN.benchmark("profile_run")
     params:
         spec=get_run_spec,
         nsys=lookup(dpath="nsys/executable", within=config, default="nsys"),
@@ -23,11 +23,11 @@ rule baseline_run:
     input:
         model=get_model_dir,
     output:
-        "results/{run}/baseline/run.json",
+        RUN.baseline_record,
     log:
-        "logs/{run}/baseline_run.log",
+        RUN.log("baseline_run"),
     benchmark:
-        "results/{run}/benchmarks/baseline_run.tsv"
+        RUN.benchmark("baseline_run")
     params:
         spec=get_run_spec,
     resources:

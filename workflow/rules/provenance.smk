@@ -2,9 +2,9 @@ rule record_provenance:
     input:
         unpack(get_run_artifacts),
     output:
-        "results/{run}/provenance.json",
+        RUN.provenance,
     log:
-        "logs/{run}/record_provenance.log",
+        RUN.log("record_provenance"),
     params:
         config=get_run_config,
         record=get_traced_record_arg,
@@ -15,12 +15,12 @@ rule record_provenance:
 
 rule record_study_provenance:
     input:
-        study="results/study/report.html",
-        runs=expand("results/{run}/provenance.json", run=RUNS),
+        study=STUDY.report_html,
+        runs=get_run_provenances(),
     output:
-        "results/study/provenance.json",
+        STUDY.provenance,
     log:
-        "logs/study/record_study_provenance.log",
+        STUDY.log("record_study_provenance"),
     params:
         config=get_study_config(),
         folder=subpath(input.study, parent=True),

@@ -1,21 +1,21 @@
 rule render_report:
     input:
         unpack(get_run_records),
-        extract="results/{run}/extract",
-        figures="results/{run}/figures",
+        extract=RUN.extract,
+        figures=RUN.figures,
     output:
         html=report(
-            "results/{run}/report/report.html",
+            RUN.report_html,
             caption="../report/report.rst",
             category="Reports",
             labels={"run": "{run}"},
         ),
-        markdown="results/{run}/report/report.md",
-        findings="results/{run}/report/findings.json",
+        markdown=RUN.report_markdown,
+        findings=RUN.findings,
     log:
-        "logs/{run}/render_report.log",
+        RUN.log("render_report"),
     benchmark:
-        "results/{run}/benchmarks/render_report.tsv"
+        RUN.benchmark("render_report")
     params:
         out=subpath(output.html, parent=True),
         records=get_record_args,

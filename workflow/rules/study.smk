@@ -3,17 +3,17 @@ rule compare_runs:
         unpack(get_study_inputs),
     output:
         html=report(
-            "results/study/report.html",
+            STUDY.report_html,
             caption="../report/study.rst",
             category="Study",
         ),
-        markdown="results/study/report.md",
-        table="results/study/runs.parquet",
-        findings="results/study/findings.json",
+        markdown=STUDY.report_markdown,
+        table=STUDY.runs_table,
+        findings=STUDY.findings,
     log:
-        "logs/study/compare_runs.log",
+        STUDY.log("compare_runs"),
     benchmark:
-        "logs/study/compare_runs.benchmark.tsv"
+        STUDY.benchmark("compare_runs")
     params:
         manifest=get_study_manifest(),
         out=subpath(output.html, parent=True),

@@ -24,6 +24,7 @@ from llmprof.analysis.extract import extract
 from llmprof.analysis.study import RunEntry, write_study
 from llmprof.common.config import expand_sweeps, load
 from llmprof.common.errors import InputError
+from llmprof.common.layout import STUDY, RunPaths, nsys_report, run_records, sqlite_export
 from llmprof.common.outputs import refuse_existing
 from llmprof.common.version import __version__
 from llmprof.render.figures import draw_figures
@@ -36,36 +37,30 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _run_records(config: dict[str, Any], run: str) -> tuple[str | None, str | None]:
-    spec = config["runs"][run]
-    if "model" in spec:
-        return f"results/{run}/profile/run.json", f"results/{run}/baseline/run.json"
-    return spec.get("run_record"), spec.get("baseline_record")
-
-
-def _capture_sqlite(config: dict[str, Any], run: str, root: Path) -> Path:
-    spec = config["runs"][run]
-    exported = root / "results" / run / "export" / "profile.sqlite"
-    if exported.exists() or "model" in spec or not spec["capture"].endswith(".sqlite"):
-        return exported
-    return root / str(spec["capture"])
+def _files_under(folder: Path) -> set[Path]:
+    return {p.resolve() for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")}
 
 
 def study_files(configfile: Path, root: Path) -> tuple[dict[str, Any], list[Path]]:
-    """The study's config and every file that belongs in its archive (relative to ``root``)."""
+    """The study's config and every file that belongs in its archive (relative to ``root``).
+
+    That is each run's results folder, the capture and run records it started from, and the study folder.
+    """
     config = expand_sweeps(load(configfile), str(configfile))
     files = {configfile.resolve()}
     for run, spec in config["runs"].items():
-        folder = root / "results" / run
+        folder = root / RunPaths(run).folder
         if not folder.is_dir():
             raise InputError(f"{folder}: missing; run the workflow for {configfile} first")
-        files.update(p.resolve() for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-        for extra in (spec.get("capture"), *_run_records(config, run)):
-            if extra and (root / extra).is_file():
-                files.add((root / extra).resolve())
-    study = root / "results" / "study"
-    if study.is_dir():
-        files.update(p.resolve() for p in study.rglob("*") if p.is_file() and not p.name.startswith("."))
+        files |= _files_under(folder)
+        inputs = (
+            nsys_report(run, spec),
+            sqlite_export(run, spec),
+            *run_records(run, spec).values(),
+        )
+        files.update((root / path).resolve() for path in inputs if (root / path).is_file())
+    if (root / STUDY.folder).is_dir():
+        files |= _files_under(root / STUDY.folder)
     outside = [p for p in files if not p.is_relative_to(root.resolve())]
     if outside:
         raise InputError(
@@ -115,23 +110,22 @@ class Verification:
     differs: list[str] = field(default_factory=list)
 
     @property
+    def problems(self) -> list[str]:
+        """One line per problem, naming the file."""
+        return [
+            *(f"checksum mismatch: {p}" for p in self.bad_checksums),
+            *(f"missing from the archive: {p}" for p in self.missing),
+            *(f"not in the manifest: {p}" for p in self.unlisted),
+            *(f"rebuilt bytes differ: {p}" for p in self.differs),
+        ]
+
+    @property
     def ok(self) -> bool:
-        return not (self.bad_checksums or self.missing or self.unlisted or self.differs)
+        return not self.problems
 
 
-def _compare(rebuilt: Path, archived: Path, label: str, result: Verification) -> None:
-    for path in sorted(p for p in rebuilt.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        relative = path.relative_to(rebuilt)
-        original = archived / relative
-        result.rebuilt += 1
-        if not original.exists() or original.read_bytes() != path.read_bytes():
-            result.differs.append(f"{label}/{relative}")
-
-
-def verify(archive: str | Path, *, rebuild: bool = True) -> Verification:
-    """Check every checksum of an archive, then rebuild its analysis stages and compare bytes."""
-    archive = Path(archive)
-    result = Verification()
+def _read_archive(archive: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The manifest and every other file of an archive, by path."""
     try:
         with tarfile.open(archive, mode="r:gz") as tar:
             contents = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
@@ -139,7 +133,12 @@ def verify(archive: str | Path, *, rebuild: bool = True) -> Verification:
         raise InputError(f"{archive}: not a readable llmprof archive ({exc})") from exc
     if MANIFEST not in contents:
         raise InputError(f"{archive}: no {MANIFEST}; not an llmprof archive")
-    manifest = json.loads(contents.pop(MANIFEST))
+    manifest: dict[str, Any] = json.loads(contents.pop(MANIFEST))
+    return manifest, contents
+
+
+def _check_checksums(manifest: dict[str, Any], contents: dict[str, bytes]) -> Verification:
+    result = Verification()
     listed = {f["path"]: f for f in manifest["files"]}
     for path, entry in listed.items():
         if path not in contents:
@@ -148,35 +147,62 @@ def verify(archive: str | Path, *, rebuild: bool = True) -> Verification:
             result.bad_checksums.append(path)
         result.checked += 1
     result.unlisted = sorted(set(contents) - set(listed))
-    if not rebuild:
-        return result
-    with tempfile.TemporaryDirectory(prefix="llmprof-verify-") as scratch:
-        root = Path(scratch) / "archive"
-        for path, data in contents.items():
-            (root / path).parent.mkdir(parents=True, exist_ok=True)
-            (root / path).write_bytes(data)
-        config = expand_sweeps(load(root / manifest["config"]))
-        rebuilt_root = Path(scratch) / "rebuilt"
-        entries = []
-        for run in sorted(config["runs"]):
-            archived = root / "results" / run
-            if not (archived / "extract" / "metrics.json").exists():
-                entries.append(RunEntry(run, rebuilt_root / run / "extract", logs=root / "logs" / run))
-                continue
-            out = rebuilt_root / run
-            extract(_capture_sqlite(config, run, root), out / "extract", categories=config.get("categories") or None)
-            _compare(out / "extract", archived / "extract", f"results/{run}/extract", result)
-            draw_figures(out / "extract", out / "figures")
-            _compare(out / "figures", archived / "figures", f"results/{run}/figures", result)
-            record, baseline = (root / p if p and (root / p).exists() else None for p in _run_records(config, run))
-            write_report(
-                out / "extract", out / "report", run=run, figures_dir=out / "figures", record=record, baseline=baseline
-            )
-            _compare(out / "report", archived / "report", f"results/{run}/report", result)
-            entries.append(
-                RunEntry(run, out / "extract", record, baseline, sweep=config["runs"][run].get("sweep") or {})
-            )
-        if (root / "results" / "study").is_dir():
-            write_study(entries, rebuilt_root / "study")
-            _compare(rebuilt_root / "study", root / "results" / "study", "results/study", result)
+    return result
+
+
+def _compare(rebuilt: Path, archived: Path, folder: str, result: Verification) -> None:
+    """Name every file of ``folder`` rebuilt under ``rebuilt`` whose bytes differ from its copy under ``archived``."""
+    for path in sorted(p for p in (rebuilt / folder).rglob("*") if p.is_file() and not p.name.startswith(".")):
+        relative = path.relative_to(rebuilt).as_posix()
+        original = archived / relative
+        result.rebuilt += 1
+        if not original.exists() or original.read_bytes() != path.read_bytes():
+            result.differs.append(relative)
+
+
+def _rebuild_run(run: str, config: dict[str, Any], root: Path, rebuilt: Path, result: Verification) -> RunEntry:
+    """Rebuild one run's extract, figures and report from its archived capture and compare them with the archive.
+
+    A run that failed in the workflow (no metrics in its extract) is not rebuilt; the study lists it as failed.
+    """
+    paths, spec = RunPaths(run), config["runs"][run]
+    if not (root / paths.extract / "metrics.json").exists():
+        return RunEntry(run, rebuilt / paths.extract, logs=root / paths.logs)
+    extract(root / sqlite_export(run, spec), rebuilt / paths.extract, categories=config.get("categories") or None)
+    draw_figures(rebuilt / paths.extract, rebuilt / paths.figures)
+    records = {name: root / path for name, path in run_records(run, spec).items() if (root / path).exists()}
+    record, baseline = records.get("record"), records.get("baseline")
+    write_report(
+        rebuilt / paths.extract,
+        rebuilt / paths.report,
+        run=run,
+        figures_dir=rebuilt / paths.figures,
+        record=record,
+        baseline=baseline,
+    )
+    for folder in (paths.extract, paths.figures, paths.report):
+        _compare(rebuilt, root, folder, result)
+    return RunEntry(run, rebuilt / paths.extract, record, baseline, sweep=spec.get("sweep") or {})
+
+
+def _rebuild(manifest: dict[str, Any], contents: dict[str, bytes], scratch: Path, result: Verification) -> None:
+    """Unpack the archive into ``scratch``, rebuild its analysis stages beside it in the same layout, compare."""
+    root, rebuilt = scratch / "archive", scratch / "rebuilt"
+    for path, data in contents.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(data)
+    config = expand_sweeps(load(root / manifest["config"]))
+    entries = [_rebuild_run(run, config, root, rebuilt, result) for run in sorted(config["runs"])]
+    if (root / STUDY.folder).is_dir():
+        write_study(entries, rebuilt / STUDY.folder)
+        _compare(rebuilt, root, STUDY.folder, result)
+
+
+def verify(archive: str | Path, *, rebuild: bool = True) -> Verification:
+    """Check every checksum of an archive, then rebuild its analysis stages and compare bytes."""
+    manifest, contents = _read_archive(Path(archive))
+    result = _check_checksums(manifest, contents)
+    if rebuild:
+        with tempfile.TemporaryDirectory(prefix="llmprof-verify-") as scratch:
+            _rebuild(manifest, contents, Path(scratch), result)
     return result
