@@ -31,7 +31,7 @@ include: "workflow/rules/study.smk"
 # With --keep-going, a failed run stops the study job: write the study of what finished, failed runs listed.
 onerror:
     manifest, folder = get_study_manifest(), STUDY.folder
-    shell("llmprof study --manifest {manifest} -o {folder} --force --quiet || true")
+    shell("llmprof study --manifest {manifest} -o {folder:q} --force --quiet || true")
 
 
 rule all:

@@ -69,11 +69,13 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def snakemake(args: list[str], env: dict[str, str], workdir: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Snakemake on the project's Snakefile, in ``workdir`` when given (results, logs and .snakemake go there)."""
+def snakemake(
+    args: list[str], env: dict[str, str], workdir: Path | None = None, project: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    """Snakemake on ``project``'s Snakefile, in ``workdir`` when given (results, logs and .snakemake go there)."""
     where = [] if workdir is None else ["--directory", str(workdir)]
     return subprocess.run(
-        ["snakemake", "-s", str(ROOT / "Snakefile"), *where, *args],
+        ["snakemake", "-s", str(project / "Snakefile"), *where, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -90,12 +92,13 @@ def demo_args(root: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def demo_study(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -> Path:
     """The demo workflow run once per session in a copy of the project (archive needs config and results side by
-    side); tests read it and must not change it."""
-    root = tmp_path_factory.mktemp("project")
-    for item in ("config", "resources/samples"):
+    side); tests read it and must not change it. Its folder's name has a space and a non-ASCII letter, as users' do."""
+    root = tmp_path_factory.mktemp("project") / "demo study é"
+    for item in ("config", "resources/samples", "workflow"):
         shutil.copytree(ROOT / item, root / item, symlinks=True)
+    shutil.copy(ROOT / "Snakefile", root / "Snakefile")
     (root / "config" / "schema.yaml").unlink()
     shutil.copy(ROOT / "src" / "llmprof" / "data" / "config.schema.yaml", root / "config" / "schema.yaml")
-    result = snakemake(demo_args(root), cli_env, root)
+    result = snakemake(demo_args(root), cli_env, root, project=root)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return root

@@ -130,9 +130,10 @@ def test_demo_runs_end_to_end(demo_study: Path, cli_env: dict[str, str], tmp_pat
     assert phases["decode"] > 30 * phases["prefill"] > 0
     report = (run / "report" / "report.md").read_text()
     assert "5,843 output tok/s" in report and "Profiler overhead" in report and "Prefill and decode" in report
-    again = snakemake([*demo_args(demo_study), "-n"], cli_env, demo_study)
+    again = snakemake([*demo_args(demo_study), "-n"], cli_env, demo_study, project=demo_study)
     assert "Nothing to be done" in again.stdout + again.stderr
-    report = snakemake([*demo_args(demo_study), "--report", str(tmp_path / "report.zip")], cli_env, demo_study)
+    zipped = [*demo_args(demo_study), "--report", str(tmp_path / "report.zip")]
+    report = snakemake(zipped, cli_env, demo_study, project=demo_study)
     assert report.returncode == 0 and (tmp_path / "report.zip").stat().st_size > 0
 
 
@@ -156,7 +157,17 @@ def test_bad_config_is_rejected_naming_the_key(
     path.write_text(yaml.safe_dump(config))
     result = snakemake(["-n", "--configfile", str(path)], cli_env, tmp_path)
     assert result.returncode != 0
-    assert message in result.stdout + result.stderr
+    said = result.stdout + result.stderr
+    assert message in said and f"{path}:" in said
+    assert len(said.splitlines()) < 15, said  # the problem, not the whole schema
+
+
+def test_a_bad_category_pattern_fails_the_dry_run(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("runs:\n  a: {capture: x.sqlite}\ncategories:\n  gemm: 'gemm(['\n")
+    result = snakemake(["-n", "--configfile", str(path)], cli_env, tmp_path)
+    said = result.stdout + result.stderr
+    assert result.returncode != 0 and f"{path}:4: categories/gemm: invalid regular expression" in said
 
 
 def test_shipped_configs_validate() -> None:

@@ -4,14 +4,13 @@ import json
 import os
 import shlex
 
-from snakemake.utils import validate
-
 from llmprof.common import layout
-from llmprof.common.config import expand_sweeps
+from llmprof.common.config import expand_sweeps, validate_file_config
 from llmprof.common.layout import STUDY, ModelPaths, RunPaths
 
 
-validate(config, "../../config/schema.yaml", set_default=False)  # defaults are filled per stage by llmprof
+# The schema in config/schema.yaml; defaults are filled per stage by llmprof. Errors name the file and line.
+validate_file_config(config, (workflow.overwrite_configfiles or workflow.configfiles or ["config/config.yaml"])[-1])
 config.update(expand_sweeps(config))
 
 RUNS = sorted(config["runs"])
@@ -77,7 +76,7 @@ def get_run_records(wildcards):
 
 def record_options(input, names):
     """--record/--baseline options for the run records among a job's inputs."""
-    return " ".join(f"--{name} {input[name]}" for name in names if name in input.keys())
+    return " ".join(f"--{name} {shlex.quote(input[name])}" for name in names if name in input.keys())
 
 
 def get_record_args(wildcards, input):

@@ -10,4 +10,4 @@ rule export_sqlite:
     params:
         nsys=lookup(dpath="nsys/executable", within=config, default="nsys"),
     shell:
-        "llmprof export {input} -o {output} --nsys {params.nsys} --force --log {log}"
+        "llmprof export {input:q} -o {output:q} --nsys {params.nsys:q} --force --log {log:q}"

@@ -10,4 +10,4 @@ rule extract_metrics:
     params:
         categories=get_category_args(),
     shell:
-        "llmprof extract {input.sqlite} -o {output} {params.categories} --force --log {log}"
+        "llmprof extract {input.sqlite:q} -o {output:q} {params.categories} --force --log {log:q}"

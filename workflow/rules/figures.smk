@@ -15,4 +15,4 @@ rule plot_figures:
     benchmark:
         RUN.benchmark("plot_figures")
     shell:
-        "llmprof figures {input} -o {output} --force --log {log}"
+        "llmprof figures {input:q} -o {output:q} --force --log {log:q}"

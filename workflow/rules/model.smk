@@ -8,4 +8,4 @@ rule fetch_model:
     params:
         spec=get_model_spec,
     shell:
-        "llmprof model {wildcards.model} --spec {params.spec} -o {output} --force --log {log}"
+        "llmprof model {wildcards.model:q} --spec {params.spec} -o {output:q} --force --log {log:q}"

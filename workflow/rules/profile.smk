@@ -15,8 +15,8 @@ rule profile_run:
     resources:
         gpu=1,
     shell:
-        "llmprof profile {wildcards.run} --spec {params.spec} --model {input.model} -o {params.out}"
-        " --nsys {params.nsys} --force --log {log}"
+        "llmprof profile {wildcards.run:q} --spec {params.spec} --model {input.model:q} -o {params.out:q}"
+        " --nsys {params.nsys:q} --force --log {log:q}"
 
 
 rule baseline_run:
@@ -33,4 +33,4 @@ rule baseline_run:
     resources:
         gpu=1,
     shell:
-        "llmprof baseline {wildcards.run} --spec {params.spec} --model {input.model} -o {output} --force --log {log}"
+        "llmprof baseline {wildcards.run:q} --spec {params.spec} --model {input.model:q} -o {output:q} --force --log {log:q}"

@@ -9,8 +9,8 @@ rule record_provenance:
         config=get_run_config,
         record=get_traced_record_arg,
     shell:
-        "llmprof provenance {wildcards.run} {input} --config {params.config} {params.record}"
-        " -o {output} --force --log {log}"
+        "llmprof provenance {wildcards.run:q} {input:q} --config {params.config} {params.record}"
+        " -o {output:q} --force --log {log:q}"
 
 
 rule record_study_provenance:
@@ -25,5 +25,5 @@ rule record_study_provenance:
         config=get_study_config(),
         folder=subpath(input.study, parent=True),
     shell:
-        "llmprof provenance study {params.folder} {input.runs} --config {params.config}"
-        " -o {output} --force --log {log}"
+        "llmprof provenance study {params.folder:q} {input.runs:q} --config {params.config}"
+        " -o {output:q} --force --log {log:q}"

@@ -20,5 +20,5 @@ rule render_report:
         out=subpath(output.html, parent=True),
         records=get_record_args,
     shell:
-        "llmprof report {input.extract} -o {params.out} --figures {input.figures} --run {wildcards.run}"
-        " {params.records} --force --log {log}"
+        "llmprof report {input.extract:q} -o {params.out:q} --figures {input.figures:q} --run {wildcards.run:q}"
+        " {params.records} --force --log {log:q}"

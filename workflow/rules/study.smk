@@ -18,4 +18,4 @@ rule compare_runs:
         manifest=get_study_manifest(),
         out=subpath(output.html, parent=True),
     shell:
-        "llmprof study --manifest {params.manifest} -o {params.out} --force --log {log}"
+        "llmprof study --manifest {params.manifest} -o {params.out:q} --force --log {log:q}"
