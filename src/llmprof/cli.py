@@ -276,7 +276,12 @@ def archive(configfile: Path, root: Path, out: Path, force: bool) -> None:
 @click.option("--no-rebuild", is_flag=True, help="Only check the checksums; do not rebuild the analysis stages.")
 @common_options
 def verify(archive_file: Path, no_rebuild: bool, force: bool) -> None:
-    """Check every checksum of an archive and rebuild its analysis from the captures; name what differs."""
+    """Check every checksum of an archive and rebuild its analysis from the captures; name what differs.
+
+    An archive with a member that is unsafe to unpack (a link, a device, a name outside its folder), a member
+    its manifest does not list, a listed file missing, or a size past the limits is refused before anything
+    is unpacked.
+    """
     from llmprof.evidence.archive import verify as run_verify
 
     result = run_verify(archive_file, rebuild=not no_rebuild)
