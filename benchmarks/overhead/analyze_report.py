@@ -141,7 +141,7 @@ def analyze(path: str, iters: dict[str, int] | None = None) -> dict:
     for b, (lo, hi) in sorted(wins.items(), key=lambda kv: kv[1][0]):
         w = window_counts(con, tables, lo, hi)
         w["window_ns"] = [lo, hi]
-        n = (iters or {}).get(b)
+        n = (iters or {}).get(b) if b != "all" else sum((iters or {}).values())
         if n:
             w["iterations"] = n
             w["kernels_per_iteration"] = w["kernels"] / n

@@ -66,8 +66,13 @@ def synthetic_prompts(batch_size: int, input_len: int, vocab_size: int, seed: in
 
 
 def wait_hold(path: str | None, limit_s: float = 300.0) -> float:
+    """Wait while the hold file exists and the process whose id it holds (the driver's export job) lives."""
     t0 = time.perf_counter()
     while path and os.path.exists(path) and time.perf_counter() - t0 < limit_s:
+        try:
+            os.kill(int(Path(path).read_text().strip()), 0)
+        except (OSError, ValueError):
+            break
         time.sleep(0.2)
     return time.perf_counter() - t0
 
