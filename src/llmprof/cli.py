@@ -209,7 +209,8 @@ def report(
 @common_options
 def study(manifest: str, out: Path, force: bool) -> None:
     """Compare the runs of a study: one table, comparison figures and findings; failed runs are listed."""
-    from llmprof.analysis.study import load_manifest, write_study
+    from llmprof.analysis.study import load_manifest
+    from llmprof.render.study import write_study
 
     table = write_study(load_manifest(manifest), out, force=force)
     failed = table[table["status"] == "failed"]["run"].tolist()
