@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import yaml
 
 from llmprof.common.errors import ConfigError
+from llmprof.common.records import RunSpec
 
 SCHEMA_RESOURCE = "config.schema.yaml"
 
@@ -97,7 +99,7 @@ def expand_sweeps(config: dict[str, Any], source: str = "config") -> dict[str, A
     return validate(expanded, source)
 
 
-def config_digest(config: dict[str, Any]) -> str:
+def config_digest(config: Mapping[str, object]) -> str:
     """sha256 of a config (or config entry) in canonical JSON: equal digests, equal settings."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -117,7 +119,7 @@ def json_copy(value: Any) -> Any:
     return yaml.safe_load(yaml.safe_dump(value))
 
 
-def run_spec(run: str, spec: dict[str, Any]) -> dict[str, Any]:
+def run_spec(run: str, spec: dict[str, Any]) -> RunSpec:
     """A profiled run's settings with every default filled: what the workload and profile stages read."""
     if "model" not in spec:
         raise ConfigError(f"run {run}: analyses an existing capture; it has no model to profile")
@@ -127,7 +129,7 @@ def run_spec(run: str, spec: dict[str, Any]) -> dict[str, Any]:
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(run)"
         raise ConfigError(f"run {run}: {where}: {error.message}")
-    return {"run": run, **with_defaults(spec, node)}
+    return cast(RunSpec, {"run": run, **with_defaults(spec, node)})
 
 
 def read_mapping(path: str | Path, kind: str, *, json_format: bool = False) -> dict[str, Any]:
