@@ -2,8 +2,8 @@
 
 ``metrics.json`` (extract), ``run.json`` (workload and profile), ``model.json``
 (model), ``provenance.json`` (provenance), ``findings.json`` (report and study)
-and the study manifest. Every stage that reads one of them gets it through a
-loader here, so a missing or broken file is reported the same way everywhere.
+and the study manifest. Stages read metrics and run records through the
+loaders here, so a missing or broken file is reported the same way everywhere.
 
 Optional keys are declared in a ``total=False`` subclass of the required ones,
 which keeps the records readable on every Python the package supports.
