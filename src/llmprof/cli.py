@@ -171,7 +171,7 @@ def extract(sqlite: Path, out: Path, categories: tuple[str, ...], force: bool) -
                 raise click.BadParameter(f"{item!r}: expected NAME=REGEX", param_hint="--category")
             patterns[name] = pattern
     metrics = run_extract(sqlite, out, categories=patterns, force=force, progress=sys.stderr.isatty())
-    tables: dict[str, int] = metrics["tables"]  # type: ignore[assignment]
+    tables: dict[str, int] = metrics["tables"]
     log.info("%s: %s", out, ", ".join(f"{k} {v}" for k, v in tables.items()))
 
 
@@ -224,7 +224,8 @@ def report(
 @common_options
 def study(manifest: str, out: Path, force: bool) -> None:
     """Compare the runs of a study: one table, comparison figures and findings; failed runs are listed."""
-    from llmprof.analysis.study import load_manifest, write_study
+    from llmprof.analysis.study import load_manifest
+    from llmprof.render.study import write_study
 
     table = write_study(load_manifest(manifest), out, force=force)
     failed = table[table["status"] == "failed"]["run"].tolist()

@@ -35,6 +35,7 @@ from llmprof.analysis.metrics import capture_window, compute_metrics, gpu_activi
 from llmprof.analysis.stats import REPORTS, ReportSkipped, SharedScans, report_table
 from llmprof.common.errors import InputError, brief
 from llmprof.common.outputs import OrderedWorker, ParquetSink, staged_directory, write_json, write_table
+from llmprof.common.records import GpuActivity, Metrics
 from llmprof.nsys import events
 from llmprof.nsys.events import EventQuery, NameResolver
 from llmprof.nsys.export import Export, conform, open_export
@@ -182,7 +183,7 @@ def _write_nvtx_gpu(launches: LaunchResults, path: Path) -> int:
 
 def _write_event_tables(
     export: Export, stage: Path, classifier: Classifier, progress: bool
-) -> tuple[dict[str, int], SharedScans, dict[str, object]]:
+) -> tuple[dict[str, int], SharedScans, GpuActivity]:
     """Every event table, calls first; the rows per table, the scans the summaries share, GPU activity."""
     row_counts: dict[str, int] = {}
     scan = EventScan(export, stage / ".scan")
@@ -225,7 +226,7 @@ def extract(
     categories: Mapping[str, str] | None = None,
     force: bool = False,
     progress: bool = False,
-) -> dict[str, object]:
+) -> Metrics:
     """Extract every table, the nsys-equal summaries and the headline metrics of one export.
 
     Args:
@@ -242,9 +243,11 @@ def extract(
     with open_export(sqlite) as export, staged_directory(Path(out), force, "extract") as stage:
         row_counts, scans, activity = _write_event_tables(export, stage, classifier, progress)
         summary_rows, skipped = _write_summaries(scans, stage, Path(sqlite).name)
-        metrics = compute_metrics(export, stage, classifier, activity)
-        metrics["tables"] = {**row_counts, **summary_rows}
-        metrics["skipped_summaries"] = skipped
-        metrics["schema_version"] = tables.SCHEMA_VERSION
+        metrics: Metrics = {
+            **compute_metrics(export, stage, classifier, activity),
+            "tables": {**row_counts, **summary_rows},
+            "skipped_summaries": skipped,
+            "schema_version": tables.SCHEMA_VERSION,
+        }
         write_json(stage / "metrics.json", metrics)
     return metrics

@@ -1,24 +1,41 @@
-"""Automated findings: rules over ``metrics.json``, each with its evidence and the next step.
+"""Automated findings: rules over a run's metrics and records, each with its evidence and the next step.
 
-Rules read only the metrics dict, so a finding can always be traced to the
-numbers that support it. Thresholds are module constants, named and documented.
+Rules are written the way ``nsys analyze`` rules are: one small function per
+rule, comparing the records with named threshold constants, registered with its
+id, a description and its thresholds in :data:`RULES`, which :func:`findings`
+runs in order. A rule reads only the records it is given, so every finding can
+be traced to the numbers that support it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Generic, NamedTuple, TypeVar
+
+from llmprof.common.records import FindingRecord, Metrics, RunRecord
+
+#: What a rule reads: a run's records (:class:`RunResults`) or a study's table.
+Subject = TypeVar("Subject")
 
 #: Copies into the GPU beyond this suggest model loading inside the capture.
 SETUP_H2D_BYTES = 256 * 10**6
 #: Allocation calls taking this share of CUDA API time suggest setup inside the capture.
 SETUP_ALLOC_SHARE = 0.25
+#: Synchronizing calls taking this share of CUDA API time mean the host waits on the GPU.
 SYNC_SHARE = 0.30
+#: OS runtime time spent in waits (poll, futex, condition waits) from which threads count as mostly waiting.
 WAITING_SHARE = 0.50
+#: Idle share of the capture window from which the GPU counts as waiting on the host.
 GPU_IDLE_SHARE = 0.20
+#: Share of GPU time from which the largest kernel family is a warning rather than information.
 DOMINANT_SHARE = 0.50
+#: Mean kernel duration below which kernels count as short (launch overhead dominates) ...
 SHORT_KERNEL_NS = 10_000
+#: ... when at least this many kernels ran.
 SHORT_KERNEL_MIN_COUNT = 1_000
+#: Traced throughput this far below untraced makes traced timings unrepresentative.
+OVERHEAD_SHARE = 0.10
 
 NEXT_FOR_FAMILY = {
     "gemm": "GEMM-bound: check that shapes keep tensor cores busy (batch size, padding to multiples of 8/16), "
@@ -35,9 +52,18 @@ NEXT_FOR_FAMILY = {
 }
 
 
+class Observation(NamedTuple):
+    """What a rule saw: how serious it is, a title, the numbers behind it and what to do next."""
+
+    severity: str  # warning or info
+    title: str
+    evidence: str
+    next_step: str
+
+
 @dataclass(frozen=True)
 class Finding:
-    """One finding: what was seen, the numbers behind it, and what to do next."""
+    """One finding: the rule that made it, what was seen, the numbers behind it, and what to do next."""
 
     id: str
     severity: str  # "warning" or "info"
@@ -45,11 +71,47 @@ class Finding:
     evidence: str
     next_step: str
 
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
+    def to_dict(self) -> FindingRecord:
+        return {
+            "id": self.id,
+            "severity": self.severity,
+            "title": self.title,
+            "evidence": self.evidence,
+            "next_step": self.next_step,
+        }
 
 
-def _pct(value: float) -> str:
+@dataclass(frozen=True)
+class Rule(Generic[Subject]):
+    """One rule: the id of its findings, what it looks for, the thresholds it compares with, and its check.
+
+    The check yields an observation for each finding it supports (most rules: at most one).
+    """
+
+    id: str
+    description: str
+    thresholds: Mapping[str, float]
+    check: Callable[[Subject], Iterable[Observation]]
+
+    def apply(self, subject: Subject) -> list[Finding]:
+        return [Finding(self.id, *seen) for seen in self.check(subject)]
+
+
+def run_rules(rules: Iterable[Rule[Subject]], subject: Subject) -> list[Finding]:
+    """Every finding the rules support, warnings first, otherwise in rule order."""
+    found = [finding for rule in rules for finding in rule.apply(subject)]
+    return sorted(found, key=lambda f: f.severity != "warning")
+
+
+class RunResults(NamedTuple):
+    """What the rules of one run read: its metrics and, when given, its traced and untraced run records."""
+
+    metrics: Metrics
+    traced: RunRecord | None = None
+    untraced: RunRecord | None = None
+
+
+def pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
@@ -64,26 +126,25 @@ def _ms(ns: float) -> str:
     return f"{ns / 1e6:.2f} ms"
 
 
-def _no_gpu_work(m: dict[str, Any]) -> Finding | None:
+def no_gpu_work(run: RunResults) -> Iterator[Observation]:
+    m = run.metrics
     if m["gpu_activity"]["captured"]:
-        return None
-    api = m["cuda_api"]["count"]
-    return Finding(
-        "no_gpu_work",
+        return
+    yield Observation(
         "warning",
         "No GPU work captured",
-        f"0 kernels, 0 copies and 0 memsets in the export; {api:,} CUDA API calls were traced on the host.",
+        f"0 kernels, 0 copies and 0 memsets in the export; {m['cuda_api']['count']:,} CUDA API calls were traced "
+        "on the host.",
         "Check that the capture range started where the work runs (cudaProfilerStart reached with "
         "--capture-range=cudaProfilerApi), that --trace includes cuda, and that GPU activity can be traced "
         "on this platform (under WSL2 it often is not).",
     )
 
 
-def _nvtx_absent(m: dict[str, Any]) -> Finding | None:
-    if m["nvtx"]["range_count"]:
-        return None
-    return Finding(
-        "nvtx_absent",
+def nvtx_absent(run: RunResults) -> Iterator[Observation]:
+    if run.metrics["nvtx"]["range_count"]:
+        return
+    yield Observation(
         "warning",
         "NVTX ranges absent",
         "The export holds no NVTX push/pop or start/end ranges, so GPU time cannot be attributed to phases.",
@@ -92,20 +153,21 @@ def _nvtx_absent(m: dict[str, Any]) -> Finding | None:
     )
 
 
-def _setup_in_capture(m: dict[str, Any]) -> Finding | None:
+def setup_in_capture(run: RunResults) -> Iterator[Observation]:
+    m = run.metrics
     h2d = m["memcpy"]["directions"]["H2D"]["bytes"]
-    alloc = m["cuda_api"]["kinds"].get("alloc", {}).get("share", 0.0)
-    if h2d < SETUP_H2D_BYTES and alloc < SETUP_ALLOC_SHARE:
-        return None
-    evidence = []
+    kinds = m["cuda_api"]["kinds"]
+    alloc = kinds["alloc"]["share"] if "alloc" in kinds else 0.0
+    seen = []
     if h2d >= SETUP_H2D_BYTES:
-        evidence.append(f"{_bytes(h2d)} copied host-to-device")
+        seen.append(f"{_bytes(h2d)} copied host-to-device")
     if alloc >= SETUP_ALLOC_SHARE:
-        evidence.append(f"allocation calls take {_pct(alloc)} of CUDA API time")
-    return Finding(
-        "setup_in_capture",
+        seen.append(f"allocation calls take {pct(alloc)} of CUDA API time")
+    if not seen:
+        return
+    yield Observation(
         "warning",
-        f"Capture includes setup ({'; '.join(evidence)})",
+        f"Capture includes setup ({'; '.join(seen)})",
         "Weight loading and allocation show up as large host-to-device copies and cudaMalloc time; "
         "they distort steady-state numbers.",
         "Start the capture after loading and warmup: nsys --capture-range=cudaProfilerApi with "
@@ -113,75 +175,32 @@ def _setup_in_capture(m: dict[str, Any]) -> Finding | None:
     )
 
 
-def _host_sync(m: dict[str, Any]) -> Finding | None:
-    share = m["cuda_api"]["sync_share"]
+def host_blocked_in_sync(run: RunResults) -> Iterator[Observation]:
+    api = run.metrics["cuda_api"]
+    share = api["sync_share"]
     if share is None or share < SYNC_SHARE:
-        return None
-    sync = m["cuda_api"]["kinds"]["sync"]
-    return Finding(
-        "host_blocked_in_sync",
+        return
+    sync = api["kinds"]["sync"]
+    yield Observation(
         "warning",
-        f"Host blocked in synchronization {_pct(share)} of CUDA API time",
+        f"Host blocked in synchronization {pct(share)} of CUDA API time",
         f"{sync['count']:,} synchronizing calls (stream/event/device synchronize, waits) took {_ms(sync['time_ns'])} "
-        f"of {_ms(m['cuda_api']['time_ns'])} in CUDA calls.",
+        f"of {_ms(api['time_ns'])} in CUDA calls.",
         "Find the syncs in the loop (.item(), .cpu(), .tolist(), torch.cuda.synchronize) and remove or defer them; "
         "use pinned memory and non_blocking copies.",
     )
 
 
-def _threads_waiting(m: dict[str, Any]) -> Finding | None:
-    share = m["osrt"]["waiting_share"]
-    if share is None or share < WAITING_SHARE:
-        return None
-    top = ", ".join(f"{t['name']} {_ms(t['time_ns'])}" for t in m["osrt"]["top"][:3])
-    return Finding(
-        "cpu_threads_waiting",
-        "info",
-        f"CPU threads mostly waiting: {_pct(share)} of OS runtime time in waits",
-        f"Largest OS runtime calls: {top}.",
-        "Helper threads idling in poll/condition waits is normal; if the GPU is also idle, the main thread is "
-        "the bottleneck: profile it with --sample=cpu to see where it spends its time.",
-    )
-
-
-def _dominant_family(m: dict[str, Any]) -> Finding | None:
-    categories = [c for c in m["kernels"]["categories"] if c["time_ns"] > 0]
-    if not categories:
-        return None
-    top = max(categories, key=lambda c: (c["share"], c["category"]))
-    tensor = m["kernels"]["tensor_core_share_of_gemm"]
-    detail = (
-        f" ({_pct(tensor)} of GEMM time in tensor-core kernels)"
-        if top["category"] == "gemm" and tensor is not None
-        else ""
-    )
-    kernel = next((k for k in m["kernels"]["top"] if k["category"] == top["category"]), None)
-    evidence = (
-        f"{top['count']:,} {top['category']} kernels ran for {_ms(top['time_ns'])} of {_ms(m['kernels']['time_ns'])}"
-    )
-    if kernel is not None:
-        evidence += f"; the largest is {kernel['short_name']} ({_pct(kernel['share'])})."
-    severity = "warning" if top["share"] >= DOMINANT_SHARE else "info"
-    return Finding(
-        "dominant_kernel_family",
-        severity,
-        f"{top['category'].upper() if top['category'] == 'gemm' else top['category'].capitalize()} kernels "
-        f"{_pct(top['share'])} of GPU time{detail}",
-        evidence,
-        NEXT_FOR_FAMILY[top["category"]],
-    )
-
-
-def _gpu_idle(m: dict[str, Any]) -> Finding | None:
+def gpu_idle(run: RunResults) -> Iterator[Observation]:
+    m = run.metrics
     activity = m["gpu_activity"]
-    if not activity["captured"] or activity["idle_fraction"] < GPU_IDLE_SHARE:
-        return None
-    gaps = [g for d in activity["devices"] for g in d["largest_gaps"]]
-    largest = max((g["duration_ns"] for g in gaps), default=0)
-    return Finding(
-        "gpu_idle",
+    idle = activity["idle_fraction"]
+    if not activity["captured"] or idle is None or idle < GPU_IDLE_SHARE:
+        return
+    largest = max((g["duration_ns"] for d in activity["devices"] for g in d["largest_gaps"]), default=0)
+    yield Observation(
         "warning",
-        f"GPU idle {_pct(activity['idle_fraction'])} of the capture window",
+        f"GPU idle {pct(idle)} of the capture window",
         f"GPU busy {_ms(activity['busy_ns'])} of a {_ms(m['capture_window']['duration_ns'])} window; "
         f"largest gap between GPU operations {_ms(largest)}.",
         "The GPU waits on the host: raise the batch size or concurrency, capture decode steps in CUDA graphs, "
@@ -189,12 +208,33 @@ def _gpu_idle(m: dict[str, Any]) -> Finding | None:
     )
 
 
-def _short_kernels(m: dict[str, Any]) -> Finding | None:
-    mean, count = m["kernels"]["mean_duration_ns"], m["kernels"]["count"]
+def dominant_kernel_family(run: RunResults) -> Iterator[Observation]:
+    kernels = run.metrics["kernels"]
+    categories = [c for c in kernels["categories"] if c["time_ns"] > 0]
+    if not categories:
+        return
+    top = max(categories, key=lambda c: (c["share"], c["category"]))
+    family = top["category"]
+    tensor = kernels["tensor_core_share_of_gemm"]
+    detail = f" ({pct(tensor)} of GEMM time in tensor-core kernels)" if family == "gemm" and tensor is not None else ""
+    evidence = f"{top['count']:,} {family} kernels ran for {_ms(top['time_ns'])} of {_ms(kernels['time_ns'])}"
+    largest = next((k for k in kernels["top"] if k["category"] == family), None)
+    if largest is not None:
+        evidence += f"; the largest is {largest['short_name']} ({pct(largest['share'])})."
+    name = family.upper() if family == "gemm" else family.capitalize()
+    yield Observation(
+        "warning" if top["share"] >= DOMINANT_SHARE else "info",
+        f"{name} kernels {pct(top['share'])} of GPU time{detail}",
+        evidence,
+        NEXT_FOR_FAMILY[family],
+    )
+
+
+def short_kernels(run: RunResults) -> Iterator[Observation]:
+    mean, count = run.metrics["kernels"]["mean_duration_ns"], run.metrics["kernels"]["count"]
     if mean is None or count < SHORT_KERNEL_MIN_COUNT or mean >= SHORT_KERNEL_NS:
-        return None
-    return Finding(
-        "short_kernels",
+        return
+    yield Observation(
         "info",
         f"Many short kernels: mean {mean / 1e3:.1f} µs over {count:,} kernels",
         "Kernels this short are dominated by launch overhead unless launched from CUDA graphs.",
@@ -202,49 +242,87 @@ def _short_kernels(m: dict[str, Any]) -> Finding | None:
     )
 
 
-RULES = (
-    _no_gpu_work,
-    _nvtx_absent,
-    _setup_in_capture,
-    _host_sync,
-    _gpu_idle,
-    _dominant_family,
-    _short_kernels,
-    _threads_waiting,
-)
+def cpu_threads_waiting(run: RunResults) -> Iterator[Observation]:
+    osrt = run.metrics["osrt"]
+    share = osrt["waiting_share"]
+    if share is None or share < WAITING_SHARE:
+        return
+    top = ", ".join(f"{t['name']} {_ms(t['time_ns'])}" for t in osrt["top"][:3])
+    yield Observation(
+        "info",
+        f"CPU threads mostly waiting: {pct(share)} of OS runtime time in waits",
+        f"Largest OS runtime calls: {top}.",
+        "Helper threads idling in poll/condition waits is normal; if the GPU is also idle, the main thread is "
+        "the bottleneck: profile it with --sample=cpu to see where it spends its time.",
+    )
 
 
-#: Traced throughput this far below untraced makes traced timings unrepresentative.
-OVERHEAD_SHARE = 0.10
-
-
-def profiler_overhead(traced: dict[str, Any], untraced: dict[str, Any]) -> float | None:
+def profiler_overhead(traced: RunRecord, untraced: RunRecord) -> float | None:
     """Relative throughput lost under nsys: 1 - traced tok/s / untraced tok/s."""
-    t, u = traced.get("output_tokens_per_s"), untraced.get("output_tokens_per_s")
+    t, u = traced["output_tokens_per_s"], untraced["output_tokens_per_s"]
     return 1 - t / u if t and u else None
 
 
-def _overhead(traced: dict[str, Any], untraced: dict[str, Any]) -> Finding | None:
-    loss = profiler_overhead(traced, untraced)
+def nsys_overhead(run: RunResults) -> Iterator[Observation]:
+    if run.traced is None or run.untraced is None:
+        return
+    loss = profiler_overhead(run.traced, run.untraced)
     if loss is None:
-        return None
-    severity = "warning" if loss >= OVERHEAD_SHARE else "info"
-    return Finding(
-        "profiler_overhead",
-        severity,
-        f"Profiler overhead: {_pct(loss)} of throughput under nsys",
-        f"{traced['output_tokens_per_s']:,.0f} output tok/s traced against {untraced['output_tokens_per_s']:,.0f} "
-        "untraced, same workload, same machine.",
+        return
+    yield Observation(
+        "warning" if loss >= OVERHEAD_SHARE else "info",
+        f"Profiler overhead: {pct(loss)} of throughput under nsys",
+        f"{run.traced['output_tokens_per_s']:,.0f} output tok/s traced against "
+        f"{run.untraced['output_tokens_per_s']:,.0f} untraced, same workload, same machine.",
         "Quote the untraced throughput; read traced kernel times as relative. To lower the overhead, trace less "
         "(drop osrt, --cuda-graph-trace=graph) or capture fewer iterations.",
     )
 
 
-def findings(
-    metrics: dict[str, Any], traced: dict[str, Any] | None = None, untraced: dict[str, Any] | None = None
-) -> list[Finding]:
+#: The rules of one run, in the order their findings are listed (after warnings come first).
+RULES: tuple[Rule[RunResults], ...] = (
+    Rule("no_gpu_work", "The capture holds no kernel, copy or memset.", {}, no_gpu_work),
+    Rule("nvtx_absent", "The capture holds no NVTX range to attribute GPU time to.", {}, nvtx_absent),
+    Rule(
+        "setup_in_capture",
+        "Model loading or allocation inside the capture: large host-to-device copies or allocation time.",
+        {"h2d_bytes": SETUP_H2D_BYTES, "alloc_share": SETUP_ALLOC_SHARE},
+        setup_in_capture,
+    ),
+    Rule(
+        "host_blocked_in_sync",
+        "Synchronizing calls take a large share of CUDA API time.",
+        {"sync_share": SYNC_SHARE},
+        host_blocked_in_sync,
+    ),
+    Rule("gpu_idle", "The GPU idles a large share of the capture window.", {"idle_share": GPU_IDLE_SHARE}, gpu_idle),
+    Rule(
+        "dominant_kernel_family",
+        "The kernel family with the most GPU time; a warning when it holds most of it.",
+        {"share": DOMINANT_SHARE},
+        dominant_kernel_family,
+    ),
+    Rule(
+        "short_kernels",
+        "Many kernels, short on average: launch overhead dominates.",
+        {"mean_ns": SHORT_KERNEL_NS, "min_count": SHORT_KERNEL_MIN_COUNT},
+        short_kernels,
+    ),
+    Rule(
+        "cpu_threads_waiting",
+        "OS runtime time is mostly spent in waits.",
+        {"waiting_share": WAITING_SHARE},
+        cpu_threads_waiting,
+    ),
+    Rule(
+        "profiler_overhead",
+        "Throughput under nsys against the same workload without it; a warning when the loss is large.",
+        {"loss_share": OVERHEAD_SHARE},
+        nsys_overhead,
+    ),
+)
+
+
+def findings(metrics: Metrics, traced: RunRecord | None = None, untraced: RunRecord | None = None) -> list[Finding]:
     """Every finding the metrics (and the run records, when given) support, warnings first, in rule order."""
-    found = [f for rule in RULES if (f := rule(metrics)) is not None]
-    if traced is not None and untraced is not None and (f := _overhead(traced, untraced)) is not None:
-        found.append(f)
-    return sorted(found, key=lambda f: f.severity != "warning")
+    return run_rules(RULES, RunResults(metrics, traced, untraced))

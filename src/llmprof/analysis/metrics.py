@@ -1,9 +1,10 @@
 """Headline metrics of one capture, computed from the extracted Parquet tables.
 
-Everything streams: per-batch group-bys over Parquet files, and one ordered
-SQLite scan for the GPU busy-time union, so memory stays flat as exports grow.
-The result is the JSON-ready dict written to ``metrics.json``; the report
-reads only this dict and the tables.
+Everything streams from the Parquet tables: per-batch group-bys, and GPU busy
+time from operation starts and ends sorted a time window at a time, so memory
+stays flat as exports grow. The result is the :class:`CaptureMetrics` record
+that extraction completes into ``metrics.json``; the report reads only that
+file and the tables.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,24 @@ import pyarrow.parquet as pq
 
 from llmprof.analysis.categories import CATEGORY_ORDER, TENSOR_CORE, WAITING_OSRT, Classifier
 from llmprof.analysis.grouped import bin_ranges, bin_shift, int_column, write_partitions
+from llmprof.common.records import (
+    ApiKind,
+    CaptureMetrics,
+    CaptureWindow,
+    CopyDirection,
+    CudaApiMetrics,
+    DeviceActivity,
+    GpuActivity,
+    GpuRecord,
+    KernelCategory,
+    KernelMetrics,
+    MemcpyMetrics,
+    NvtxMetrics,
+    NvtxRange,
+    OsrtMetrics,
+    PhaseMetrics,
+    PhaseRecord,
+)
 from llmprof.nsys.export import Export
 
 TOP_GAPS = 5
@@ -73,7 +92,7 @@ def time_span(stage: Path, names: Iterable[str]) -> tuple[int, int] | None:
     return (int(lo), int(hi)) if lo is not None and hi is not None else None
 
 
-def capture_window(stage: Path) -> dict[str, Any]:
+def capture_window(stage: Path) -> CaptureWindow:
     """The analysed window: from the first CUDA call or GPU operation to the last one.
 
     Falls back to NVTX ranges, then OS runtime calls, for captures without CUDA activity.
@@ -151,12 +170,13 @@ def _device_windows(stage: Path) -> dict[int, tuple[int, int, np.ndarray, np.nda
 
 
 def _device_activity(
-    stage: Path, device: int, low: int, shift: int, starts: np.ndarray, ends: np.ndarray
-) -> dict[str, Any]:
-    """Busy time and gaps of one device, sorting at most about ``ACTIVITY_BUDGET`` starts and ends at once.
+    stage: Path, device: int, low: int, shift: int, starts: np.ndarray, ends: np.ndarray, span: int
+) -> DeviceActivity:
+    """Busy time and largest gaps of one device in a capture window of ``span`` ns.
 
-    One pass writes each start and end to the file of its time window; windows are then read,
-    sorted and scanned in time order.
+    At most about ``ACTIVITY_BUDGET`` starts and ends are sorted at once: one pass writes each
+    start and end to the file of its time window; windows are then read, sorted and scanned in
+    time order.
     """
     windows = bin_ranges(starts + ends, ACTIVITY_BUDGET)
     window_starts = np.array([low + (first << shift) for first, _ in windows], dtype="int64")
@@ -182,30 +202,28 @@ def _device_activity(
                 last_end = int(in_ends[-1])
             gaps.add(in_starts, in_ends)
     busy = (last_end or 0) - (first_start or 0) - gaps.total
-    return {"device_id": device, "operations": gaps.starts_before, "busy_ns": busy, "largest": gaps.largest()}
+    return {
+        "device_id": device,
+        "operations": gaps.starts_before,
+        "busy_ns": busy,
+        "busy_fraction": busy / span,
+        "idle_fraction": 1 - busy / span,
+        "largest_gaps": [{"start_ns": start, "duration_ns": duration} for duration, start in gaps.largest()],
+    }
 
 
-def gpu_activity(stage: Path, window: dict[str, Any]) -> dict[str, Any]:
+def gpu_activity(stage: Path, window: CaptureWindow) -> GpuActivity:
     """Per device: busy time (union of kernels, copies and memsets), idle share and largest gaps.
 
     Starts and ends are sorted apart, a time window at a time (16 bytes per GPU operation in the
     window), after one pass that counts them per time bin and one that files them by window.
     """
-    span = max(int(window["duration_ns"]), 1)
-    per_device: list[dict[str, Any]] = []
-    for device, (low, shift, starts, ends) in sorted(_device_windows(stage).items()):
-        found = _device_activity(stage, device, low, shift, starts, ends)
-        per_device.append(
-            {
-                "device_id": device,
-                "operations": found["operations"],
-                "busy_ns": found["busy_ns"],
-                "busy_fraction": found["busy_ns"] / span,
-                "idle_fraction": 1 - found["busy_ns"] / span,
-                "largest_gaps": [{"start_ns": start, "duration_ns": duration} for duration, start in found["largest"]],
-            }
-        )
-    busy = sum(int(d["busy_ns"]) for d in per_device)
+    span = max(window["duration_ns"], 1)
+    per_device = [
+        _device_activity(stage, device, low, shift, starts, ends, span)
+        for device, (low, shift, starts, ends) in sorted(_device_windows(stage).items())
+    ]
+    busy = sum(d["busy_ns"] for d in per_device)
     fraction = busy / (span * len(per_device)) if per_device else 0.0
     return {
         "captured": bool(per_device),
@@ -225,12 +243,12 @@ def _missing(value: object) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
-def kernel_metrics(stage: Path, classifier: Classifier) -> dict[str, Any]:
+def kernel_metrics(stage: Path, classifier: Classifier) -> KernelMetrics:
     """GPU time per kernel family and the top kernels by total time."""
     per_name = records(grouped_sums(stage / "kernels.parquet", ["name", "short_name", "category"], ["duration_ns"]))
     total = sum(int(r["duration_ns"]) for r in per_name)
     count = sum(int(r["count"]) for r in per_name)
-    categories = []
+    categories: list[KernelCategory] = []
     for category in CATEGORY_ORDER:
         rows = [r for r in per_name if r["category"] == category]
         time_ns = sum(int(r["duration_ns"]) for r in rows)
@@ -278,11 +296,11 @@ def _by_key(path: Path, key: str, values: list[str]) -> dict[str, dict[str, int]
     }
 
 
-def cuda_api_metrics(stage: Path) -> dict[str, Any]:
+def cuda_api_metrics(stage: Path) -> CudaApiMetrics:
     """Host time in CUDA calls, by kind (sync, launch, memcpy, ...)."""
     per_kind = _by_key(stage / "cuda_api.parquet", "kind", ["duration_ns"])
     total = sum(k["duration_ns"] for k in per_kind.values())
-    kinds = {
+    kinds: dict[str, ApiKind] = {
         kind: {"time_ns": k["duration_ns"], "count": k["count"], "share": k["duration_ns"] / total}
         for kind, k in per_kind.items()
     }
@@ -300,10 +318,10 @@ def cuda_api_metrics(stage: Path) -> dict[str, Any]:
     }
 
 
-def memcpy_metrics(stage: Path) -> dict[str, Any]:
+def memcpy_metrics(stage: Path) -> MemcpyMetrics:
     """Bytes, time and count of copies per direction (H2D, D2H, D2D, ...)."""
     per_direction = _by_key(stage / "memcpy.parquet", "direction", ["size_bytes", "duration_ns"])
-    directions = {
+    directions: dict[str, CopyDirection] = {
         name: {"bytes": d["size_bytes"], "time_ns": d["duration_ns"], "count": d["count"]}
         for name, d in per_direction.items()
     }
@@ -312,7 +330,7 @@ def memcpy_metrics(stage: Path) -> dict[str, Any]:
     return {"directions": directions, "total_bytes": sum(d["bytes"] for d in directions.values())}
 
 
-def nvtx_metrics(stage: Path) -> dict[str, Any]:
+def nvtx_metrics(stage: Path) -> NvtxMetrics:
     """NVTX ranges and the GPU time their CUDA calls launched."""
     ranges = records(grouped_sums(stage / "nvtx.parquet", ["name", "style"], ["duration_ns"]))
     gpu: dict[tuple[str, str], dict[str, int]] = {}
@@ -321,7 +339,7 @@ def nvtx_metrics(stage: Path) -> dict[str, Any]:
         entry["proj_ns"] += row["proj_end_ns"] - row["proj_start_ns"]
         entry["gpu_time_ns"] += row["gpu_time_ns"]
         entry["gpu_ops"] += row["gpu_ops"]
-    rows = []
+    rows: list[NvtxRange] = []
     for row in sorted(ranges, key=lambda r: (-int(r["duration_ns"]), str(r["name"]))):
         found = gpu.get((row["name"], row["style"]), {"proj_ns": 0, "gpu_time_ns": 0, "gpu_ops": 0})
         rows.append(
@@ -353,11 +371,11 @@ def step_phase(name: str) -> str | None:
     return "prefill" if context else "decode"
 
 
-def phase_metrics(stage: Path) -> dict[str, Any]:
+def phase_metrics(stage: Path) -> PhaseMetrics:
     """GPU time of vLLM engine steps by phase (prefill, decode, mixed), from their NVTX ranges."""
     projected = pq.read_table(stage / "nvtx_gpu.parquet", columns=["name", "gpu_time_ns", "gpu_ops"]).to_pandas()
     phases = projected.assign(phase=[step_phase(str(n)) for n in projected["name"]]).dropna(subset=["phase"])
-    rows = []
+    rows: list[PhaseRecord] = []
     for phase in ("prefill", "decode", "mixed"):
         part = phases[phases["phase"] == phase]
         rows.append(
@@ -371,7 +389,7 @@ def phase_metrics(stage: Path) -> dict[str, Any]:
     return {"source": "vllm_step_ranges" if len(phases) else None, "phases": rows}
 
 
-def osrt_metrics(stage: Path) -> dict[str, Any]:
+def osrt_metrics(stage: Path) -> OsrtMetrics:
     """OS runtime time and the share of it spent waiting (poll, futex, condition waits, ...)."""
     per_name = _by_key(stage / "osrt.parquet", "name", ["duration_ns"])
     total = sum(r["duration_ns"] for r in per_name.values())
@@ -385,14 +403,14 @@ def osrt_metrics(stage: Path) -> dict[str, Any]:
     }
 
 
-def gpus(stage: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = pq.read_table(stage / "gpus.parquet").to_pylist()
-    return rows
+def gpus(stage: Path) -> list[GpuRecord]:
+    """The capturing machine's GPUs, as extraction wrote them."""
+    return cast(list[GpuRecord], pq.read_table(stage / "gpus.parquet").to_pylist())
 
 
 def compute_metrics(
-    export: Export, stage: Path, classifier: Classifier, activity: dict[str, Any] | None = None
-) -> dict[str, Any]:
+    export: Export, stage: Path, classifier: Classifier, activity: GpuActivity | None = None
+) -> CaptureMetrics:
     """All headline metrics of one capture (see the module docstring).
 
     ``activity``: :func:`gpu_activity` when computed already (extraction runs it beside the

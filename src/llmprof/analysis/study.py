@@ -1,27 +1,28 @@
-"""Study stage: every run of a study side by side, with comparison figures and findings.
+"""Study analysis: every run of a study side by side in one table, and the findings that compare them.
 
 Input is a manifest (one entry per run: its extract folder, run records and
 sweep values). A run whose outputs are missing is kept as a failed row with the
 reason from its logs, never silently dropped, so a sweep finished with
-``snakemake --keep-going`` still yields a study that says what failed.
+``snakemake --keep-going`` still yields a study that says what failed. The
+study's report and figures are drawn by :mod:`llmprof.render.study`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple, cast
 
 import pandas as pd
 import pyarrow as pa
 
 from llmprof.analysis.categories import CATEGORY_ORDER
-from llmprof.analysis.findings import Finding, profiler_overhead
+from llmprof.analysis.findings import Finding, Observation, Rule, pct, profiler_overhead, run_rules
 from llmprof.analysis.metrics import records
 from llmprof.common.errors import InputError
-from llmprof.common.outputs import staged_directory, write_json, write_table
-from llmprof.render.report import Block, Heading, Paragraph, Table, load_json, load_metrics, to_html, to_markdown
+from llmprof.common.records import ManifestEntry, RunRecord, load_metrics, load_run_record
 
 #: Run parameters compared across runs, from the run record's settings (in this order).
 PARAMETERS = (
@@ -32,7 +33,8 @@ PARAMETERS = (
     ("enforce_eager", "engine", pa.bool_()),
     ("tensor_parallel_size", "engine", pa.int64()),
 )
-SHARE_CHANGE = 0.05  # a category's share must move this much between the ends of a sweep to be reported
+#: A kernel category's share of GPU time must move this much between the ends of a sweep to be reported.
+SHARE_CHANGE = 0.05
 
 STUDY_SCHEMA = pa.schema(
     [
@@ -67,15 +69,20 @@ class RunEntry:
     record: Path | None = None
     baseline: Path | None = None
     logs: Path | None = None
-    sweep: dict[str, Any] = field(default_factory=dict)
+    sweep: Mapping[str, object] = field(default_factory=dict)  # its SweepRecord; empty outside a sweep
 
     @classmethod
-    def from_dict(cls, item: dict[str, Any]) -> RunEntry:
-        def path(key: str) -> Path | None:
-            return Path(item[key]) if item.get(key) else None
+    def from_dict(cls, item: ManifestEntry) -> RunEntry:
+        def path(given: str | None) -> Path | None:
+            return Path(given) if given else None
 
         return cls(
-            item["run"], Path(item["extract"]), path("record"), path("baseline"), path("logs"), item.get("sweep") or {}
+            item["run"],
+            Path(item["extract"]),
+            path(item.get("record")),
+            path(item.get("baseline")),
+            path(item.get("logs")),
+            item.get("sweep") or {},
         )
 
 
@@ -87,7 +94,7 @@ def load_manifest(text: str) -> list[RunEntry]:
         raise InputError(f"study manifest: not valid JSON ({exc})") from exc
     if not isinstance(items, list) or not items:
         raise InputError("study manifest: expected a non-empty list of runs")
-    return [RunEntry.from_dict(i) for i in items]
+    return [RunEntry.from_dict(i) for i in cast(list[ManifestEntry], items)]
 
 
 def failure_reason(entry: RunEntry) -> str:
@@ -103,14 +110,36 @@ def failure_reason(entry: RunEntry) -> str:
     return lines[-1][:500] if lines else f"{entry.extract / 'metrics.json'} was not produced"
 
 
-def _json(path: Path | None) -> dict[str, Any] | None:
+def _record(path: Path | None) -> RunRecord | None:
     """A run record, or None where the run has none (a capture without records, a failed run)."""
-    return load_json(path) if path is not None and path.exists() else None
+    return load_run_record(path) if path is not None and path.exists() else None
 
 
-def run_row(entry: RunEntry) -> dict[str, Any]:
+def _record_columns(traced: RunRecord | None, untraced: RunRecord | None) -> dict[str, object]:
+    """The study columns read from a run's records: its parameters, throughput and latency."""
+    row: dict[str, object] = {}
+    if traced is not None:
+        spec = traced["spec"]
+        sections: dict[str | None, Mapping[str, object]] = {
+            None: spec,
+            "workload": spec["workload"],
+            "engine": spec["engine"],
+        }
+        for name, section, _ in PARAMETERS:
+            row[name] = sections[section].get(name)
+        row["output_tok_per_s_traced"] = traced["output_tokens_per_s"]
+        latencies = [i["latency_s"] for i in traced["iterations"]]
+        row["mean_iteration_latency_s"] = sum(latencies) / len(latencies) if latencies else None
+    if untraced is not None:
+        row["output_tok_per_s_untraced"] = untraced["output_tokens_per_s"]
+    if traced is not None and untraced is not None:
+        row["profiler_overhead"] = profiler_overhead(traced, untraced)
+    return row
+
+
+def run_row(entry: RunEntry) -> dict[str, object]:
     """The study row of one run (status failed, with its reason, when its outputs are missing)."""
-    row: dict[str, Any] = {f.name: None for f in STUDY_SCHEMA}
+    row: dict[str, object] = {f.name: None for f in STUDY_SCHEMA}
     row.update(
         run=entry.run,
         sweep=entry.sweep.get("name"),
@@ -119,18 +148,7 @@ def run_row(entry: RunEntry) -> dict[str, Any]:
     if not (entry.extract / "metrics.json").exists():
         return {**row, "status": "failed", "reason": failure_reason(entry)}
     m = load_metrics(entry.extract)
-    traced, untraced = _json(entry.record), _json(entry.baseline)
-    if traced is not None:
-        spec = traced["spec"]
-        for name, section, _ in PARAMETERS:
-            row[name] = (spec.get(section, {}) if section else spec).get(name)
-        row["output_tok_per_s_traced"] = traced["output_tokens_per_s"]
-        latencies = [i["latency_s"] for i in traced["iterations"]]
-        row["mean_iteration_latency_s"] = sum(latencies) / len(latencies) if latencies else None
-    if untraced is not None:
-        row["output_tok_per_s_untraced"] = untraced["output_tokens_per_s"]
-    if traced is not None and untraced is not None:
-        row["profiler_overhead"] = profiler_overhead(traced, untraced)
+    row.update(_record_columns(_record(entry.record), _record(entry.baseline)))
     for category in m["kernels"]["categories"]:
         row[f"share_{category['category'].replace('/', '_')}"] = category["share"]
     top = m["kernels"]["top"][0] if m["kernels"]["top"] else None
@@ -164,160 +182,135 @@ def swept_parameter(table: pd.DataFrame) -> str | None:
     return None
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
+@dataclass(frozen=True)
+class Sweep:
+    """The complete runs of a study ordered along a numeric swept parameter, from its first value to its last."""
+
+    parameter: str
+    runs: pd.DataFrame
+
+    @property
+    def first(self) -> pd.Series:
+        return self.runs.iloc[0]
+
+    @property
+    def last(self) -> pd.Series:
+        return self.runs.iloc[-1]
+
+    @property
+    def label(self) -> str:
+        return self.parameter.replace("_", " ")
 
 
-def study_findings(table: pd.DataFrame) -> list[Finding]:
-    """Findings that compare runs: failures, idle and throughput trends, shifting kernel families."""
-    found = [
-        Finding(
-            "run_failed",
+def numeric_sweep(table: pd.DataFrame) -> Sweep | None:
+    """The sweep the comparison findings follow: at least two complete runs along a numeric parameter."""
+    parameter = swept_parameter(table)
+    ok = table[table["status"] == "ok"]
+    if parameter is None or len(ok) < 2 or not pd.api.types.is_numeric_dtype(ok[parameter]):
+        return None
+    return Sweep(parameter, ok.sort_values([parameter, "run"]))
+
+
+class StudyResults(NamedTuple):
+    """What the study's rules read: the study table and, when the runs form one, its numeric sweep."""
+
+    table: pd.DataFrame
+    sweep: Sweep | None
+
+
+def run_failed(study: StudyResults) -> Iterator[Observation]:
+    for row in records(study.table[study.table["status"] == "failed"]):
+        yield Observation(
             "warning",
             f"Run {row['run']} failed",
             str(row["reason"]),
             "Read the run's logs under logs/{run}/; a GPU out-of-memory error calls for a smaller batch or "
             "max_model_len, or a lower gpu_memory_utilization.",
         )
-        for row in records(table[table["status"] == "failed"])
-    ]
-    parameter = swept_parameter(table)
-    ok = table[table["status"] == "ok"]
-    if parameter is None or len(ok) < 2 or not pd.api.types.is_numeric_dtype(ok[parameter]):
-        return found
-    ok = ok.sort_values([parameter, "run"])
-    first, last = ok.iloc[0], ok.iloc[-1]
-    label = parameter.replace("_", " ")
-    if pd.notna(first["gpu_busy_fraction"]) and pd.notna(last["gpu_busy_fraction"]):
-        idle_a, idle_b = 1 - first["gpu_busy_fraction"], 1 - last["gpu_busy_fraction"]
-        verb = "falls" if idle_b < idle_a else "rises"
-        found.append(
-            Finding(
-                "idle_trend",
-                "info",
-                f"GPU idle {verb} from {_pct(idle_a)} at {label} {first[parameter]} to "
-                f"{_pct(idle_b)} at {label} {last[parameter]}",
-                "Busy share of the capture window per run: "
-                + ", ".join(
-                    f"{r['run']} {_pct(r['gpu_busy_fraction'])}"
-                    for r in records(ok)
-                    if pd.notna(r["gpu_busy_fraction"])
-                ),
-                "Where idle stays high at the largest setting, the host side (scheduling, sampling, Python) bounds "
-                "throughput: look at the CPU with --sample=cpu.",
-            )
-        )
-    for column in ("output_tok_per_s_untraced", "output_tok_per_s_traced"):
+
+
+def idle_trend(study: StudyResults) -> Iterator[Observation]:
+    sweep = study.sweep
+    if sweep is None or pd.isna(sweep.first["gpu_busy_fraction"]) or pd.isna(sweep.last["gpu_busy_fraction"]):
+        return
+    first, last, label = sweep.first, sweep.last, sweep.label
+    idle_a, idle_b = 1 - first["gpu_busy_fraction"], 1 - last["gpu_busy_fraction"]
+    busy = [r for r in records(sweep.runs) if pd.notna(r["gpu_busy_fraction"])]
+    yield Observation(
+        "info",
+        f"GPU idle {'falls' if idle_b < idle_a else 'rises'} from {pct(idle_a)} at {label} "
+        f"{first[sweep.parameter]} to {pct(idle_b)} at {label} {last[sweep.parameter]}",
+        "Busy share of the capture window per run: "
+        + ", ".join(f"{r['run']} {pct(r['gpu_busy_fraction'])}" for r in busy),
+        "Where idle stays high at the largest setting, the host side (scheduling, sampling, Python) bounds "
+        "throughput: look at the CPU with --sample=cpu.",
+    )
+
+
+def throughput_scaling(study: StudyResults) -> Iterator[Observation]:
+    """Throughput from the first to the last run of the sweep: untraced where measured, else traced."""
+    sweep = study.sweep
+    if sweep is None:
+        return
+    first, last, parameter, label = sweep.first, sweep.last, sweep.parameter, sweep.label
+    for column, which in (("output_tok_per_s_untraced", "untraced"), ("output_tok_per_s_traced", "traced")):
         if pd.notna(first[column]) and pd.notna(last[column]) and first[column] > 0:
-            which = "untraced" if column.endswith("untraced") else "traced"
-            found.append(
-                Finding(
-                    "throughput_scaling",
-                    "info",
-                    f"Throughput grows {last[column] / first[column]:.1f}× from {label} "
-                    f"{first[parameter]} to {last[parameter]} ({which})",
-                    f"{first[column]:,.0f} → {last[column]:,.0f} output tok/s; "
-                    f"{label} grows {last[parameter] / first[parameter]:.1f}×.",
-                    "Sublinear scaling marks where the GPU saturates; pick the batch size at the knee "
-                    "for latency-bound serving.",
-                )
+            yield Observation(
+                "info",
+                f"Throughput grows {last[column] / first[column]:.1f}× from {label} "
+                f"{first[parameter]} to {last[parameter]} ({which})",
+                f"{first[column]:,.0f} → {last[column]:,.0f} output tok/s; "
+                f"{label} grows {last[parameter] / first[parameter]:.1f}×.",
+                "Sublinear scaling marks where the GPU saturates; pick the batch size at the knee "
+                "for latency-bound serving.",
             )
-            break
+            return
+
+
+def category_shift(study: StudyResults) -> Iterator[Observation]:
+    sweep = study.sweep
+    if sweep is None:
+        return
     for category in CATEGORY_ORDER:
         column = f"share_{category.replace('/', '_')}"
-        a, b = first[column], last[column]
+        a, b = sweep.first[column], sweep.last[column]
         if pd.notna(a) and pd.notna(b) and abs(b - a) >= SHARE_CHANGE:
-            found.append(
-                Finding(
-                    "category_shift",
-                    "info",
-                    f"{category}'s share of GPU time {'grows' if b > a else 'falls'} from "
-                    f"{_pct(a)} to {_pct(b)} with {label}",
-                    f"{first['run']}: {_pct(a)}; {last['run']}: {_pct(b)}.",
-                    "Optimise the family whose share grows with the setting you will deploy.",
-                )
-            )
-    overheads = ok["profiler_overhead"].dropna()
-    if len(overheads):
-        found.append(
-            Finding(
-                "overhead_range",
+            yield Observation(
                 "info",
-                f"Profiler overhead {_pct(overheads.min())}–{_pct(overheads.max())} across runs",
-                "Traced against untraced output tok/s of the same workload.",
-                "Compare runs on untraced throughput; use traced timings for where the time goes, not how much.",
+                f"{category}'s share of GPU time {'grows' if b > a else 'falls'} from "
+                f"{pct(a)} to {pct(b)} with {sweep.label}",
+                f"{sweep.first['run']}: {pct(a)}; {sweep.last['run']}: {pct(b)}.",
+                "Optimise the family whose share grows with the setting you will deploy.",
             )
-        )
-    return sorted(found, key=lambda f: f.severity != "warning")
 
 
-def _cell(value: Any, kind: str = "") -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return "n/a"
-    if kind == "pct":
-        return _pct(float(value))
-    if kind == "tok":
-        return f"{float(value):,.0f}"
-    if kind == "bytes":
-        return f"{int(value) / 1e6:,.2f} MB"
-    return str(value)
-
-
-def study_blocks(table: pd.DataFrame, found: list[Finding], figure_dir: str) -> list[Block]:
-    from llmprof.render.figures import STUDY_FIGURES
-
-    columns = (
-        ("run", ""),
-        ("status", ""),
-        ("batch_size", ""),
-        ("capture_mode", ""),
-        ("output_tok_per_s_traced", "tok"),
-        ("output_tok_per_s_untraced", "tok"),
-        ("profiler_overhead", "pct"),
-        ("gpu_busy_fraction", "pct"),
-        ("share_gemm", "pct"),
-        ("share_attention", "pct"),
-        ("sync_share", "pct"),
-        ("h2d_bytes", "bytes"),
-        ("top_kernel", ""),
+def overhead_range(study: StudyResults) -> Iterator[Observation]:
+    if study.sweep is None or study.sweep.runs["profiler_overhead"].isna().all():
+        return
+    overheads = study.sweep.runs["profiler_overhead"]
+    yield Observation(
+        "info",
+        f"Profiler overhead {pct(overheads.min())}–{pct(overheads.max())} across runs",
+        "Traced against untraced output tok/s of the same workload.",
+        "Compare runs on untraced throughput; use traced timings for where the time goes, not how much.",
     )
-    rows = tuple(tuple(_cell(row[c], k) for c, k in columns) for _, row in table.iterrows())
-    blocks: list[Block] = [
-        Heading("llmprof study", 1),
-        Paragraph(
-            f"{len(table)} runs, {int((table['status'] == 'ok').sum())} complete; compared over "
-            f"`{swept_parameter(table) or 'run'}`."
-        ),
-        Heading("Runs"),
-        Table(tuple(c for c, _ in columns), rows),
-        Heading("Findings"),
-    ]
-    for f in found:
-        blocks += [
-            Heading(("⚠ " if f.severity == "warning" else "ℹ ") + f.title, 3),
-            Paragraph(f"**Evidence.** {f.evidence}"),
-            Paragraph(f"**Next step.** {f.next_step}"),
-        ]
-    if not found:
-        blocks.append(Paragraph("No comparison finding: fewer than two complete runs differ in a run parameter."))
-    from llmprof.render.report import Figure
-
-    blocks.append(Heading("Figures"))
-    blocks += [Figure(f"{figure_dir}/{name}.png", caption) for name, (_, _, caption) in STUDY_FIGURES.items()]
-    return blocks
 
 
-def write_study(entries: list[RunEntry], out: str | Path, *, force: bool = False) -> pd.DataFrame:
-    """Write runs.parquet, figures/, report.md, report.html and findings.json of a study into ``out``."""
-    from llmprof.render.figures import draw_study_figures
+#: The rules that compare the runs of a study, in the order their findings are listed (after warnings).
+STUDY_RULES: tuple[Rule[StudyResults], ...] = (
+    Rule("run_failed", "A run of the study left no metrics; its logs say why.", {}, run_failed),
+    Rule("idle_trend", "How the GPU's idle share moves along the sweep.", {}, idle_trend),
+    Rule("throughput_scaling", "How output throughput grows along the sweep.", {}, throughput_scaling),
+    Rule(
+        "category_shift",
+        "A kernel family's share of GPU time moves between the ends of the sweep.",
+        {"share_change": SHARE_CHANGE},
+        category_shift,
+    ),
+    Rule("overhead_range", "The profiler's overhead across the runs of the sweep.", {}, overhead_range),
+)
 
-    table = study_table(entries)
-    found = study_findings(table)
-    with staged_directory(Path(out), force, "study") as stage:
-        write_table(stage / "runs.parquet", pa.Table.from_pandas(table, schema=STUDY_SCHEMA, preserve_index=False))
-        draw_study_figures(table, entries, stage / "figures")
-        blocks = study_blocks(table, found, "figures")
-        (stage / "report.md").write_text(to_markdown(blocks))
-        (stage / "report.html").write_text(to_html(blocks, "llmprof study"))
-        write_json(stage / "findings.json", [f.to_dict() for f in found])
-    return table
+
+def study_findings(table: pd.DataFrame) -> list[Finding]:
+    """Findings that compare runs: failures, idle and throughput trends, shifting kernel families."""
+    return run_rules(STUDY_RULES, StudyResults(table, numeric_sweep(table)))

@@ -31,6 +31,7 @@ import numpy as np
 from llmprof.common.config import read_mapping
 from llmprof.common.errors import ConfigError, InputError
 from llmprof.common.outputs import staged_directory, write_json
+from llmprof.common.records import FileRecord
 
 #: Weight dtypes a synthetic checkpoint can be written in (safetensors names).
 DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
@@ -128,7 +129,7 @@ def write_synthetic_safetensors(path: Path, specs: list[TensorSpec], dtype: str,
     return sum(int(np.prod(s.shape)) for s in specs)
 
 
-def file_record(path: Path, root: Path) -> dict[str, Any]:
+def file_record(path: Path, root: Path) -> FileRecord:
     """Relative path, size and sha256 of one file."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -137,7 +138,7 @@ def file_record(path: Path, root: Path) -> dict[str, Any]:
     return {"path": str(path.relative_to(root)), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
-def _files(root: Path) -> list[dict[str, Any]]:
+def _files(root: Path) -> list[FileRecord]:
     return [file_record(p, root) for p in sorted(root.rglob("*")) if p.is_file() and p.name != "model.json"]
 
 

@@ -9,18 +9,17 @@ when the report holds no kernel (the capture missed the GPU work).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from llmprof.capture.workload import WORKLOAD_ENV
 from llmprof.common.errors import LlmprofError
 from llmprof.common.outputs import staged_directory, staged_file, write_json
+from llmprof.common.records import NsysSettings, RunRecord, RunSpec, load_run_record
 from llmprof.nsys.convert import ToolError, export_sqlite
 from llmprof.nsys.events import count_kernels
 from llmprof.nsys.export import open_export
@@ -38,7 +37,7 @@ class WorkloadError(LlmprofError):
     """The workload failed (crash, out of memory, bad model)."""
 
 
-def nsys_arguments(settings: dict[str, Any]) -> list[str]:
+def nsys_arguments(settings: NsysSettings) -> list[str]:
     """``nsys profile`` flags of a run's ``nsys`` settings (defaults filled)."""
     return [
         *CAPTURE_RANGE,
@@ -71,8 +70,8 @@ def nsys_version(nsys: str) -> str | None:
 
 
 def profile_run(
-    spec: dict[str, Any], model_dir: str | Path, out: str | Path, *, nsys: str = "nsys", force: bool = False
-) -> dict[str, Any]:
+    spec: RunSpec, model_dir: str | Path, out: str | Path, *, nsys: str = "nsys", force: bool = False
+) -> RunRecord:
     """Run the workload under nsys and write ``profile.nsys-rep``, ``run.json``, ``spec.json`` and the log.
 
     Returns:
@@ -119,7 +118,7 @@ def profile_run(
                 else "with capture_mode=vllm_hook the worker must be traced (--trace-fork-before-exec=true)"
             )
             raise CaptureError(f"run {spec['run']}: the capture holds no CUDA kernel: it missed the GPU work; {hint}")
-        record: dict[str, Any] = json.loads(record_path.read_text())
+        record = load_run_record(record_path)
         record["nsys"] = {
             "version": nsys_version(executable),
             "arguments": nsys_arguments(spec["nsys"]),
@@ -129,9 +128,7 @@ def profile_run(
     return record
 
 
-def baseline_run(
-    spec: dict[str, Any], model_dir: str | Path, out: str | Path, *, force: bool = False
-) -> dict[str, Any]:
+def baseline_run(spec: RunSpec, model_dir: str | Path, out: str | Path, *, force: bool = False) -> RunRecord:
     """The same workload without nsys and without a capture range: the throughput nsys is compared with."""
     out = Path(out)
     with staged_file(out, force, "run-record") as partial, tempfile.TemporaryDirectory() as scratch:
@@ -147,5 +144,4 @@ def baseline_run(
                 f"run {spec['run']}: the baseline workload failed (exit {result.returncode}): {_tail(log)}"
             )
         shutil.copyfile(record_path, partial)
-    record: dict[str, Any] = json.loads(out.read_text())
-    return record
+    return load_run_record(out)

@@ -23,7 +23,7 @@ import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from llmprof.capture.model import model_path
 from llmprof.common.config import config_digest
 from llmprof.common.errors import ConfigError, InputError
 from llmprof.common.outputs import write_json
+from llmprof.common.records import IterationRecord, ModelRecord, RunRecord, RunSpec, WorkloadSettings, load_json
 from llmprof.common.version import __version__
 
 #: Environment every workload runs with: spawned workers (CUDA cannot fork), no telemetry.
@@ -80,42 +81,26 @@ def _driver_version() -> str | None:
         return None
 
 
-def run_workload(spec: dict[str, Any], model_dir: str | Path, out: str | Path, *, profile: bool) -> dict[str, Any]:
-    """Build the engine, warm up, run the steady-state iterations (captured when ``profile``), write run.json.
-
-    Args:
-        spec: the run's settings with defaults filled (``llmprof.config.run_spec``).
-        model_dir: the fetched model folder (with model.json).
-        out: the run record to write.
-        profile: open and close the capture range around the steady-state iterations.
-    """
-    mode = spec["capture_mode"]
-    if mode not in ("vllm_hook", "in_process"):
-        raise ConfigError(f"capture_mode {mode!r}: choose vllm_hook or in_process")
-    os.environ.update(WORKLOAD_ENV)
-    if mode == "in_process":
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # must precede the vLLM import
-    import nvtx
-    import torch
-    import vllm
-    from vllm import LLM, SamplingParams
+def _prompts(workload: WorkloadSettings, path: Path) -> tuple[list[object], bool]:
+    """The batch of prompts as vLLM takes them, and whether any is text (which needs the tokenizer)."""
     from vllm.inputs import TokensPrompt
 
-    engine, workload = spec["engine"], spec["workload"]
-    path = model_path(model_dir)
     vocab_size = int(json.loads((path / "config.json").read_text())["vocab_size"])
     if workload["prompts"] == "synthetic":
         ids = synthetic_prompts(workload["batch_size"], workload["input_len"], vocab_size, workload["seed"])
-        prompts: list[Any] = [TokensPrompt(prompt_token_ids=p) for p in ids]
-        text_prompts = False
-    else:
-        items = file_prompts(Path(workload["prompts"]), workload["batch_size"])
-        text_prompts = any("prompt" in i and "prompt_token_ids" not in i for i in items)
-        prompts = [
-            i["prompt"] if "prompt_token_ids" not in i else TokensPrompt(prompt_token_ids=i["prompt_token_ids"])
-            for i in items
-        ]
-    kwargs: dict[str, Any] = {
+        return [TokensPrompt(prompt_token_ids=p) for p in ids], False
+    items = file_prompts(Path(workload["prompts"]), workload["batch_size"])
+    prompts = [
+        i["prompt"] if "prompt_token_ids" not in i else TokensPrompt(prompt_token_ids=i["prompt_token_ids"])
+        for i in items
+    ]
+    return prompts, any("prompt" in i and "prompt_token_ids" not in i for i in items)
+
+
+def engine_arguments(spec: RunSpec, path: Path, *, text_prompts: bool, profile: bool) -> dict[str, object]:
+    """vLLM's ``LLM(...)`` arguments for the run's engine settings, with the profiler hook when it opens the capture."""
+    engine = spec["engine"]
+    arguments: dict[str, object] = {
         "model": str(path),
         "skip_tokenizer_init": not text_prompts,
         "dtype": engine["dtype"],
@@ -125,49 +110,75 @@ def run_workload(spec: dict[str, Any], model_dir: str | Path, out: str | Path, *
         "enforce_eager": engine["enforce_eager"],
         "seed": engine["seed"],
     }
-    if profile and mode == "vllm_hook":
-        kwargs["profiler_config"] = {"profiler": "cuda"}
-    sampling = SamplingParams(max_tokens=workload["output_len"], ignore_eos=True, temperature=0.0, detokenize=False)
+    if profile and spec["capture_mode"] == "vllm_hook":
+        arguments["profiler_config"] = {"profiler": "cuda"}
+    return arguments
 
-    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+def _generate(llm: Any, prompts: list[object], sampling: object) -> tuple[float, int]:
+    """One generate call over the batch: its latency (s) and the output tokens it produced."""
     started = time.perf_counter()
-    with nvtx.annotate("model_load"):
-        llm = LLM(**kwargs)
-    engine_start_s = time.perf_counter() - started
+    outputs = llm.generate(prompts, sampling, use_tqdm=False)
+    return time.perf_counter() - started, sum(len(o.outputs[0].token_ids) for o in outputs)
 
-    def generate(engine: Any) -> tuple[float, int]:
-        t0 = time.perf_counter()
-        outputs = engine.generate(prompts, sampling, use_tqdm=False)
-        return time.perf_counter() - t0, sum(len(o.outputs[0].token_ids) for o in outputs)
 
-    warmup = []
+def _timed_loop(
+    llm: Any, prompts: list[object], spec: RunSpec, *, profile: bool
+) -> tuple[list[float], list[IterationRecord]]:
+    """Warmup latencies, then the steady-state iterations, captured (when ``profile``) and labelled in NVTX."""
+    import nvtx
+    import torch
+    from vllm import SamplingParams
+
+    workload, hook = spec["workload"], spec["capture_mode"] == "vllm_hook"
+    sampling = SamplingParams(max_tokens=workload["output_len"], ignore_eos=True, temperature=0.0, detokenize=False)
     with nvtx.annotate("warmup"):
-        for _ in range(workload["warmup_iters"]):
-            warmup.append(generate(llm)[0])
+        warmup = [_generate(llm, prompts, sampling)[0] for _ in range(workload["warmup_iters"])]
     if profile:
-        llm.start_profile() if mode == "vllm_hook" else torch.cuda.profiler.start()
-    iterations = []
+        llm.start_profile() if hook else torch.cuda.profiler.start()
+    iterations: list[IterationRecord] = []
     with nvtx.annotate("generate"):
         for i in range(workload["profile_iters"]):
             with nvtx.annotate(f"iteration {i}"):
-                latency, tokens = generate(llm)
+                latency, tokens = _generate(llm, prompts, sampling)
             iterations.append(
                 {"index": i, "latency_s": latency, "output_tokens": tokens, "output_tokens_per_s": tokens / latency}
             )
     if profile:
-        llm.stop_profile() if mode == "vllm_hook" else torch.cuda.profiler.stop()
+        llm.stop_profile() if hook else torch.cuda.profiler.stop()
+    return warmup, iterations
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _run_record(
+    spec: RunSpec,
+    model_dir: Path,
+    *,
+    profile: bool,
+    started_at: str,
+    engine_start_s: float,
+    warmup: list[float],
+    iterations: list[IterationRecord],
+) -> RunRecord:
+    """The run's record: its settings and model, timings and throughput, GPU and software versions."""
+    import torch
+    import vllm
+
     total_tokens = sum(i["output_tokens"] for i in iterations)
     total_s = sum(i["latency_s"] for i in iterations)
-    record = {
+    return {
         "run": spec["run"],
         "profiled": profile,
-        "capture_mode": mode,
+        "capture_mode": spec["capture_mode"],
         "config_digest": config_digest(spec),
         "spec": spec,
-        "model": json.loads((Path(model_dir) / "model.json").read_text()),
+        "model": cast(ModelRecord, load_json(model_dir / "model.json", "`llmprof model`")),
         "engine_start_s": engine_start_s,
         "started_at": started_at,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": _now(),
         "warmup_latency_s": warmup,
         "iterations": iterations,
         "output_tokens": total_tokens,
@@ -182,5 +193,42 @@ def run_workload(spec: dict[str, Any], model_dir: str | Path, out: str | Path, *
             "python": platform.python_version(),
         },
     }
+
+
+def run_workload(spec: RunSpec, model_dir: str | Path, out: str | Path, *, profile: bool) -> RunRecord:
+    """Build the engine, warm up, run the steady-state iterations (captured when ``profile``), write run.json.
+
+    Args:
+        spec: the run's settings with defaults filled (``llmprof.common.config.run_spec``).
+        model_dir: the fetched model folder (with model.json).
+        out: the run record to write.
+        profile: open and close the capture range around the steady-state iterations.
+    """
+    mode = spec["capture_mode"]
+    if mode not in ("vllm_hook", "in_process"):
+        raise ConfigError(f"capture_mode {mode!r}: choose vllm_hook or in_process")
+    os.environ.update(WORKLOAD_ENV)
+    if mode == "in_process":
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # must precede the vLLM import
+    import nvtx
+    from vllm import LLM
+
+    path = model_path(model_dir)
+    prompts, text_prompts = _prompts(spec["workload"], path)
+    started_at = _now()
+    started = time.perf_counter()
+    with nvtx.annotate("model_load"):
+        llm = LLM(**engine_arguments(spec, path, text_prompts=text_prompts, profile=profile))
+    engine_start_s = time.perf_counter() - started
+    warmup, iterations = _timed_loop(llm, prompts, spec, profile=profile)
+    record = _run_record(
+        spec,
+        Path(model_dir),
+        profile=profile,
+        started_at=started_at,
+        engine_start_s=engine_start_s,
+        warmup=warmup,
+        iterations=iterations,
+    )
     write_json(Path(out), record)
     return record

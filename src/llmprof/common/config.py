@@ -6,15 +6,16 @@ import hashlib
 import itertools
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import yaml
 
 from llmprof.common.errors import ConfigError
+from llmprof.common.records import RunSpec
 
 SCHEMA_RESOURCE = "config.schema.yaml"
 
@@ -160,7 +161,7 @@ def expand_sweeps(config: dict[str, Any], source: str = "config") -> dict[str, A
     return validate(expanded, source)
 
 
-def config_digest(config: dict[str, Any]) -> str:
+def config_digest(config: Mapping[str, object]) -> str:
     """sha256 of a config (or config entry) in canonical JSON: equal digests, equal settings."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -180,7 +181,7 @@ def json_copy(value: Any) -> Any:
     return yaml.safe_load(yaml.safe_dump(value))
 
 
-def run_spec(run: str, spec: dict[str, Any]) -> dict[str, Any]:
+def run_spec(run: str, spec: dict[str, Any]) -> RunSpec:
     """A profiled run's settings with every default filled: what the workload and profile stages read."""
     if "model" not in spec:
         raise ConfigError(f"run {run}: analyses an existing capture; it has no model to profile")
@@ -190,7 +191,7 @@ def run_spec(run: str, spec: dict[str, Any]) -> dict[str, Any]:
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(run)"
         raise ConfigError(f"run {run}: {where}: {error.message}")
-    return {"run": run, **with_defaults(spec, node)}
+    return cast(RunSpec, {"run": run, **with_defaults(spec, node)})
 
 
 def read_mapping(path: str | Path, kind: str, *, json_format: bool = False) -> dict[str, Any]:

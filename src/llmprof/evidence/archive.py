@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from llmprof.analysis.extract import extract
-from llmprof.analysis.study import RunEntry, write_study
+from llmprof.analysis.study import RunEntry
 from llmprof.common.config import expand_sweeps, load
 from llmprof.common.errors import InputError, brief
 from llmprof.common.layout import STUDY, RunPaths, nsys_report, run_records, sqlite_export
@@ -62,6 +62,7 @@ from llmprof.common.staging import refuse_existing, staged_file
 from llmprof.common.version import __version__
 from llmprof.render.figures import draw_figures
 from llmprof.render.report import write_report
+from llmprof.render.study import write_study
 
 MANIFEST = "MANIFEST.json"
 

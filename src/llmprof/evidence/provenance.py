@@ -7,7 +7,6 @@ re-runs on the same inputs.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -19,6 +18,15 @@ from typing import Any
 from llmprof.capture.model import file_record
 from llmprof.common.config import config_digest
 from llmprof.common.outputs import write_json
+from llmprof.common.records import (
+    ContainerRecord,
+    FileRecord,
+    GitState,
+    ProvenanceRecord,
+    RunRecord,
+    RunStack,
+    load_run_record,
+)
 from llmprof.common.version import __version__
 
 PACKAGES = ("pandas", "pyarrow", "numpy", "matplotlib", "seaborn", "snakemake", "vllm", "torch", "nvtx")
@@ -34,7 +42,7 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def git_state(root: Path) -> dict[str, Any]:
+def git_state(root: Path) -> GitState:
     """Commit and dirty flag of the checkout at ``root`` (None outside git)."""
     try:
         commit = subprocess.run(
@@ -52,7 +60,7 @@ def git_state(root: Path) -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
-def container() -> dict[str, Any]:
+def container() -> ContainerRecord:
     """The container the job runs in, as apptainer/singularity announce it (digest when the image path has one)."""
     image = os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
     name = os.environ.get("APPTAINER_NAME") or os.environ.get("SINGULARITY_NAME")
@@ -62,7 +70,7 @@ def container() -> dict[str, Any]:
     return {"image": image, "name": name, "digest": digest}
 
 
-def artifact_records(paths: list[Path], root: Path) -> list[dict[str, Any]]:
+def artifact_records(paths: list[Path], root: Path) -> list[FileRecord]:
     """Path (relative to ``root``), size and sha256 of every file under the given files and folders."""
     files: set[Path] = set()
     for path in paths:
@@ -70,7 +78,7 @@ def artifact_records(paths: list[Path], root: Path) -> list[dict[str, Any]]:
             files.update(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
         elif path.is_file():
             files.add(path)
-    records = []
+    records: list[FileRecord] = []
     for path in sorted(files):
         if path.is_relative_to(root):
             records.append(file_record(path, root))
@@ -79,13 +87,13 @@ def artifact_records(paths: list[Path], root: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _stack_from_record(record: dict[str, Any] | None) -> dict[str, Any]:
+def _stack_from_record(record: RunRecord | None) -> RunStack:
     if record is None:
         return {}
     return {
         "gpu": record.get("gpu"),
         "versions": record.get("versions"),
-        "nsys": (record.get("nsys") or {}).get("version"),
+        "nsys": nsys["version"] if (nsys := record.get("nsys")) else None,
         "started_at": record.get("started_at"),
         "finished_at": record.get("finished_at"),
     }
@@ -99,7 +107,7 @@ def write_provenance(
     *,
     root: str | Path = ".",
     record: str | Path | None = None,
-) -> dict[str, Any]:
+) -> ProvenanceRecord:
     """Write ``provenance.json`` for a run or a study.
 
     Args:
@@ -111,8 +119,8 @@ def write_provenance(
         record: the profiled run's run.json (GPU, driver, CUDA, nsys and vLLM versions).
     """
     root = Path(root).resolve()
-    record_data = json.loads(Path(record).read_text()) if record is not None and Path(record).exists() else None
-    provenance = {
+    record_data = load_run_record(Path(record)) if record is not None and Path(record).exists() else None
+    provenance: ProvenanceRecord = {
         "name": name,
         "config_digest": config_digest(config),
         "config": config,

@@ -8,7 +8,8 @@ being skipped, so the set of files never depends on the capture.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from llmprof.analysis.categories import CATEGORY_ORDER, kernel_label  # noqa: E402
 from llmprof.analysis.metrics import grouped_sums, records, step_phase, time_span  # noqa: E402
+from llmprof.analysis.study import RunEntry  # noqa: E402
 from llmprof.common.errors import InputError  # noqa: E402
 from llmprof.common.outputs import staged_directory  # noqa: E402
 
@@ -228,6 +230,17 @@ FIGURES: dict[str, tuple[Callable[[Path, Figure], None], tuple[float, float], st
 }
 
 
+def _save(draw: Callable[[Figure], None], size: tuple[float, float], folder: Path, name: str) -> None:
+    """Draw one figure at a fixed size and write it in every format, without timestamps (theme set by the caller)."""
+    fig = plt.figure(figsize=size, layout="constrained")
+    try:
+        draw(fig)
+        for fmt in FORMATS:
+            fig.savefig(folder / f"{name}.{fmt}", format=fmt, metadata=SAVE_METADATA[fmt])
+    finally:
+        plt.close(fig)
+
+
 def draw_figures(extract_dir: str | Path, out: str | Path, *, force: bool = False) -> list[Path]:
     """Draw every figure of one run from its extract folder into ``out`` (PNG and SVG).
 
@@ -235,36 +248,30 @@ def draw_figures(extract_dir: str | Path, out: str | Path, *, force: bool = Fals
         The files written, in a fixed order.
     """
     extract_dir = Path(extract_dir)
-    written = []
     with staged_directory(Path(out), force, "figures") as stage, plt.rc_context(THEME):
         for name, (draw, size, _) in FIGURES.items():
-            fig = plt.figure(figsize=size, layout="constrained")
-            try:
-                draw(extract_dir, fig)
-                for fmt in FORMATS:
-                    fig.savefig(stage / f"{name}.{fmt}", format=fmt, metadata=SAVE_METADATA[fmt])
-                    written.append(Path(out) / f"{name}.{fmt}")
-            finally:
-                plt.close(fig)
-    return written
+            _save(functools.partial(draw, extract_dir), size, stage, name)
+    return [Path(out) / f"{name}.{fmt}" for name in FIGURES for fmt in FORMATS]
 
 
-def _study_x(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+def figure_links(figures: Mapping[str, tuple[object, object, str]], folder: str) -> list[tuple[str, str]]:
+    """(PNG path in ``folder``, caption) of each figure, in drawing order: what a report shows."""
+    return [(f"{folder}/{name}.png", caption) for name, (_, _, caption) in figures.items()]
+
+
+def _study_x(table: pd.DataFrame, parameter: str | None) -> tuple[pd.DataFrame, str]:
     """Successful runs ordered along the swept parameter (or by name), and the x column."""
-    from llmprof.analysis.study import swept_parameter
-
     ok = table[table["status"] == "ok"].copy()
-    parameter = swept_parameter(table)
     if parameter is None:
         return ok.assign(x=ok["run"]).sort_values("run"), "run"
     ok = ok.sort_values([parameter, "run"])
     return ok.assign(x=ok[parameter].astype(str)), parameter
 
 
-def study_throughput(table: pd.DataFrame, entries: list[Any], fig: Figure) -> None:
+def study_throughput(table: pd.DataFrame, parameter: str | None, entries: list[RunEntry], fig: Figure) -> None:
     """Output tokens per second, traced and untraced, along the swept parameter."""
     ax = fig.subplots()
-    ok, label = _study_x(table)
+    ok, label = _study_x(table, parameter)
     long = ok.melt(
         id_vars=["x"],
         value_vars=["output_tok_per_s_traced", "output_tok_per_s_untraced"],
@@ -280,10 +287,10 @@ def study_throughput(table: pd.DataFrame, entries: list[Any], fig: Figure) -> No
     ax.set(xlabel=label, ylabel="output tokens / s", title="Throughput")
 
 
-def study_latency(table: pd.DataFrame, entries: list[Any], fig: Figure) -> None:
+def study_latency(table: pd.DataFrame, parameter: str | None, entries: list[RunEntry], fig: Figure) -> None:
     """Mean latency of a captured generate call along the swept parameter."""
     ax = fig.subplots()
-    ok, label = _study_x(table)
+    ok, label = _study_x(table, parameter)
     ok = ok.dropna(subset=["mean_iteration_latency_s"])
     if ok.empty:
         return _no_data(ax, "No run records: latency was not measured")
@@ -291,10 +298,10 @@ def study_latency(table: pd.DataFrame, entries: list[Any], fig: Figure) -> None:
     ax.set(xlabel=label, ylabel="latency per generate call (ms, under nsys)", title="Latency")
 
 
-def study_categories(table: pd.DataFrame, entries: list[Any], fig: Figure) -> None:
+def study_categories(table: pd.DataFrame, parameter: str | None, entries: list[RunEntry], fig: Figure) -> None:
     """GPU kernel time by category, stacked per run."""
     ax = fig.subplots()
-    ok, label = _study_x(table)
+    ok, label = _study_x(table, parameter)
     if ok.empty:
         return _no_data(ax, "No complete run")
     bottom = np.zeros(len(ok))
@@ -307,10 +314,10 @@ def study_categories(table: pd.DataFrame, entries: list[Any], fig: Figure) -> No
     ax.legend(loc="lower right", fontsize=8, ncols=2)
 
 
-def study_top_kernels(table: pd.DataFrame, entries: list[Any], fig: Figure) -> None:
+def study_top_kernels(table: pd.DataFrame, parameter: str | None, entries: list[RunEntry], fig: Figure) -> None:
     """Share of GPU time of the kernels that lead in any run, per run."""
     ax = fig.subplots()
-    ok, _ = _study_x(table)
+    ok, _ = _study_x(table, parameter)
     shares = {}
     for entry in entries:
         if entry.run not in set(ok["run"]):
@@ -329,8 +336,11 @@ def study_top_kernels(table: pd.DataFrame, entries: list[Any], fig: Figure) -> N
     ax.set(xlabel="", ylabel="", title="Top kernels: share of GPU time per run")
 
 
+#: A study figure: drawn from the study table, the swept parameter (None: runs by name) and the runs.
+StudyDrawing = Callable[[pd.DataFrame, str | None, list[RunEntry], Figure], None]
+
 #: Study figures: name → drawing function, size (inches) and caption.
-STUDY_FIGURES: dict[str, tuple[Callable[[pd.DataFrame, list[Any], Figure], None], tuple[float, float], str]] = {
+STUDY_FIGURES: dict[str, tuple[StudyDrawing, tuple[float, float], str]] = {
     "throughput": (study_throughput, (8, 4.5), "Throughput with and without nsys along the swept parameter"),
     "latency": (study_latency, (8, 4.5), "Latency of a captured generate call"),
     "categories": (study_categories, (10, 4.5), "GPU time by kernel category per run"),
@@ -338,18 +348,10 @@ STUDY_FIGURES: dict[str, tuple[Callable[[pd.DataFrame, list[Any], Figure], None]
 }
 
 
-def draw_study_figures(table: pd.DataFrame, entries: list[Any], out: Path) -> list[Path]:
-    """Draw the study figures into ``out`` (PNG and SVG), deterministically."""
+def draw_study_figures(table: pd.DataFrame, parameter: str | None, entries: list[RunEntry], out: Path) -> list[Path]:
+    """Draw the study figures into ``out`` (PNG and SVG), deterministically, along the swept ``parameter``."""
     out.mkdir(parents=True, exist_ok=True)
-    written = []
     with plt.rc_context(THEME):
         for name, (draw, size, _) in STUDY_FIGURES.items():
-            fig = plt.figure(figsize=size, layout="constrained")
-            try:
-                draw(table, entries, fig)
-                for fmt in FORMATS:
-                    fig.savefig(out / f"{name}.{fmt}", format=fmt, metadata=SAVE_METADATA[fmt])
-                    written.append(out / f"{name}.{fmt}")
-            finally:
-                plt.close(fig)
-    return written
+            _save(functools.partial(draw, table, parameter, entries), size, out, name)
+    return [out / f"{name}.{fmt}" for name in STUDY_FIGURES for fmt in FORMATS]

@@ -1,50 +1,22 @@
 """Report stage: ``metrics.json`` and figures in, ``report.md``, ``report.html`` and ``findings.json`` out.
 
-The report is built once as a list of blocks (headings, paragraphs, tables,
-figures) and rendered twice, to Markdown and to standalone HTML, so the two
-never disagree. It reads only the extract folder, never the SQLite export.
+The report is built once as blocks (:mod:`llmprof.render.document`) and
+rendered to Markdown and to standalone HTML. It reads only the extract folder
+and the run records, never the SQLite export.
 """
 
 from __future__ import annotations
 
-import html
-import json
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from llmprof.analysis.categories import kernel_label
-from llmprof.analysis.findings import Finding, findings, profiler_overhead
-from llmprof.common.errors import InputError
+from llmprof.analysis.findings import Finding, findings, pct, profiler_overhead
 from llmprof.common.outputs import staged_directory, write_json
-from llmprof.render.figures import FIGURES
-
-
-@dataclass(frozen=True)
-class Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass(frozen=True)
-class Paragraph:
-    text: str
-
-
-@dataclass(frozen=True)
-class Table:
-    header: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-
-
-@dataclass(frozen=True)
-class Figure:
-    path: str
-    caption: str
-
-
-Block = Heading | Paragraph | Table | Figure
+from llmprof.common.records import Metrics, RunRecord, load_metrics, load_run_record
+from llmprof.render.document import Block, Figure, Heading, Paragraph, Table, to_html, to_markdown
+from llmprof.render.figures import FIGURES, figure_links
 
 
 def _ms(ns: float) -> str:
@@ -52,31 +24,17 @@ def _ms(ns: float) -> str:
 
 
 def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
+    return "n/a" if value is None else pct(value)
 
 
 def _mb(value: int) -> str:
     return f"{value / 1e6:,.2f} MB"
 
 
-def load_json(path: Path, made_by: str = "the stage that writes it") -> dict[str, Any]:
-    if not path.exists():
-        raise InputError(f"{path}: missing; run {made_by} first")
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc}); run {made_by} again") from exc
-    return data
-
-
-def load_metrics(extract_dir: Path) -> dict[str, Any]:
-    return load_json(extract_dir / "metrics.json", "`llmprof extract`")
-
-
-def _headline(m: dict[str, Any]) -> Table:
+def _headline(m: Metrics) -> Table:
     activity = m["gpu_activity"]
     top = max(m["kernels"]["categories"], key=lambda c: c["share"])
-    gpus = ", ".join(sorted({g["name"] for g in m["gpus"] if g.get("name")})) or "not recorded"
+    gpus = ", ".join(sorted({name for g in m["gpus"] if (name := g["name"])})) or "not recorded"
     copies = m["memcpy"]["directions"]
     rows = [
         ("Capture window", _ms(m["capture_window"]["duration_ns"])),
@@ -92,9 +50,10 @@ def _headline(m: dict[str, Any]) -> Table:
     return Table(("Metric", "Value"), tuple(rows))
 
 
-def _finding_blocks(found: list[Finding]) -> list[Block]:
+def finding_blocks(found: list[Finding], none: str) -> list[Block]:
+    """Each finding as a marked heading, its evidence and its next step; ``none`` when there is none."""
     if not found:
-        return [Paragraph("No rule fired: no finding is supported by these numbers.")]
+        return [Paragraph(none)]
     blocks: list[Block] = []
     for f in found:
         marker = "⚠" if f.severity == "warning" else "ℹ"
@@ -104,7 +63,7 @@ def _finding_blocks(found: list[Finding]) -> list[Block]:
     return blocks
 
 
-def _top_kernels(m: dict[str, Any]) -> Table:
+def _top_kernels(m: Metrics) -> Table:
     rows = tuple(
         (
             kernel_label(k["name"], k["short_name"]),
@@ -118,7 +77,7 @@ def _top_kernels(m: dict[str, Any]) -> Table:
     return Table(("Kernel", "Category", "Instances", "GPU time", "Share"), rows)
 
 
-def _nvtx_table(m: dict[str, Any]) -> Table:
+def _nvtx_table(m: Metrics) -> Table:
     rows = tuple(
         (
             r["name"],
@@ -134,11 +93,12 @@ def _nvtx_table(m: dict[str, Any]) -> Table:
     return Table(("Range", "Style", "Instances", "Range time", "GPU projected", "GPU kernel time", "GPU ops"), rows)
 
 
-def _workload_blocks(traced: dict[str, Any], untraced: dict[str, Any] | None) -> list[Block]:
-    spec, model, versions = traced["spec"], traced["model"], traced["versions"]
-    workload = spec["workload"]
+def _workload_rows(traced: RunRecord, untraced: RunRecord | None) -> tuple[tuple[str, str], ...]:
+    """What ran, how fast with and without nsys, and on what."""
+    model, workload, versions = traced["model"], traced["spec"]["workload"], traced["versions"]
+    nsys = traced.get("nsys")
     loss = profiler_overhead(traced, untraced) if untraced is not None else None
-    rows = [
+    return (
         (
             "Model",
             f"{model['name']} ({model['source']}"
@@ -158,13 +118,13 @@ def _workload_blocks(traced: dict[str, Any], untraced: dict[str, Any] | None) ->
         (
             "Versions",
             f"vLLM {versions['vllm']}, torch {versions['torch']}, CUDA {versions['cuda']}, "
-            f"driver {versions['driver'] or 'n/a'}, {(traced.get('nsys') or {}).get('version') or 'nsys n/a'}",
+            f"driver {versions['driver'] or 'n/a'}, {(nsys['version'] if nsys else None) or 'nsys n/a'}",
         ),
-        (
-            "Kernels captured",
-            f"{(traced.get('nsys') or {}).get('kernels_captured', 'n/a'):,}" if traced.get("nsys") else "n/a",
-        ),
-    ]
+        ("Kernels captured", f"{nsys['kernels_captured']:,}" if nsys else "n/a"),
+    )
+
+
+def _workload_blocks(traced: RunRecord, untraced: RunRecord | None) -> list[Block]:
     latency = tuple(
         (
             str(i["index"]),
@@ -176,14 +136,14 @@ def _workload_blocks(traced: dict[str, Any], untraced: dict[str, Any] | None) ->
     )
     return [
         Heading("Workload"),
-        Table(("Item", "Value"), tuple(rows)),
+        Table(("Item", "Value"), _workload_rows(traced, untraced)),
         Table(("Captured iteration", "Latency", "Output tokens", "tok/s"), latency),
     ]
 
 
-def _phase_blocks(m: dict[str, Any]) -> list[Block]:
-    phases = m.get("phases", {})
-    if not phases.get("source"):
+def _phase_blocks(m: Metrics) -> list[Block]:
+    phases = m["phases"]
+    if not phases["source"]:
         return []
     total = sum(p["gpu_time_ns"] for p in phases["phases"]) or 1
     rows = tuple(
@@ -208,13 +168,16 @@ def _phase_blocks(m: dict[str, Any]) -> list[Block]:
 
 def build_report(
     run: str,
-    m: dict[str, Any],
+    m: Metrics,
     found: list[Finding],
-    figure_dir: str | None,
-    traced: dict[str, Any] | None = None,
-    untraced: dict[str, Any] | None = None,
+    figures: Sequence[tuple[str, str]],
+    traced: RunRecord | None = None,
+    untraced: RunRecord | None = None,
 ) -> list[Block]:
-    """The report's blocks for one run (with its workload when the run records are given)."""
+    """The report's blocks for one run (with its workload when the run records are given).
+
+    ``figures``: (path relative to the report, caption) of each figure shown.
+    """
     source = m["source"]
     blocks: list[Block] = [
         Heading(f"llmprof report: {run}", 1),
@@ -227,77 +190,21 @@ def build_report(
         _headline(m),
         *(_workload_blocks(traced, untraced) if traced is not None else []),
         Heading("Findings"),
-        *_finding_blocks(found),
+        *finding_blocks(found, "No rule fired: no finding is supported by these numbers."),
     ]
-    if figure_dir is not None:
+    if figures:
         blocks.append(Heading("Figures"))
-        blocks += [Figure(f"{figure_dir}/{name}.png", caption) for name, (_, _, caption) in FIGURES.items()]
+        blocks += [Figure(path, caption) for path, caption in figures]
     blocks += [Heading("Top kernels"), _top_kernels(m) if m["kernels"]["top"] else Paragraph("No kernels.")]
     blocks += _phase_blocks(m)
     blocks += [
         Heading("NVTX ranges and their GPU work"),
         _nvtx_table(m) if m["nvtx"]["ranges"] else Paragraph("No NVTX ranges."),
     ]
-    if m.get("skipped_summaries"):
+    if m["skipped_summaries"]:
         blocks.append(Heading("Summaries without data"))
         blocks += [Paragraph(f"`{name}`: {why}") for name, why in sorted(m["skipped_summaries"].items())]
     return blocks
-
-
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def to_markdown(blocks: list[Block]) -> str:
-    out: list[str] = []
-    for b in blocks:
-        if isinstance(b, Heading):
-            out.append(f"{'#' * b.level} {b.text}")
-        elif isinstance(b, Paragraph):
-            out.append(b.text)
-        elif isinstance(b, Table):
-            out.append("| " + " | ".join(b.header) + " |")
-            out.append("|" + "|".join("---" for _ in b.header) + "|")
-            out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
-        else:
-            out.append(f"![{b.caption}]({b.path})\n\n*{b.caption}*")
-        out.append("")
-    return "\n".join(out)
-
-
-def _inline_html(text: str) -> str:
-    """Escape, then render the two inline marks the blocks use: **bold** and `code`."""
-    parts = html.escape(text).split("`")
-    rendered = [p if i % 2 == 0 else f"<code>{p}</code>" for i, p in enumerate(parts)]
-    bold = "".join(rendered).split("**")
-    return "".join(p if i % 2 == 0 else f"<strong>{p}</strong>" for i, p in enumerate(bold))
-
-
-def to_html(blocks: list[Block], title: str) -> str:
-    body: list[str] = []
-    for b in blocks:
-        if isinstance(b, Heading):
-            body.append(f"<h{b.level}>{html.escape(b.text)}</h{b.level}>")
-        elif isinstance(b, Paragraph):
-            body.append(f"<p>{_inline_html(b.text)}</p>")
-        elif isinstance(b, Table):
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
-            rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in b.rows)
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-        else:
-            body.append(
-                f'<figure><img src="{html.escape(b.path)}" alt="{html.escape(b.caption)}">'
-                f"<figcaption>{html.escape(b.caption)}</figcaption></figure>"
-            )
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
-        "th{background:#f0f0f0}img{max-width:100%}code{background:#f4f4f4;padding:0 3px}"
-    )
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
-    )
 
 
 def write_report(
@@ -323,12 +230,12 @@ def write_report(
     """
     extract_dir, out = Path(extract_dir), Path(out)
     metrics = load_metrics(extract_dir)
-    traced = load_json(Path(record)) if record is not None else None
-    untraced = load_json(Path(baseline)) if baseline is not None else None
+    traced = load_run_record(Path(record)) if record is not None else None
+    untraced = load_run_record(Path(baseline)) if baseline is not None else None
     found = findings(metrics, traced, untraced)
-    figure_link = os.path.relpath(figures_dir, out) if figures_dir is not None else None
+    figures = figure_links(FIGURES, os.path.relpath(figures_dir, out)) if figures_dir is not None else []
     name = run or extract_dir.resolve().parent.name
-    blocks = build_report(name, metrics, found, figure_link, traced, untraced)
+    blocks = build_report(name, metrics, found, figures, traced, untraced)
     with staged_directory(out, force, "report") as stage:
         (stage / "report.md").write_text(to_markdown(blocks))
         (stage / "report.html").write_text(to_html(blocks, f"llmprof report: {name}"))

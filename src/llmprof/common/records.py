@@ -1,0 +1,441 @@
+"""The JSON documents llmprof writes and reads, as typed records, and their loaders.
+
+``metrics.json`` (extract), ``run.json`` (workload and profile), ``model.json``
+(model), ``provenance.json`` (provenance), ``findings.json`` (report and study)
+and the study manifest. Stages read metrics and run records through the
+loaders here, so a missing or broken file is reported the same way everywhere.
+
+Optional keys are declared in a ``total=False`` subclass of the required ones,
+which keeps the records readable on every Python the package supports.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TypedDict, cast
+
+from llmprof.common.errors import InputError
+
+#: A value of a sweep or a setting: what JSON and YAML scalars read as.
+Scalar = str | int | float | bool | None
+
+
+# metrics.json: the headline metrics of one capture
+
+
+class SourceRecord(TypedDict):
+    """The export the metrics were computed from."""
+
+    file: str
+    size_bytes: int
+    nsys_version: str | None
+    export_schema_version: str | None
+
+
+class CaptureWindow(TypedDict):
+    """The analysed span: first to last CUDA call or GPU operation (``basis`` says which events gave it)."""
+
+    basis: str  # cuda, nvtx, osrt or none
+    start_ns: int
+    end_ns: int
+    duration_ns: int
+
+
+class GpuRecord(TypedDict):
+    """One GPU of the capturing machine, as the export describes it (absent facts are None)."""
+
+    device_id: int
+    name: str | None
+    bus_location: str | None
+    total_memory_bytes: int | None
+    sm_count: int | None
+    compute_capability: str | None
+    memory_bandwidth_bytes_per_s: int | None
+    clock_rate_hz: int | None
+
+
+class Gap(TypedDict):
+    """A time with no GPU operation running on a device."""
+
+    start_ns: int
+    duration_ns: int
+
+
+class DeviceActivity(TypedDict):
+    """Busy time of one device: the union of its kernels, copies and memsets."""
+
+    device_id: int
+    operations: int
+    busy_ns: int
+    busy_fraction: float
+    idle_fraction: float
+    largest_gaps: list[Gap]
+
+
+class GpuActivity(TypedDict):
+    """Busy time of every device; ``captured`` is false when the capture holds no GPU operation."""
+
+    captured: bool
+    devices: list[DeviceActivity]
+    busy_ns: int
+    busy_fraction: float
+    idle_fraction: float | None
+
+
+class KernelCategory(TypedDict):
+    """GPU time of one kernel family (gemm, attention, ...)."""
+
+    category: str
+    time_ns: int
+    count: int
+    share: float
+
+
+class TopKernel(TypedDict):
+    """One of the kernels with the most GPU time."""
+
+    name: str
+    short_name: str
+    category: str
+    time_ns: int
+    count: int
+    share: float
+    tensor_core: bool
+
+
+class KernelMetrics(TypedDict):
+    count: int
+    time_ns: int
+    mean_duration_ns: float | None
+    categories: list[KernelCategory]
+    tensor_core_share_of_gemm: float | None
+    top: list[TopKernel]
+
+
+class ApiKind(TypedDict):
+    """Host time of one kind of CUDA call (sync, launch, memcpy, ...)."""
+
+    time_ns: int
+    count: int
+    share: float
+
+
+class CudaApiMetrics(TypedDict):
+    count: int
+    time_ns: int
+    kinds: dict[str, ApiKind]
+    sync_share: float | None
+    memcpy_share: float | None
+    launch_share: float | None
+
+
+class CopyDirection(TypedDict):
+    """Copies in one direction (H2D, D2H, D2D, ...)."""
+
+    bytes: int
+    time_ns: int
+    count: int
+
+
+class MemcpyMetrics(TypedDict):
+    directions: dict[str, CopyDirection]
+    total_bytes: int
+
+
+class NvtxRange(TypedDict):
+    """One NVTX range name and style: its instances, its time and the GPU work its CUDA calls launched."""
+
+    name: str
+    style: str
+    instances: int
+    range_ns: int
+    gpu_projected_ns: int
+    gpu_time_ns: int
+    gpu_ops: int
+
+
+class NvtxMetrics(TypedDict):
+    range_count: int
+    ranges: list[NvtxRange]
+
+
+class PhaseRecord(TypedDict):
+    """GPU work of the vLLM engine steps of one phase (prefill, decode or mixed)."""
+
+    phase: str
+    steps: int
+    gpu_time_ns: int
+    gpu_ops: int
+
+
+class PhaseMetrics(TypedDict):
+    source: str | None  # vllm_step_ranges, or None when the capture has no engine-step range
+    phases: list[PhaseRecord]
+
+
+class OsrtCall(TypedDict):
+    name: str
+    time_ns: int
+    count: int
+
+
+class OsrtMetrics(TypedDict):
+    count: int
+    time_ns: int
+    waiting_share: float | None
+    top: list[OsrtCall]
+
+
+class CaptureMetrics(TypedDict):
+    """Everything measured in one capture's tables."""
+
+    source: SourceRecord
+    capture_window: CaptureWindow
+    gpus: list[GpuRecord]
+    gpu_activity: GpuActivity
+    kernels: KernelMetrics
+    cuda_api: CudaApiMetrics
+    memcpy: MemcpyMetrics
+    sync_events: int
+    nvtx: NvtxMetrics
+    phases: PhaseMetrics
+    osrt: OsrtMetrics
+
+
+class Metrics(CaptureMetrics):
+    """``metrics.json``: the capture's metrics and what extraction wrote beside them."""
+
+    tables: dict[str, int]  # table name → rows written
+    skipped_summaries: dict[str, str]  # summary name → why the export cannot give it
+    schema_version: int
+
+
+# model.json and run.json: what was run, and how fast
+
+
+class FileRecord(TypedDict):
+    """One file, identified by content."""
+
+    path: str
+    bytes: int
+    sha256: str
+
+
+class ArchitectureRecord(TypedDict):
+    file: str
+    sha256: str
+
+
+class _ModelRequired(TypedDict):
+    name: str
+    source: str  # synthetic, huggingface or local
+    path: str
+    files: list[FileRecord]
+
+
+class ModelRecord(_ModelRequired, total=False):
+    """``model.json``: a model folder and where its files came from (the keys after ``files`` depend on the source)."""
+
+    architecture: ArchitectureRecord
+    dtype: str
+    seed: int
+    parameters: int
+    repo: str
+    revision: str
+
+
+class EngineSettings(TypedDict):
+    dtype: str
+    tensor_parallel_size: int
+    gpu_memory_utilization: float
+    max_model_len: int
+    enforce_eager: bool
+    seed: int
+
+
+class WorkloadSettings(TypedDict):
+    batch_size: int
+    input_len: int
+    output_len: int
+    warmup_iters: int
+    profile_iters: int
+    prompts: str  # synthetic, or a JSONL file
+    seed: int
+
+
+class NsysSettings(TypedDict):
+    trace: str
+    cuda_graph_trace: str
+    trace_fork_before_exec: bool
+    sample: str
+    cpuctxsw: str
+    extra_args: list[str]
+
+
+class SweepRecord(TypedDict):
+    """The sweep a run belongs to and the values it sets."""
+
+    name: str
+    values: dict[str, Scalar]
+
+
+class _RunSpecRequired(TypedDict):
+    run: str
+    model: str
+    capture_mode: str  # vllm_hook or in_process
+    engine: EngineSettings
+    workload: WorkloadSettings
+    nsys: NsysSettings
+
+
+class RunSpec(_RunSpecRequired, total=False):
+    """A profiled run's settings with every default filled (``llmprof.common.config.run_spec``)."""
+
+    description: str
+    sweep: SweepRecord
+
+
+class IterationRecord(TypedDict):
+    """One timed generate call."""
+
+    index: int
+    latency_s: float
+    output_tokens: int
+    output_tokens_per_s: float
+
+
+class GpuSummary(TypedDict):
+    name: str
+    count: int
+
+
+class VersionsRecord(TypedDict):
+    llmprof: str
+    vllm: str
+    torch: str
+    cuda: str | None
+    driver: str | None
+    python: str
+
+
+class NsysRecord(TypedDict):
+    """What ``llmprof profile`` adds to the workload's record."""
+
+    version: str | None
+    arguments: list[str]
+    kernels_captured: int
+
+
+class WorkloadRecord(TypedDict):
+    """What one workload run writes: settings, model, timings and software versions."""
+
+    run: str
+    profiled: bool
+    capture_mode: str
+    config_digest: str
+    spec: RunSpec
+    model: ModelRecord
+    engine_start_s: float
+    started_at: str
+    finished_at: str
+    warmup_latency_s: list[float]
+    iterations: list[IterationRecord]
+    output_tokens: int
+    output_tokens_per_s: float | None
+    gpu: GpuSummary
+    versions: VersionsRecord
+
+
+class RunRecord(WorkloadRecord, total=False):
+    """``run.json``: the workload's record; a profiled run's also says how nsys captured it."""
+
+    nsys: NsysRecord
+
+
+# provenance.json
+
+
+class GitState(TypedDict):
+    commit: str | None
+    dirty: bool | None
+
+
+class ContainerRecord(TypedDict):
+    image: str | None
+    name: str | None
+    digest: str | None
+
+
+class RunStack(TypedDict, total=False):
+    """The machine and software of a profiled run, from its run record (empty without one)."""
+
+    gpu: GpuSummary | None
+    versions: VersionsRecord | None
+    nsys: str | None
+    started_at: str | None
+    finished_at: str | None
+
+
+class ProvenanceRecord(TypedDict):
+    """``provenance.json``: what made a run's or a study's artifacts, and the sha256 of each."""
+
+    name: str
+    config_digest: str
+    config: dict[str, object]  # the config entry (a run's) or the whole config (a study's), as written
+    packages: dict[str, str | None]
+    git: GitState
+    container: ContainerRecord
+    host: str
+    platform: str
+    created_at: str
+    run: RunStack
+    artifacts: list[FileRecord]
+
+
+# findings.json and the study manifest
+
+
+class FindingRecord(TypedDict):
+    """One entry of ``findings.json``."""
+
+    id: str
+    severity: str  # warning or info
+    title: str
+    evidence: str
+    next_step: str
+
+
+class _ManifestRequired(TypedDict):
+    run: str
+    extract: str
+
+
+class ManifestEntry(_ManifestRequired, total=False):
+    """One run of the list ``llmprof study --manifest`` takes (paths as strings; absent or null when missing)."""
+
+    record: str | None
+    baseline: str | None
+    logs: str | None
+    sweep: SweepRecord | None
+
+
+def load_json(path: Path, made_by: str = "the stage that writes it") -> dict[str, Any]:
+    """A JSON object from a file, or an InputError naming the file and the stage that makes it."""
+    if not path.exists():
+        raise InputError(f"{path}: missing; run {made_by} first")
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc}); run {made_by} again") from exc
+    return data
+
+
+def load_metrics(extract_dir: Path) -> Metrics:
+    """The ``metrics.json`` of an extract folder."""
+    return cast(Metrics, load_json(extract_dir / "metrics.json", "`llmprof extract`"))
+
+
+def load_run_record(path: Path) -> RunRecord:
+    """A run record (``run.json`` of a profiled run, or the baseline's record)."""
+    return cast(RunRecord, load_json(path, "`llmprof profile` or `llmprof baseline`"))

@@ -1,0 +1,98 @@
+"""The document model of reports: a list of blocks rendered to Markdown and to standalone HTML.
+
+A report is built once as blocks (headings, paragraphs, tables, figures) and
+rendered twice, so the Markdown and the HTML never disagree.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    """Text with two inline marks: **bold** and `code`."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Table:
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class Figure:
+    path: str  # relative to the document
+    caption: str
+
+
+Block = Heading | Paragraph | Table | Figure
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(blocks: list[Block]) -> str:
+    out: list[str] = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append(f"{'#' * b.level} {b.text}")
+        elif isinstance(b, Paragraph):
+            out.append(b.text)
+        elif isinstance(b, Table):
+            out.append("| " + " | ".join(b.header) + " |")
+            out.append("|" + "|".join("---" for _ in b.header) + "|")
+            out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
+        else:
+            out.append(f"![{b.caption}]({b.path})\n\n*{b.caption}*")
+        out.append("")
+    return "\n".join(out)
+
+
+def _inline_html(text: str) -> str:
+    """Escape, then render the two inline marks the blocks use: **bold** and `code`."""
+    parts = html.escape(text).split("`")
+    rendered = [p if i % 2 == 0 else f"<code>{p}</code>" for i, p in enumerate(parts)]
+    bold = "".join(rendered).split("**")
+    return "".join(p if i % 2 == 0 else f"<strong>{p}</strong>" for i, p in enumerate(bold))
+
+
+def _html_block(b: Block) -> str:
+    if isinstance(b, Heading):
+        return f"<h{b.level}>{html.escape(b.text)}</h{b.level}>"
+    if isinstance(b, Paragraph):
+        return f"<p>{_inline_html(b.text)}</p>"
+    if isinstance(b, Table):
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
+        rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in b.rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return (
+        f'<figure><img src="{html.escape(b.path)}" alt="{html.escape(b.caption)}">'
+        f"<figcaption>{html.escape(b.caption)}</figcaption></figure>"
+    )
+
+
+STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+    "th{background:#f0f0f0}img{max-width:100%}code{background:#f4f4f4;padding:0 3px}"
+)
+
+
+def to_html(blocks: list[Block], title: str) -> str:
+    """A standalone HTML page (inline style, no script) of the blocks."""
+    body = "\n".join(_html_block(b) for b in blocks)
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{STYLE}</style></head><body>\n" + body + "\n</body></html>\n"
+    )
