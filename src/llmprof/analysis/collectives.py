@@ -5,10 +5,10 @@ on one rank and the k-th on another are one instance. A rank is a (device, proce
 instance the fastest rank's duration is the transfer, and the rest of each rank's duration is time
 spent waiting for the others to arrive (the approach nsys-jax takes): the rank that starts last is
 the one the others wait for. A collective kernel that reports a long time is therefore not evidence of
-slow links; only transfer time is. Where ranks hold different numbers of instances of a kind (a
-capture that began or ended while some ranks were inside one), the longer sequences are aligned to
-the shortest by end time, since the ranks of an instance finish together, and what is left over is
-reported as unmatched. One-off giants (a startup barrier) are setup and kept out of the sums.
+slow links; only transfer time is. A capture may begin or end while some ranks are inside a sequence
+(each rank may start its capture range on its own), so each rank's sequence is aligned to the shortest
+one by end time, since the ranks of an instance finish together; instances that not every rank holds
+are reported as unmatched. One-off giants (a startup barrier) are setup and kept out of the sums.
 
 The collective kernels are read a Parquet batch at a time and held as one row each (tens of bytes),
 a small part of the kernels in any real capture.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -36,8 +36,10 @@ SETUP_RATIO = 100
 SETUP_MIN_NS = 10_000_000
 #: "Communication-bound" may be said only when transfer is more than this share of matched collective time.
 TRANSFER_DOMINATES = 0.5
-#: Where a rank holds extra instances of a kind, alignments that skip up to this many leading ones are tried.
+#: Ranks' sequences of a kind are aligned by end time, trying offsets of up to this many instances ...
 MAX_ALIGNMENT_SHIFT = 64
+#: ... each judged on at most this many evenly spaced instances.
+ALIGNMENT_SAMPLE = 1001
 READ_ROWS = 1 << 18
 NO_PID = -1  # stands for a kernel whose process is unknown
 RANK_KEYS = ["device_id", "pid"]
@@ -164,52 +166,92 @@ def kernel_batches(kernels: Path, columns: list[str]) -> Iterator[pa.RecordBatch
     yield from parquet.iter_batches(columns=columns, batch_size=READ_ROWS)
 
 
+class _Labels:
+    """Dense ids for the texts met across batches, turned into a categorical sorted by text at the end."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+
+    def codes(self, values: np.ndarray) -> np.ndarray:
+        inverse, uniques = pd.factorize(values)
+        return np.array([self.ids.setdefault(str(u), len(self.ids)) for u in uniques], dtype="int32")[inverse]
+
+    def categorical(self, codes: np.ndarray) -> pd.Categorical[Any]:
+        texts = sorted(self.ids)
+        position = np.empty(len(texts), dtype="int32")
+        position[[self.ids[t] for t in texts]] = np.arange(len(texts), dtype="int32")
+        sorted_codes: np.ndarray = position[codes]
+        return pd.Categorical.from_codes(sorted_codes, dtype=pd.CategoricalDtype(texts))
+
+
 def read_collectives(kernels: Path) -> pd.DataFrame:
     """Every collective kernel of a kernels table: kind, short name, rank, start, end and duration (ns).
 
-    Sorted by kind, device, pid, start and end; a kernel without a process has pid ``NO_PID``.
+    Sorted by kind, device, pid, start and end; a kernel without a process has pid ``NO_PID``. Kind and
+    name are categoricals (categories in text order), so a row costs about 40 bytes.
     """
-    cache, parts = KindCache(), []
+    cache, kinds, names = KindCache(), _Labels(), _Labels()
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in ["kind", "name", *RANK_KEYS, *TIMES]}
     for batch in kernel_batches(kernels, _KERNEL_COLUMNS):
-        kinds = cache.kinds(batch)
-        rows = np.flatnonzero(kinds != None)  # noqa: E711 (elementwise on an object array)
+        found = cache.kinds(batch)
+        rows = np.flatnonzero(found != None)  # noqa: E711 (elementwise on an object array)
         if not len(rows):
             continue
         taken = batch.take(pa.array(rows))
-        part = {c: int_column(taken.column(c), null=NO_PID) for c in ("device_id", "pid", *TIMES)}
-        names = [n if isinstance(n, str) else "?" for n in taken.column("short_name").to_pylist()]
-        parts.append(pd.DataFrame({"kind": kinds[rows], "name": names, **part}))
-    columns = ["kind", "name", *RANK_KEYS, *TIMES]
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({c: [] for c in columns})
-    frame = frame.astype({c: "int64" for c in columns[2:]}).astype({"kind": "str", "name": "str"})
+        short_codes, shorts = text_codes(taken.column("short_name"))
+        parts["kind"].append(kinds.codes(found[rows]))
+        parts["name"].append(names.codes(np.array([t or "?" for t in shorts], dtype=object)[short_codes]))
+        for column in (*RANK_KEYS, *TIMES):
+            parts[column].append(int_column(taken.column(column), null=NO_PID))
+    joined = {c: np.concatenate(v) if v else np.zeros(0, dtype="int32") for c, v in parts.items()}
+    frame = pd.DataFrame(
+        {
+            "kind": kinds.categorical(joined["kind"]),
+            "name": names.categorical(joined["name"]),
+            **{c: joined[c].astype("int64") for c in (*RANK_KEYS, *TIMES)},
+        }
+    )
     return frame.sort_values(["kind", *RANK_KEYS, "start_ns", "end_ns"], kind="stable", ignore_index=True)
 
 
-def _best_shift(ends: np.ndarray, reference: np.ndarray) -> int:
-    """How many leading instances of a longer sequence to skip so that its ends line up with the reference's
-    (the least median distance; the smallest shift on ties). Equal lengths are matched as they are."""
-    extra = len(ends) - len(reference)
-    if extra <= 0:
-        return 0
-    shifts = sorted({*range(min(extra, MAX_ALIGNMENT_SHIFT) + 1), extra})
-    costs = [float(np.median(np.abs(ends[s : s + len(reference)] - reference))) for s in shifts]
-    return int(shifts[int(np.argmin(costs))])
+def _best_offset(ends: np.ndarray, reference: np.ndarray) -> int:
+    """The offset ``d`` that pairs the reference's k-th instance with this sequence's (k + d)-th: the one whose
+    ends lie closest (median distance over at most ``ALIGNMENT_SAMPLE`` pairs), the smallest ``|d|`` on ties.
+
+    Offsets within ``MAX_ALIGNMENT_SHIFT`` (and half the reference) of 0 and of the length difference are
+    tried, so a capture that began or ended inside the sequence on either rank is lined up again.
+    """
+    extra, reach = len(ends) - len(reference), min(MAX_ALIGNMENT_SHIFT, len(reference) // 2)
+    offsets = sorted({*range(-reach, reach + 1), *range(extra - reach, extra + reach + 1)}, key=lambda d: (abs(d), d))
+    best, best_cost = 0, np.inf
+    for offset in offsets:
+        first, stop = max(0, -offset), min(len(reference), len(ends) - offset)
+        if stop - first < len(reference) - reach:
+            continue
+        k = np.unique(np.linspace(first, stop - 1, min(stop - first, ALIGNMENT_SAMPLE)).astype("int64"))
+        cost = float(np.median(np.abs(ends[k + offset] - reference[k])))
+        if cost < best_cost:
+            best, best_cost = offset, cost
+    return best
 
 
 def _instances(frame: pd.DataFrame, ordinal: np.ndarray) -> np.ndarray:
     """The matched instance of each collective kernel, -1 where unmatched; ``frame`` as :func:`read_collectives`
-    sorts it. Every rank's sequence of a kind is aligned to the shortest one (the first such rank)."""
+    sorts it. Every rank's sequence of a kind is aligned to the shortest one (the first such rank); an instance
+    is matched when every rank of the kind holds it, and instances are numbered from 0."""
     instance = np.full(len(frame), -1, dtype="int64")
     ends = frame["end_ns"].to_numpy()
-    for _, part in frame.groupby("kind", sort=True):
+    for _, part in frame.groupby("kind", sort=True, observed=True):
         per_rank = [rows.index.to_numpy() for _, rows in part.groupby(RANK_KEYS, sort=True)]
         if len(per_rank) < 2:
             continue  # one rank: nothing to match against
         reference = ends[min(per_rank, key=len)]
-        for rows in per_rank:
-            index = ordinal[rows] - _best_shift(ends[rows], reference)
-            keep = (index >= 0) & (index < len(reference))
-            instance[rows[keep]] = index[keep]
+        paired = [(rows, ordinal[rows] - _best_offset(ends[rows], reference)) for rows in per_rank]
+        first = max(int(k.min()) for _, k in paired)
+        stop = min(int(k.max()) for _, k in paired) + 1
+        for rows, k in paired:
+            keep = (k >= first) & (k < stop)
+            instance[rows[keep]] = k[keep] - first
     return instance
 
 
@@ -227,23 +269,25 @@ def match_collectives(collectives: pd.DataFrame) -> pd.DataFrame:
         ``SETUP_RATIO`` times the kind's median and ``SETUP_MIN_NS``).
     """
     frame = collectives.reset_index(drop=True)
-    ordinal = frame.groupby(["kind", *RANK_KEYS], sort=False).cumcount().to_numpy(dtype="int64")
+    ordinal = frame.groupby(["kind", *RANK_KEYS], sort=False, observed=True).cumcount().to_numpy(dtype="int64")
     instance = _instances(frame, ordinal)
     frame = frame.assign(ordinal=ordinal, instance=instance)
     duration = frame["duration_ns"].to_numpy()
     matched = frame[instance >= 0]
-    by_instance = matched.groupby(["kind", "instance"], sort=False)
+    by_instance = matched.groupby(["kind", "instance"], sort=False, observed=True)
     transfer = np.full(len(frame), -1, dtype="int64")
     transfer[matched.index.to_numpy()] = by_instance["duration_ns"].transform("min").to_numpy()
     last = np.zeros(len(frame), dtype=bool)
     last[by_instance["start_ns"].idxmax().to_numpy(dtype="int64")] = True
-    median = frame.groupby("kind", sort=False)["duration_ns"].transform("median").to_numpy(dtype="float64")
+    median = (
+        frame.groupby("kind", sort=False, observed=True)["duration_ns"].transform("median").to_numpy(dtype="float64")
+    )
     outlier = (duration >= SETUP_RATIO * median) & (duration >= SETUP_MIN_NS)
     setup = outlier.copy()
     if len(matched):
         setup[matched.index.to_numpy()] = (
             pd.Series(outlier[matched.index.to_numpy()], index=matched.index)
-            .groupby([matched["kind"], matched["instance"]], sort=False)
+            .groupby([matched["kind"], matched["instance"]], sort=False, observed=True)
             .transform("any")
             .to_numpy(dtype=bool)
         )
@@ -362,7 +406,7 @@ def _setup_list(frame: pd.DataFrame) -> list[SetupCollective]:
     setup = frame[frame["setup"].astype(bool)]
     key = np.where(setup["instance"] >= 0, setup["instance"], -1 - setup.index.to_numpy())  # unmatched: own group
     found: list[SetupCollective] = []
-    for (kind, _), rows in setup.groupby([setup["kind"], key], sort=True):
+    for (kind, _), rows in setup.groupby([setup["kind"], key], sort=True, observed=True):
         instance = int(rows["instance"].iloc[0])
         found.append(
             {
@@ -379,7 +423,7 @@ def _setup_list(frame: pd.DataFrame) -> list[SetupCollective]:
 
 def summarise_collectives(matched: pd.DataFrame) -> CollectivesSummary:
     """Every kind of :func:`match_collectives`'s rows, most GPU time first, and the sums over kinds."""
-    kinds = [_kind_summary(str(kind), part) for kind, part in matched.groupby("kind", sort=True)]
+    kinds = [_kind_summary(str(kind), part) for kind, part in matched.groupby("kind", sort=True, observed=True)]
     kinds.sort(key=lambda k: -k["time_ns"])  # stable: kind name on ties
 
     def total(field: str) -> int:
@@ -460,7 +504,7 @@ def collectives_table(matched: pd.DataFrame) -> pa.Table:
     unmatched = (matched["instance"] < 0).to_numpy()
     order = np.lexsort(
         [matched[c].to_numpy() for c in ("ordinal", "pid", "device_id", "instance")]
-        + [unmatched, matched["kind"].to_numpy()]
+        + [unmatched, matched["kind"].cat.codes.to_numpy()]
     )
     rows = matched.iloc[order]
     gone = unmatched[order]

@@ -149,7 +149,8 @@ def kernel_groups(kernels: Path) -> pd.DataFrame:
             parts.append(grouped.to_pandas())
     names = {"duration_ns_count": "count", "duration_ns_sum": "time_ns", "duration_ns_max": "longest_ns"}
     if not parts:
-        return pd.DataFrame({c: [] for c in [*_GROUP_COLUMNS, *names.values()]})
+        empty = {c: pd.Series([], dtype="int64" if c in ("device_id", "pid") else object) for c in _GROUP_COLUMNS}
+        return pd.DataFrame({**empty, **{c: pd.Series([], dtype="int64") for c in names.values()}})
     frame = pd.concat(parts, ignore_index=True).rename(columns=names)
     for column in _GROUP_COLUMNS[2:]:
         frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
@@ -360,12 +361,16 @@ def _steady(groups: pd.DataFrame, setup: list[SetupKernel]) -> pd.DataFrame:
     """The kernel groups with ``setup_count`` and ``setup_ns``: their setup kernels' count and time."""
     keys = ["device_id", "pid", "name"]
     found = pd.DataFrame(
-        [(k["device_id"], NO_PID if k["pid"] is None else k["pid"], k["name"], k["duration_ns"]) for k in setup],
-        columns=[*keys, "setup_ns"],
+        {
+            "device_id": pd.Series([k["device_id"] for k in setup], dtype="int64"),
+            "pid": pd.Series([NO_PID if k["pid"] is None else k["pid"] for k in setup], dtype="int64"),
+            "name": pd.Series([k["name"] for k in setup], dtype=object),
+            "setup_ns": pd.Series([k["duration_ns"] for k in setup], dtype="int64"),
+        }
     )
     per_group = found.groupby(keys, dropna=False, sort=False)["setup_ns"].agg(["size", "sum"]).reset_index()
     per_group = per_group.rename(columns={"size": "setup_count", "sum": "setup_ns"})
-    merged = groups.merge(per_group.astype({"device_id": "int64", "pid": "int64"}), on=keys, how="left")
+    merged = groups.merge(per_group, on=keys, how="left")
     return merged.fillna({"setup_count": 0, "setup_ns": 0}).astype({"setup_count": "int64", "setup_ns": "int64"})
 
 
