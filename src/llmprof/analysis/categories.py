@@ -132,3 +132,28 @@ def kernel_label(name: str | None, short_name: str | None) -> str:
         if inner:
             return f"{short}<{inner}>"
     return short
+
+
+#: NCCL device kernels (``ncclDevKernel_AllReduce_Sum_f32_RING_LL``, ``ncclKernel_SendRecv``): the operation follows.
+NCCL_KERNEL = re.compile(r"^nccl(?:Dev)?Kernel_([A-Za-z0-9]+)")
+#: vLLM's custom all-reduce (``cross_device_reduce_1stage``/``_2stage``): ranks pick the same variant for a tensor.
+CUSTOM_ALL_REDUCE = re.compile(r"cross_device_reduce")
+COMMUNICATION = "communication"
+
+
+def collective_kind(short_name: str | None, name: str | None, category: str | None) -> str | None:
+    """The collective a kernel runs (``nccl:AllReduce``, ``vllm:cross_device_reduce``), or None for other kernels.
+
+    NCCL and vLLM's custom all-reduce are known by name whatever the categories say; any other kernel
+    the categories put in "communication" is a collective of its own kind, named by its label. A kind
+    names what runs in the same order on every rank, so instances can be matched across ranks.
+    """
+    short = short_name if isinstance(short_name, str) else (name if isinstance(name, str) else "")
+    nccl = NCCL_KERNEL.match(short)
+    if nccl:
+        return f"nccl:{nccl.group(1)}"
+    if CUSTOM_ALL_REDUCE.search(short):
+        return "vllm:cross_device_reduce"
+    if category == COMMUNICATION:
+        return kernel_label(name, short_name)
+    return None

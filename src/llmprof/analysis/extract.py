@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from llmprof.analysis import tables
 from llmprof.analysis.categories import API_KIND, Classifier, kernel_classifier
+from llmprof.analysis.collectives import write_collectives
 from llmprof.analysis.grouped import GroupedValues
 from llmprof.analysis.launches import LaunchResults, LaunchScan
 from llmprof.analysis.metrics import capture_window, compute_metrics, gpu_activity
@@ -242,6 +243,7 @@ def extract(
     classifier = kernel_classifier(categories)
     with open_export(sqlite) as export, staged_directory(Path(out), force, "extract") as stage:
         row_counts, scans, activity = _write_event_tables(export, stage, classifier, progress)
+        row_counts["collectives"] = write_collectives(stage)  # from the kernels table just written
         summary_rows, skipped = _write_summaries(scans, stage, Path(sqlite).name)
         metrics: Metrics = {
             **compute_metrics(export, stage, classifier, activity),

@@ -131,6 +131,24 @@ NVTX_GPU = pa.schema(
     ]
 )
 
+#: One row per collective kernel (NCCL, vLLM custom all-reduce, other "communication" kernels), its instance
+#: matched across ranks (rank: device and process): see ``analysis.collectives``.
+COLLECTIVES = pa.schema(
+    [
+        pa.field("kind", pa.string()),  # nccl:AllReduce, vllm:cross_device_reduce, or the kernel's label
+        pa.field("instance", pa.int64()),  # the k-th instance of the kind on every rank; null: unmatched
+        pa.field("device_id", pa.int32()),
+        pa.field("pid", pa.int32()),
+        pa.field("ordinal", pa.int64()),  # position among this rank's kernels of the kind
+        *_TIME,
+        pa.field("transfer_ns", pa.int64()),  # the instance's fastest rank's duration; null: unmatched
+        pa.field("wait_ns", pa.int64()),  # duration_ns - transfer_ns: waiting for the other ranks
+        pa.field("last_to_arrive", pa.bool_(), nullable=False),  # started the instance last
+        pa.field("setup", pa.bool_(), nullable=False),  # a one-off far above the kind's median, not steady state
+        pa.field("name", pa.string()),  # kernel short name
+    ]
+)
+
 #: Raw event tables extracted from the export, in the order they are written.
 EVENT_TABLES: dict[str, pa.Schema] = {
     "kernels": KERNELS,
