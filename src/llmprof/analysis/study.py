@@ -22,7 +22,7 @@ from llmprof.analysis.categories import CATEGORY_ORDER
 from llmprof.analysis.findings import Finding, Observation, Rule, pct, profiler_overhead, run_rules
 from llmprof.analysis.metrics import records
 from llmprof.common.errors import InputError
-from llmprof.common.records import ManifestEntry, RunRecord, load_metrics, load_run_record
+from llmprof.common.records import ManifestEntry, RunRecord, load_metrics, load_run_record, shape_problem
 
 #: Run parameters compared across runs, from the run record's settings (in this order).
 PARAMETERS = (
@@ -94,6 +94,9 @@ def load_manifest(text: str) -> list[RunEntry]:
         raise InputError(f"study manifest: not valid JSON ({exc})") from exc
     if not isinstance(items, list) or not items:
         raise InputError("study manifest: expected a non-empty list of runs")
+    problem = shape_problem(items, list[ManifestEntry])
+    if problem is not None:
+        raise InputError(f"study manifest: {problem}; each run needs at least run and extract")
     return [RunEntry.from_dict(i) for i in cast(list[ManifestEntry], items)]
 
 

@@ -12,10 +12,11 @@ which keeps the records readable on every Python the package supports.
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, TypedDict, Union, cast, get_args, get_origin, get_type_hints, is_typeddict
 
-from llmprof.common.errors import InputError
+from llmprof.common.errors import InputError, brief
 
 #: A value of a sweep or a setting: what JSON and YAML scalars read as.
 Scalar = str | int | float | bool | None
@@ -327,9 +328,7 @@ class NsysRecord(TypedDict):
     kernels_captured: int
 
 
-class WorkloadRecord(TypedDict):
-    """What one workload run writes: settings, model, timings and software versions."""
-
+class _WorkloadRequired(TypedDict):
     run: str
     profiled: bool
     capture_mode: str
@@ -337,14 +336,22 @@ class WorkloadRecord(TypedDict):
     spec: RunSpec
     model: ModelRecord
     engine_start_s: float
-    started_at: str
-    finished_at: str
     warmup_latency_s: list[float]
     iterations: list[IterationRecord]
     output_tokens: int
     output_tokens_per_s: float | None
     gpu: GpuSummary
     versions: VersionsRecord
+
+
+class WorkloadRecord(_WorkloadRequired, total=False):
+    """What one workload run writes: settings, model, timings and software versions.
+
+    The wall-clock times are optional: shared records may have them removed with the host's details.
+    """
+
+    started_at: str
+    finished_at: str
 
 
 class RunRecord(WorkloadRecord, total=False):
@@ -426,16 +433,57 @@ def load_json(path: Path, made_by: str = "the stage that writes it") -> dict[str
         raise InputError(f"{path}: missing; run {made_by} first")
     try:
         data: dict[str, Any] = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc}); run {made_by} again") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({brief(exc)}); run {made_by} again") from exc
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({brief(exc)})") from exc
+    return data
+
+
+def shape_problem(data: object, kind: Any, where: str = "") -> str | None:
+    """The first way ``data`` (parsed JSON) falls short of the record type ``kind``, or None.
+
+    Checks that every required key of each TypedDict is present and that objects and lists are
+    where the type has them; scalar values are taken as they are.
+    """
+    if is_typeddict(kind):
+        if not isinstance(data, dict):
+            return f"{where or 'the document'} is not an object"
+        for key in sorted(kind.__required_keys__):
+            if key not in data:
+                return f"{where}{key} is missing"
+        hints = get_type_hints(kind)
+        problems = (shape_problem(value, hints[key], f"{where}{key}/") for key, value in data.items() if key in hints)
+        return next((p for p in problems if p is not None), None)
+    origin = get_origin(kind)
+    if origin in (Union, types.UnionType):
+        if data is None and type(None) in get_args(kind):
+            return None
+        structured = [arg for arg in get_args(kind) if is_typeddict(arg) or get_origin(arg) in (list, dict)]
+        return shape_problem(data, structured[0], where) if structured else None
+    if origin is list:
+        if not isinstance(data, list):
+            return f"{where.rstrip('/') or 'the document'} is not a list"
+        return next((p for i, v in enumerate(data) if (p := shape_problem(v, get_args(kind)[0], f"{where}{i}/"))), None)
+    if origin is dict and not isinstance(data, dict):
+        return f"{where.rstrip('/') or 'the document'} is not an object"
+    return None
+
+
+def _checked(data: object, kind: Any, path: Path, what: str, made_by: str) -> Any:
+    problem = shape_problem(data, kind)
+    if problem is not None:
+        raise InputError(f"{path}: not {what} ({problem}); give the file {made_by} writes, or run it again")
     return data
 
 
 def load_metrics(extract_dir: Path) -> Metrics:
-    """The ``metrics.json`` of an extract folder."""
-    return cast(Metrics, load_json(extract_dir / "metrics.json", "`llmprof extract`"))
+    """The ``metrics.json`` of an extract folder, checked to hold every key the report reads."""
+    path, made_by = extract_dir / "metrics.json", "`llmprof extract`"
+    return cast(Metrics, _checked(load_json(path, made_by), Metrics, path, "an llmprof metrics.json", made_by))
 
 
 def load_run_record(path: Path) -> RunRecord:
-    """A run record (``run.json`` of a profiled run, or the baseline's record)."""
-    return cast(RunRecord, load_json(path, "`llmprof profile` or `llmprof baseline`"))
+    """A run record (``run.json`` of a profiled run, or the baseline's record), checked like metrics."""
+    made_by = "`llmprof profile` or `llmprof baseline`"
+    return cast(RunRecord, _checked(load_json(path, made_by), RunRecord, path, "a run record", made_by))

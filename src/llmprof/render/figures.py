@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
@@ -29,7 +30,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from llmprof.analysis.categories import CATEGORY_ORDER, kernel_label  # noqa: E402
 from llmprof.analysis.metrics import grouped_sums, records, step_phase, time_span  # noqa: E402
 from llmprof.analysis.study import RunEntry  # noqa: E402
-from llmprof.common.errors import InputError  # noqa: E402
+from llmprof.common.errors import InputError, brief  # noqa: E402
 from llmprof.common.outputs import staged_directory  # noqa: E402
 
 FORMATS = ("png", "svg")
@@ -250,7 +251,11 @@ def draw_figures(extract_dir: str | Path, out: str | Path, *, force: bool = Fals
     extract_dir = Path(extract_dir)
     with staged_directory(Path(out), force, "figures") as stage, plt.rc_context(THEME):
         for name, (draw, size, _) in FIGURES.items():
-            _save(functools.partial(draw, extract_dir), size, stage, name)
+            try:
+                _save(functools.partial(draw, extract_dir), size, stage, name)
+            except (pa.ArrowInvalid, OSError, KeyError) as exc:  # a table damaged, cut short or of another version
+                reason = f"the {name} figure's tables cannot be read ({brief(exc)})"
+                raise InputError(f"{extract_dir}: {reason}; run `llmprof extract` again") from exc
     return [Path(out) / f"{name}.{fmt}" for name in FIGURES for fmt in FORMATS]
 
 

@@ -8,11 +8,13 @@ and the run records, never the SQLite export.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
 from llmprof.analysis.categories import kernel_label
 from llmprof.analysis.findings import Finding, findings, pct, profiler_overhead
+from llmprof.common.errors import InputError
 from llmprof.common.outputs import staged_directory, write_json
 from llmprof.common.records import Metrics, RunRecord, load_metrics, load_run_record
 from llmprof.render.document import Block, Figure, Heading, Paragraph, Table, to_html, to_markdown
@@ -207,6 +209,15 @@ def build_report(
     return blocks
 
 
+def _figures_beside(figures_dir: Path, out: Path) -> list[tuple[str, str]]:
+    """Links from ``out`` to the figures of a folder that holds every one of them (percent-encoded)."""
+    missing = [f"{name}.png" for name in FIGURES if not (figures_dir / f"{name}.png").is_file()]
+    if missing:
+        raise InputError(f"{figures_dir}: figure {missing[0]} missing; run `llmprof figures` into this folder first")
+    folder = Path(os.path.relpath(figures_dir, out)).as_posix()
+    return [(urllib.parse.quote(path), caption) for path, caption in figure_links(FIGURES, folder)]
+
+
 def write_report(
     extract_dir: str | Path,
     out: str | Path,
@@ -233,7 +244,7 @@ def write_report(
     traced = load_run_record(Path(record)) if record is not None else None
     untraced = load_run_record(Path(baseline)) if baseline is not None else None
     found = findings(metrics, traced, untraced)
-    figures = figure_links(FIGURES, os.path.relpath(figures_dir, out)) if figures_dir is not None else []
+    figures = _figures_beside(Path(figures_dir), out) if figures_dir is not None else []
     name = run or extract_dir.resolve().parent.name
     blocks = build_report(name, metrics, found, figures, traced, untraced)
     with staged_directory(out, force, "report") as stage:
