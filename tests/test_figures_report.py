@@ -200,3 +200,14 @@ def test_report_of_a_capture_without_gpu_work(extracted: dict[str, Path], tmp_pa
 def test_report_needs_an_extract(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["report", str(tmp_path), "-o", str(tmp_path / "r"), "--quiet"])
     assert result.exit_code == 1 and "metrics.json" in result.output and "llmprof extract" in result.output
+
+
+def test_kernels_sharing_a_name_keep_a_bar_each_and_the_figure_its_bytes(
+    extracted: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = extracted["nsys2024_cloverleaf_a100/perlmutter-cloverleaf-cuda"]  # 13 of the top 15 share a name
+    draw_figures(folder, tmp_path / "a")
+    draw_figures(folder, tmp_path / "b")
+    assert _digests(tmp_path / "a") == _digests(tmp_path / "b")
+    labels = _svg_texts(tmp_path / "a" / "top_kernels.svg")
+    assert "par_ranged2d_kernel" in labels and "par_ranged2d_kernel (14)" in labels

@@ -78,6 +78,16 @@ def _no_data(ax: Axes, message: str) -> None:
     ax.set_yticks([])
 
 
+def _distinct(labels: list[str]) -> list[str]:
+    """Labels made distinct in order (``name (2)``, ...): kernels that share a short name keep a bar each."""
+    seen: dict[str, int] = {}
+    distinct = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        distinct.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
+    return distinct
+
+
 def top_kernels(extract_dir: Path, fig: Figure) -> None:
     """The kernels with the most GPU time, coloured by family."""
     ax = fig.subplots()
@@ -86,7 +96,7 @@ def top_kernels(extract_dir: Path, fig: Figure) -> None:
         return _no_data(ax, "No GPU kernels in this capture")
     total = per_name["duration_ns"].sum()
     top = per_name.sort_values(["duration_ns", "name"], ascending=[False, True]).head(TOP_N)
-    labels = [_label(kernel_label(n, s)) for n, s in zip(top["name"], top["short_name"])]
+    labels = _distinct([_label(kernel_label(n, s)) for n, s in zip(top["name"], top["short_name"])])
     top = top.assign(share=100 * top["duration_ns"] / total, label=labels)
     sns.barplot(top, x="share", y="label", hue="category", palette=PALETTE, dodge=False, ax=ax)
     ax.set(xlabel="share of GPU kernel time (%)", ylabel="", title=f"Top {len(top)} kernels by GPU time")
