@@ -73,6 +73,9 @@ def test_rules_are_listed_once_with_what_they_read() -> None:
         "dominant_kernel_family",
         "short_kernels",
         "cpu_threads_waiting",
+        "collective_balance",
+        "setup_outliers",
+        "library_nvtx_only",
         "profiler_overhead",
     ]
     assert all(r.description.endswith(".") for r in RULES)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,15 @@ from llmprof.analysis import tables
 from llmprof.analysis.categories import collective_kind
 from llmprof.analysis.grouped import int_column
 from llmprof.common.outputs import write_table
+from llmprof.common.records import (
+    CollectiveKind,
+    CollectivesSummary,
+    CollectiveVerdict,
+    Rank,
+    RankCollectives,
+    RankWait,
+    SetupCollective,
+)
 
 #: An instance is setup when one of its ranks takes this many times the median of its kind ...
 SETUP_RATIO = 100
@@ -46,83 +55,6 @@ RANK_KEYS = ["device_id", "pid"]
 TIMES = ["start_ns", "end_ns", "duration_ns"]
 _KERNEL_COLUMNS = ["device_id", "pid", "start_ns", "end_ns", "duration_ns", "short_name", "name", "category"]
 
-
-class Rank(TypedDict):
-    """One rank: a device and the process that drove it (pid None where the export lacks it)."""
-
-    device_id: int
-    pid: int | None
-
-
-class RankCollectives(TypedDict):
-    """One rank's part in one collective kind; times are GPU time on that rank."""
-
-    rank: Rank
-    instances: int  # collective kernels of the kind on this rank
-    unmatched_leading: int  # before the first matched instance (the capture began inside the sequence)
-    unmatched_trailing: int  # after the last matched one
-    time_ns: int  # every instance, setup included
-    median_duration_ns: float
-    transfer_ns: int  # steady matched instances: the fastest rank's duration of each
-    wait_ns: int  # steady matched instances: duration beyond the fastest rank's
-    last_arrivals: int  # steady matched instances this rank started last
-    caused_wait_ns: int  # the other ranks' wait in those instances
-
-
-class RankWait(TypedDict):
-    """Time ``waiting`` spent in collectives that ``straggler`` started last (steady matched instances)."""
-
-    waiting: Rank
-    straggler: Rank
-    wait_ns: int
-    instances: int
-
-
-class SetupCollective(TypedDict):
-    """A collective instance far above its kind's median: setup, not steady state."""
-
-    kind: str
-    instance: int | None  # None: an unmatched kernel
-    start_ns: int
-    duration_ns: int  # its longest rank's
-    kind_median_ns: float
-    ranks: list[Rank]
-
-
-class CollectiveKind(TypedDict):
-    """One kind of collective across ranks. ``transfer_ns + wait_ns`` is the GPU time of the steady matched
-    instances summed over ranks; ``time_ns`` adds the unmatched and setup ones."""
-
-    kind: str
-    names: list[str]  # kernel short names seen
-    ranks: list[RankCollectives]
-    matched_instances: int  # steady ones: setup instances are counted apart
-    setup_instances: int
-    time_ns: int
-    transfer_ns: int
-    wait_ns: int
-    unmatched_ns: int  # steady kernels no other rank's instance could be matched to
-    setup_ns: int
-    transfer_share: float | None  # of transfer + wait
-    instance_transfer_ns: int  # sum over instances of the fastest rank's duration: wall time of the transfers
-    median_skew_ns: float | None  # last start minus first start, per instance
-    median_end_spread_ns: float | None  # last end minus first end: small when the alignment is right
-    straggler: Rank | None  # the rank whose late arrival caused the most waiting
-    waits: list[RankWait]
-
-
-class CollectivesSummary(TypedDict):
-    """Every collective kind, and the sums over kinds (same meaning as in :class:`CollectiveKind`)."""
-
-    kinds: list[CollectiveKind]
-    time_ns: int
-    transfer_ns: int
-    wait_ns: int
-    unmatched_ns: int
-    setup_ns: int
-    transfer_share: float | None
-    waits: list[RankWait]
-    setup: list[SetupCollective]
 
 
 def rank(device_id: int, pid: int) -> Rank:
@@ -447,22 +379,6 @@ def collectives(stage: Path) -> CollectivesSummary:
     """The collectives of an extract folder (its ``kernels.parquet``), matched and summarised."""
     return summarise_collectives(match_collectives(read_collectives(stage / "kernels.parquet")))
 
-
-class CollectiveVerdict(TypedDict):
-    """What may be said of the collectives. ``transfer``: transfer time dominates, so "communication-bound"
-    may be said; ``skew``: collective time is mostly waiting, ``waiting`` waits for ``straggler``;
-    ``none``: no instance was matched across ranks (no collective, or one rank only)."""
-
-    verdict: str
-    transfer_ns: int
-    wait_ns: int
-    transfer_share: float | None
-    waiting: Rank | None
-    straggler: Rank | None
-    pair_wait_ns: int  # waiting's wait in instances straggler started last
-    pair_instances: int
-    waiting_collective_ns: int  # waiting's steady matched collective time (transfer + wait)
-    kind: str | None  # the kind in which that pair's wait is largest
 
 
 def collective_verdict(summary: CollectivesSummary) -> CollectiveVerdict:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,8 +31,6 @@ from llmprof.analysis.collectives import (
     SETUP_MIN_NS,
     SETUP_RATIO,
     TRANSFER_DOMINATES,
-    CollectivesSummary,
-    CollectiveVerdict,
     KindCache,
     collective_verdict,
     kernel_batches,
@@ -44,6 +42,14 @@ from llmprof.analysis.collectives import (
 from llmprof.analysis.grouped import GroupedValues, bin_ranges, bin_shift, int_column, write_partitions
 from llmprof.analysis.metrics import capture_window, time_span
 from llmprof.common.errors import InputError
+from llmprof.common.records import (
+    CategoryTime,
+    DeviceView,
+    KernelView,
+    MultiGpuMetrics,
+    ProcessView,
+    SetupKernel,
+)
 
 TOP_KERNELS = 5
 READ_ROWS = 1 << 18
@@ -57,82 +63,6 @@ MAX_SLOTS = 1 << SLOT_BITS  # processes per device told apart in the sweep; more
 CODE_BITS = 1 + CLASS_BITS + SLOT_BITS  # the low bits of an event: end flag, class, process slot
 _GROUP_COLUMNS = ["device_id", "pid", "name", "short_name", "category"]
 
-
-class CategoryTime(TypedDict):
-    category: str
-    time_ns: int
-    count: int
-    share: float  # of the steady-state kernel time
-
-
-class TopKernel(TypedDict):
-    name: str | None
-    label: str  # short name, qualified where generic
-    category: str | None
-    time_ns: int
-    count: int
-    share: float  # of the steady-state kernel time
-
-
-class SetupKernel(TypedDict):
-    """A kernel instance far above its name's median over all devices: setup, not steady state."""
-
-    device_id: int
-    pid: int | None
-    name: str | None
-    label: str
-    category: str | None
-    start_ns: int
-    duration_ns: int
-    name_median_ns: float
-
-
-class KernelView(TypedDict):
-    """Kernels of a device or of one process on it; categories and top kernels exclude setup kernels."""
-
-    kernels: int
-    kernel_time_ns: int  # summed durations, setup included
-    setup_kernel_time_ns: int
-    categories: list[CategoryTime]
-    top_kernels: list[TopKernel]
-
-
-class ProcessView(KernelView):
-    pid: int | None
-    process_name: str | None
-    busy_ns: int | None  # union of its kernels, copies and memsets; None past MAX_SLOTS processes on a device
-
-
-class DeviceView(KernelView):
-    """One GPU. Overlap is of steady-state kernels: setup kernels are neither collective nor compute time."""
-
-    device_id: int
-    gpu_name: str | None
-    busy_ns: int  # union of kernels, copies and memsets
-    busy_fraction: float  # of the capture window
-    idle_fraction: float
-    collective_kernel_time_ns: int  # summed durations of collective kernels, setup included
-    collective_ns: int  # wall time with a steady collective kernel running
-    overlapped_ns: int  # ... and a compute (non-collective) kernel running beside it
-    overlap_fraction: float | None  # overlapped_ns / collective_ns
-    processes: list[ProcessView]
-
-
-class Thresholds(TypedDict):
-    setup_ratio: int
-    setup_min_ns: int
-    transfer_dominates: float
-
-
-class MultiGpuMetrics(TypedDict):
-    """The multi-GPU section of an extract folder's metrics: JSON-ready, deterministic."""
-
-    window_ns: int  # the capture window that busy fractions divide
-    devices: list[DeviceView]
-    setup_kernels: list[SetupKernel]
-    collectives: CollectivesSummary
-    verdict: CollectiveVerdict
-    thresholds: Thresholds
 
 
 def kernel_groups(kernels: Path) -> pd.DataFrame:

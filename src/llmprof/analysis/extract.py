@@ -30,6 +30,7 @@ import pyarrow as pa
 from llmprof.analysis import tables
 from llmprof.analysis.categories import API_KIND, Classifier, kernel_classifier
 from llmprof.analysis.collectives import write_collectives
+from llmprof.analysis.devices import multi_gpu_metrics
 from llmprof.analysis.grouped import GroupedValues
 from llmprof.analysis.launches import LaunchResults, LaunchScan
 from llmprof.analysis.metrics import capture_window, compute_metrics, gpu_activity
@@ -250,6 +251,7 @@ def extract(
             "tables": {**row_counts, **summary_rows},
             "skipped_summaries": skipped,
             "schema_version": tables.SCHEMA_VERSION,
+            "multi_gpu": multi_gpu_metrics(stage),
         }
         write_json(stage / "metrics.json", metrics)
     return metrics

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Generic, NamedTuple, TypeVar
 
-from llmprof.common.records import FindingRecord, Metrics, RunRecord
+from llmprof.common.records import FindingRecord, Metrics, Rank, RunRecord
 
 #: What a rule reads: a run's records (:class:`RunResults`) or a study's table.
 Subject = TypeVar("Subject")
@@ -46,7 +46,8 @@ NEXT_FOR_FAMILY = {
     "(torch.compile, fused RMSNorm).",
     "activation": "Activation kernels are memory-bound: fuse them into the GEMM epilogue or with the gate multiply.",
     "elementwise/fused": "Many elementwise kernels: fuse them (torch.compile / Triton) and capture with CUDA graphs.",
-    "communication": "Communication-bound: check tensor-parallel size, NVLink topology and overlap of collectives.",
+    "communication": "Collectives dominate: the collectives finding says whether ranks wait for each other (skew) "
+    "or move data (bandwidth); for bandwidth, check tensor-parallel size, NVLink topology and overlap with compute.",
     "memory": "Copy/gather kernels dominate: look for avoidable layout changes and host round trips.",
     "other": "Unclassified kernels dominate: add patterns for them under `categories:` in the config.",
 }
@@ -257,6 +258,81 @@ def cpu_threads_waiting(run: RunResults) -> Iterator[Observation]:
     )
 
 
+#: Share of a rank's collective time spent waiting for one other rank that makes skew a finding.
+SKEW_WAIT_SHARE = 0.25
+#: Domains of NVTX ranges that libraries emit on their own; such ranges do not mark a workload's phases.
+LIBRARY_DOMAINS = ("NCCL", "CCCL", "cuBLAS", "cuBLASLt", "cuDNN", "CUTLASS", "NVSHMEM", "cuFFT", "cuSPARSE", "Thrust")
+
+
+def _rank(rank: Rank | None) -> str:
+    if rank is None:
+        return "GPU ?"
+    return f"GPU {rank['device_id']}" + (f" (pid {rank['pid']})" if rank["pid"] is not None else "")
+
+
+def collective_balance(run: RunResults) -> Iterator[Observation]:
+    """Skew (a rank waits inside collectives for a late one) or transfer-bound collectives, never confused."""
+    verdict = run.metrics["multi_gpu"]["verdict"]
+    matched = verdict["transfer_ns"] + verdict["wait_ns"]
+    if verdict["verdict"] == "transfer" and verdict["transfer_share"] is not None:
+        yield Observation(
+            "info",
+            f"Collectives move data most of their time: transfer {pct(verdict['transfer_share'])} of collective time",
+            f"Matched across ranks, the fastest rank's time (transfer) is {_ms(verdict['transfer_ns'])} of "
+            f"{_ms(matched)}; the rest is ranks waiting for each other.",
+            "Communication-bound: check tensor-parallel size, NVLink topology and overlap of collectives with compute.",
+        )
+    own = verdict["waiting_collective_ns"]
+    if verdict["verdict"] != "skew" or not own or verdict["pair_wait_ns"] / own < SKEW_WAIT_SHARE:
+        return
+    waiting, straggler = _rank(verdict["waiting"]), _rank(verdict["straggler"])
+    share = verdict["pair_wait_ns"] / own
+    transfer = pct(verdict["transfer_share"]) if verdict["transfer_share"] is not None else "n/a"
+    yield Observation(
+        "warning",
+        f"{waiting} waits for {straggler} in collectives: {pct(share)} of its collective time",
+        f"{_ms(verdict['pair_wait_ns'])} of {waiting}'s {_ms(own)} in {verdict['kind']} is spent waiting for "
+        f"{straggler} to arrive ({verdict['pair_instances']:,} instances). Transfer (the fastest rank's time) is "
+        f"{transfer} of {_ms(matched)} matched collective time: this is skew, not bandwidth.",
+        f"Find why {straggler} arrives late: compare what runs before each collective on that rank (load imbalance, "
+        "host delays, another kernel mix); faster links would not help.",
+    )
+
+
+def setup_outliers(run: RunResults) -> Iterator[Observation]:
+    """One-off instances far above their kind's median (a startup barrier, a weight upload) are setup."""
+    multi = run.metrics["multi_gpu"]
+    kernels, collectives = multi["setup_kernels"], multi["collectives"]["setup"]
+    if not kernels and not collectives:
+        return
+    named = [f"{c['kind']} {_ms(c['duration_ns'])} (median {_ms(c['kind_median_ns'])})" for c in collectives]
+    named += [f"{k['label']} on GPU {k['device_id']} {_ms(k['duration_ns'])} (median {_ms(k['name_median_ns'])})"
+              for k in kernels]
+    yield Observation(
+        "warning",
+        f"Setup inside the capture: {len(named)} one-off instance(s) far above their kind's median",
+        "Largest: " + "; ".join(named[:3]) + ". They are kept out of the per-GPU steady-state shares.",
+        "Start the capture after startup and warmup (--capture-range=cudaProfilerApi around the steady state), "
+        "so barriers and uploads do not weigh on the numbers.",
+    )
+
+
+def library_nvtx_only(run: RunResults) -> Iterator[Observation]:
+    """NVTX ranges exist, but every one comes from a library domain: nothing marks the workload's phases."""
+    ranges = run.metrics["nvtx"]["ranges"]
+    domains = sorted({r["name"].split(":", 1)[0] for r in ranges})
+    if not ranges or "" in domains or not all(d in LIBRARY_DOMAINS for d in domains):
+        return
+    yield Observation(
+        "warning",
+        f"NVTX ranges only from libraries ({', '.join(domains)}): no range marks a phase",
+        f"{run.metrics['nvtx']['range_count']:,} ranges, all in library domains; GPU time cannot be given to the "
+        "workload's own phases (warmup, prefill, decode, iterations).",
+        "Wrap the phases in NVTX ranges (the `nvtx` package or torch.cuda.nvtx.range) and open a capture range "
+        "around the steady state only (cudaProfilerStart/Stop with --capture-range=cudaProfilerApi).",
+    )
+
+
 def profiler_overhead(traced: RunRecord, untraced: RunRecord) -> float | None:
     """Relative throughput lost under nsys: 1 - traced tok/s / untraced tok/s."""
     t, u = traced["output_tokens_per_s"], untraced["output_tokens_per_s"]
@@ -314,6 +390,19 @@ RULES: tuple[Rule[RunResults], ...] = (
         {"waiting_share": WAITING_SHARE},
         cpu_threads_waiting,
     ),
+    Rule(
+        "collective_balance",
+        "Collectives matched across ranks: a rank waiting for a late one (skew), or transfer dominating.",
+        {"skew_wait_share": SKEW_WAIT_SHARE},
+        collective_balance,
+    ),
+    Rule(
+        "setup_outliers",
+        "One-off instances far above their kind's median: setup, not steady state.",
+        {},
+        setup_outliers,
+    ),
+    Rule("library_nvtx_only", "Every NVTX range comes from a library domain.", {}, library_nvtx_only),
     Rule(
         "profiler_overhead",
         "Throughput under nsys against the same workload without it; a warning when the loss is large.",

@@ -210,6 +210,7 @@ class Metrics(CaptureMetrics):
     tables: dict[str, int]  # table name → rows written
     skipped_summaries: dict[str, str]  # summary name → why the export cannot give it
     schema_version: int
+    multi_gpu: MultiGpuMetrics  # per device and process, and collectives matched across ranks
 
 
 # model.json and run.json: what was run, and how fast
@@ -487,3 +488,179 @@ def load_run_record(path: Path) -> RunRecord:
     """A run record (``run.json`` of a profiled run, or the baseline's record), checked like metrics."""
     made_by = "`llmprof profile` or `llmprof baseline`"
     return cast(RunRecord, _checked(load_json(path, made_by), RunRecord, path, "a run record", made_by))
+
+
+# the multi-GPU view of metrics.json: per device, per process, collectives across ranks
+
+
+class Rank(TypedDict):
+    """One rank: a device and the process that drove it (pid None where the export lacks it)."""
+
+    device_id: int
+    pid: int | None
+
+
+class RankCollectives(TypedDict):
+    """One rank's part in one collective kind; times are GPU time on that rank."""
+
+    rank: Rank
+    instances: int  # collective kernels of the kind on this rank
+    unmatched_leading: int  # before the first matched instance (the capture began inside the sequence)
+    unmatched_trailing: int  # after the last matched one
+    time_ns: int  # every instance, setup included
+    median_duration_ns: float
+    transfer_ns: int  # steady matched instances: the fastest rank's duration of each
+    wait_ns: int  # steady matched instances: duration beyond the fastest rank's
+    last_arrivals: int  # steady matched instances this rank started last
+    caused_wait_ns: int  # the other ranks' wait in those instances
+
+
+class RankWait(TypedDict):
+    """Time ``waiting`` spent in collectives that ``straggler`` started last (steady matched instances)."""
+
+    waiting: Rank
+    straggler: Rank
+    wait_ns: int
+    instances: int
+
+
+class SetupCollective(TypedDict):
+    """A collective instance far above its kind's median: setup, not steady state."""
+
+    kind: str
+    instance: int | None  # None: an unmatched kernel
+    start_ns: int
+    duration_ns: int  # its longest rank's
+    kind_median_ns: float
+    ranks: list[Rank]
+
+
+class CollectiveKind(TypedDict):
+    """One kind of collective across ranks. ``transfer_ns + wait_ns`` is the GPU time of the steady matched
+    instances summed over ranks; ``time_ns`` adds the unmatched and setup ones."""
+
+    kind: str
+    names: list[str]  # kernel short names seen
+    ranks: list[RankCollectives]
+    matched_instances: int  # steady ones: setup instances are counted apart
+    setup_instances: int
+    time_ns: int
+    transfer_ns: int
+    wait_ns: int
+    unmatched_ns: int  # steady kernels no other rank's instance could be matched to
+    setup_ns: int
+    transfer_share: float | None  # of transfer + wait
+    instance_transfer_ns: int  # sum over instances of the fastest rank's duration: wall time of the transfers
+    median_skew_ns: float | None  # last start minus first start, per instance
+    median_end_spread_ns: float | None  # last end minus first end: small when the alignment is right
+    straggler: Rank | None  # the rank whose late arrival caused the most waiting
+    waits: list[RankWait]
+
+
+class CollectivesSummary(TypedDict):
+    """Every collective kind, and the sums over kinds (same meaning as in :class:`CollectiveKind`)."""
+
+    kinds: list[CollectiveKind]
+    time_ns: int
+    transfer_ns: int
+    wait_ns: int
+    unmatched_ns: int
+    setup_ns: int
+    transfer_share: float | None
+    waits: list[RankWait]
+    setup: list[SetupCollective]
+
+
+class CollectiveVerdict(TypedDict):
+    """What may be said of the collectives. ``transfer``: transfer time dominates, so "communication-bound"
+    may be said; ``skew``: collective time is mostly waiting, ``waiting`` waits for ``straggler``;
+    ``none``: no instance was matched across ranks (no collective, or one rank only)."""
+
+    verdict: str
+    transfer_ns: int
+    wait_ns: int
+    transfer_share: float | None
+    waiting: Rank | None
+    straggler: Rank | None
+    pair_wait_ns: int  # waiting's wait in instances straggler started last
+    pair_instances: int
+    waiting_collective_ns: int  # waiting's steady matched collective time (transfer + wait)
+    kind: str | None  # the kind in which that pair's wait is largest
+
+
+class CategoryTime(TypedDict):
+    category: str
+    time_ns: int
+    count: int
+    share: float  # of the steady-state kernel time
+
+
+class DeviceTopKernel(TypedDict):
+    name: str | None
+    label: str  # short name, qualified where generic
+    category: str | None
+    time_ns: int
+    count: int
+    share: float  # of the steady-state kernel time
+
+
+class SetupKernel(TypedDict):
+    """A kernel instance far above its name's median over all devices: setup, not steady state."""
+
+    device_id: int
+    pid: int | None
+    name: str | None
+    label: str
+    category: str | None
+    start_ns: int
+    duration_ns: int
+    name_median_ns: float
+
+
+class KernelView(TypedDict):
+    """Kernels of a device or of one process on it; categories and top kernels exclude setup kernels."""
+
+    kernels: int
+    kernel_time_ns: int  # summed durations, setup included
+    setup_kernel_time_ns: int
+    categories: list[CategoryTime]
+    top_kernels: list[DeviceTopKernel]
+
+
+class ProcessView(KernelView):
+    pid: int | None
+    process_name: str | None
+    busy_ns: int | None  # union of its kernels, copies and memsets; None past MAX_SLOTS processes on a device
+
+
+class DeviceView(KernelView):
+    """One GPU. Overlap is of steady-state kernels: setup kernels are neither collective nor compute time."""
+
+    device_id: int
+    gpu_name: str | None
+    busy_ns: int  # union of kernels, copies and memsets
+    busy_fraction: float  # of the capture window
+    idle_fraction: float
+    collective_kernel_time_ns: int  # summed durations of collective kernels, setup included
+    collective_ns: int  # wall time with a steady collective kernel running
+    overlapped_ns: int  # ... and a compute (non-collective) kernel running beside it
+    overlap_fraction: float | None  # overlapped_ns / collective_ns
+    processes: list[ProcessView]
+
+
+class MultiGpuThresholds(TypedDict):
+    setup_ratio: int
+    setup_min_ns: int
+    transfer_dominates: float
+
+
+class MultiGpuMetrics(TypedDict):
+    """The multi-GPU section of an extract folder's metrics: JSON-ready, deterministic."""
+
+    window_ns: int  # the capture window that busy fractions divide
+    devices: list[DeviceView]
+    setup_kernels: list[SetupKernel]
+    collectives: CollectivesSummary
+    verdict: CollectiveVerdict
+    thresholds: MultiGpuThresholds
+

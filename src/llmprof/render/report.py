@@ -16,7 +16,7 @@ from llmprof.analysis.categories import kernel_label
 from llmprof.analysis.findings import Finding, findings, pct, profiler_overhead
 from llmprof.common.errors import InputError
 from llmprof.common.outputs import staged_directory, write_json
-from llmprof.common.records import Metrics, RunRecord, load_metrics, load_run_record
+from llmprof.common.records import Metrics, Rank, RunRecord, load_metrics, load_run_record
 from llmprof.render.document import Block, Figure, Heading, Paragraph, Table, to_html, to_markdown
 from llmprof.render.figures import FIGURES, figure_links
 
@@ -168,6 +168,54 @@ def _phase_blocks(m: Metrics) -> list[Block]:
     ]
 
 
+def _rank_name(rank: Rank | None) -> str:
+    return "n/a" if rank is None else f"GPU {rank['device_id']}" + (f" / pid {rank['pid']}" if rank["pid"] else "")
+
+
+def _device_blocks(m: Metrics) -> list[Block]:
+    """Each GPU beside the others, and each collective kind across ranks (captures of several GPUs only)."""
+    multi = m["multi_gpu"]
+    if len(multi["devices"]) < 2:
+        return []
+    devices = tuple(
+        (
+            f"GPU {d['device_id']}",
+            ", ".join(str(p["pid"]) for p in d["processes"]) or "n/a",
+            f"{d['kernels']:,}",
+            _pct(d["busy_fraction"]),
+            _ms(d["collective_ns"]),
+            _pct(d["overlap_fraction"]),
+            d["top_kernels"][0]["label"] if d["top_kernels"] else "n/a",
+        )
+        for d in multi["devices"]
+    )
+    blocks: list[Block] = [
+        Heading("GPUs side by side"),
+        Table(("GPU", "Processes", "Kernels", "Busy", "In collectives", "Overlapped with compute", "Top kernel"),
+              devices),
+    ]
+    kinds = tuple(
+        (
+            k["kind"],
+            f"{k['matched_instances']:,}",
+            _ms(k["transfer_ns"]),
+            _ms(k["wait_ns"]),
+            _pct(k["transfer_share"]),
+            _rank_name(k["straggler"]),
+        )
+        for k in multi["collectives"]["kinds"]
+    )
+    if kinds:
+        blocks += [
+            Paragraph(
+                "Collectives matched instance by instance across ranks: transfer is the fastest rank's time, "
+                "wait is every other rank's time beyond it; the straggler is the rank the others wait for."
+            ),
+            Table(("Collective", "Instances", "Transfer", "Wait", "Transfer share", "Straggler"), kinds),
+        ]
+    return blocks
+
+
 def build_report(
     run: str,
     m: Metrics,
@@ -199,6 +247,7 @@ def build_report(
         blocks += [Figure(path, caption) for path, caption in figures]
     blocks += [Heading("Top kernels"), _top_kernels(m) if m["kernels"]["top"] else Paragraph("No kernels.")]
     blocks += _phase_blocks(m)
+    blocks += _device_blocks(m)
     blocks += [
         Heading("NVTX ranges and their GPU work"),
         _nvtx_table(m) if m["nvtx"]["ranges"] else Paragraph("No NVTX ranges."),
