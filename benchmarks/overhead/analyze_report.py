@@ -46,10 +46,10 @@ def marker_windows(con: sqlite3.Connection) -> dict[str, tuple[int, int]]:
     if not has_table(con, MEMCPY):
         return {}
     rows = con.execute(
-        f"SELECT start, end, bytes FROM {MEMCPY} WHERE bytes BETWEEN ? AND ? ORDER BY start",
-        (MARKER_BASE, MARKER_END)).fetchall()
+        f"SELECT start, end, bytes FROM {MEMCPY} WHERE bytes BETWEEN ? AND ? ORDER BY start", (MARKER_BASE, MARKER_END)
+    ).fetchall()
     wins: dict[str, tuple[int, int]] = {}
-    for (s, e, nbytes), nxt in zip(rows, rows[1:] + [None]):
+    for (_start, e, nbytes), nxt in zip(rows, rows[1:] + [None]):
         if nbytes == MARKER_END:
             continue
         end = nxt[0] if nxt is not None else con.execute(f"SELECT max(end) + 1 FROM {KERNEL}").fetchone()[0]
@@ -63,9 +63,14 @@ def nvtx_ranges(con: sqlite3.Connection) -> list[tuple[str, int, int]]:
     cols = {r[1] for r in con.execute(f"PRAGMA table_info({NVTX})")}
     text = "coalesce(n.text, s.value)" if "textId" in cols else "n.text"
     join = "LEFT JOIN StringIds s ON s.id = n.textId" if "textId" in cols else ""
-    return [(t, s, e) for t, s, e in con.execute(
-        f"SELECT {text}, n.start, n.end FROM {NVTX} n {join} WHERE n.end IS NOT NULL AND n.eventType IN (59, 60, 70, 71)")
-        if t is not None]
+    return [
+        (t, s, e)
+        for t, s, e in con.execute(
+            f"SELECT {text}, n.start, n.end FROM {NVTX} n {join} "
+            "WHERE n.end IS NOT NULL AND n.eventType IN (59, 60, 70, 71)"
+        )
+        if t is not None
+    ]
 
 
 def nvtx_windows(con: sqlite3.Connection) -> dict[str, tuple[int, int]]:
@@ -99,23 +104,40 @@ def window_counts(con: sqlite3.Connection, tables: list[str], lo: int, hi: int) 
         if n:
             out["rows"][t] = n
     if KERNEL in tables:
-        k = con.execute(f"SELECT count(*), sum(end - start), count(graphNodeId) FROM {KERNEL} "
-                        "WHERE start >= ? AND start < ?", (lo, hi)).fetchone()
+        k = con.execute(
+            f"SELECT count(*), sum(end - start), count(graphNodeId) FROM {KERNEL} WHERE start >= ? AND start < ?",
+            (lo, hi),
+        ).fetchone()
         out["kernels"], out["kernel_gpu_ns"], out["kernels_in_graphs"] = k[0], k[1] or 0, k[2]
     else:
         out["kernels"] = 0
     if RUNTIME in tables:
-        out["top_cuda_api"] = [[n, c] for n, c in con.execute(
-            f"SELECT s.value, count(*) FROM {RUNTIME} r JOIN StringIds s ON s.id = r.nameId "
-            "WHERE r.start >= ? AND r.start < ? GROUP BY 1 ORDER BY 2 DESC LIMIT 15", (lo, hi))]
+        out["top_cuda_api"] = [
+            [n, c]
+            for n, c in con.execute(
+                f"SELECT s.value, count(*) FROM {RUNTIME} r JOIN StringIds s ON s.id = r.nameId "
+                "WHERE r.start >= ? AND r.start < ? GROUP BY 1 ORDER BY 2 DESC LIMIT 15",
+                (lo, hi),
+            )
+        ]
     if "OSRT_API" in tables:
-        out["top_osrt"] = [[n, c] for n, c in con.execute(
-            "SELECT s.value, count(*) FROM OSRT_API r JOIN StringIds s ON s.id = r.nameId "
-            "WHERE r.start >= ? AND r.start < ? GROUP BY 1 ORDER BY 2 DESC LIMIT 10", (lo, hi))]
+        out["top_osrt"] = [
+            [n, c]
+            for n, c in con.execute(
+                "SELECT s.value, count(*) FROM OSRT_API r JOIN StringIds s ON s.id = r.nameId "
+                "WHERE r.start >= ? AND r.start < ? GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
+                (lo, hi),
+            )
+        ]
     if "PROFILER_OVERHEAD" in tables:
-        out["profiler_overhead"] = [[n, c, d] for n, c, d in con.execute(
-            "SELECT s.value, count(*), sum(p.end - p.start) FROM PROFILER_OVERHEAD p JOIN StringIds s "
-            "ON s.id = p.nameId WHERE p.start >= ? AND p.start < ? GROUP BY 1 ORDER BY 3 DESC", (lo, hi))]
+        out["profiler_overhead"] = [
+            [n, c, d]
+            for n, c, d in con.execute(
+                "SELECT s.value, count(*), sum(p.end - p.start) FROM PROFILER_OVERHEAD p JOIN StringIds s "
+                "ON s.id = p.nameId WHERE p.start >= ? AND p.start < ? GROUP BY 1 ORDER BY 3 DESC",
+                (lo, hi),
+            )
+        ]
     return out
 
 
@@ -128,8 +150,12 @@ def analyze(path: str, iters: dict[str, int] | None = None) -> dict:
         wins, how = nvtx_windows(con), "nvtx"
     if not wins:
         wins, how = whole_window(con, tables), "all"
-    result: dict = {"sqlite": path, "window_source": how, "table_rows": {t: n for t, n in totals.items() if n},
-                    "windows": {}}
+    result: dict = {
+        "sqlite": path,
+        "window_source": how,
+        "table_rows": {t: n for t, n in totals.items() if n},
+        "windows": {},
+    }
     meta = {}
     if has_table(con, "META_DATA_CAPTURE"):
         for name, value in con.execute("SELECT name, value FROM META_DATA_CAPTURE WHERE name NOT LIKE '%ENVIRONMENT%'"):

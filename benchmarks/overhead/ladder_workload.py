@@ -92,8 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     import_s = time.perf_counter() - t_import
     use_markers = args.markers == "on" or (args.markers == "auto" and args.mode == "in_process")
     range_on = args.range == "on"
-    kwargs = dict(model=args.model, skip_tokenizer_init=True, dtype="bfloat16", gpu_memory_utilization=0.5,
-                  max_model_len=1024, seed=0)
+    kwargs = dict(
+        model=args.model,
+        skip_tokenizer_init=True,
+        dtype="bfloat16",
+        gpu_memory_utilization=0.5,
+        max_model_len=1024,
+        seed=0,
+    )
     if args.mode == "hook" and range_on:
         kwargs["profiler_config"] = {"profiler": "cuda"}
     vocab = int(json.loads((Path(args.model) / "config.json").read_text())["vocab_size"])
@@ -104,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     hold_wait_s = wait_hold(args.hold_file)
 
     sampling = SamplingParams(max_tokens=args.output_len, ignore_eos=True, temperature=0.0, detokenize=False)
-    prompts = {b: [TokensPrompt(prompt_token_ids=p) for p in synthetic_prompts(b, args.input_len, vocab, args.seed)]
-               for b in args.bs_list}
+    prompts = {
+        b: [TokensPrompt(prompt_token_ids=p) for p in synthetic_prompts(b, args.input_len, vocab, args.seed)]
+        for b in args.bs_list
+    }
 
     def generate(b: int) -> tuple[float, int]:
         t = time.perf_counter()
@@ -159,15 +167,22 @@ def main(argv: list[str] | None = None) -> int:
         "warmup_latency_s": warmup,
         "results": results,
         "driver_cuda_initialized": bool(torch.cuda.is_initialized()),
-        "versions": {"vllm": vllm.__version__, "torch": torch.__version__, "cuda": torch.version.cuda,
-                     "python": platform.python_version(),
-                     "nvtx": getattr(nvtx, "__version__", None)},
+        "versions": {
+            "vllm": vllm.__version__,
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "python": platform.python_version(),
+            "nvtx": getattr(nvtx, "__version__", None),
+        },
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "env": {k: os.environ.get(k) for k in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_USE_FLASHINFER_SAMPLER",
-                                                "VLLM_WORKER_MULTIPROC_METHOD")},
+        "env": {
+            k: os.environ.get(k)
+            for k in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_USE_FLASHINFER_SAMPLER", "VLLM_WORKER_MULTIPROC_METHOD")
+        },
     }
     Path(args.out).write_text(json.dumps(record, indent=1))
-    print("LADDER_RESULT", json.dumps({b: sorted(r["latency_s"])[len(r["latency_s"]) // 2] for b, r in results.items()}))
+    medians = {b: sorted(r["latency_s"])[len(r["latency_s"]) // 2] for b, r in results.items()}
+    print("LADDER_RESULT", json.dumps(medians))
     sys.stdout.flush()
     return 0
 

@@ -5,15 +5,24 @@ measurement used), with the output folder as an argument.  Needs a GPU, torch an
 
     python3 benchmarks/overhead/make_model.py /tmp/model
 """
+
 import sys
 
 import torch
 import transformers
 
 out = sys.argv[1] if len(sys.argv) > 1 else "/tmp/model"
-cfg = transformers.LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-    num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=2048, torch_dtype="bfloat16",
-    tie_word_embeddings=True)
+cfg = transformers.LlamaConfig(
+    vocab_size=32000,
+    hidden_size=2048,
+    intermediate_size=8192,
+    num_hidden_layers=16,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    max_position_embeddings=2048,
+    torch_dtype="bfloat16",
+    tie_word_embeddings=True,
+)
 torch.manual_seed(0)
 with torch.device("cuda"):
     m = transformers.LlamaForCausalLM(cfg).to(torch.bfloat16)

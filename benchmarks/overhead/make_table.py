@@ -32,8 +32,14 @@ def quantile(v: list[float], p: float) -> float:
 
 def stats(lat_s: list[float]) -> dict:
     v = [x * 1000 for x in lat_s]
-    return {"n": len(v), "median": statistics.median(v), "q1": quantile(v, 0.25), "q3": quantile(v, 0.75),
-            "min": min(v), "max": max(v)}
+    return {
+        "n": len(v),
+        "median": statistics.median(v),
+        "q1": quantile(v, 0.25),
+        "q3": quantile(v, 0.75),
+        "min": min(v),
+        "max": max(v),
+    }
 
 
 def command(rec: dict) -> str:
@@ -42,7 +48,7 @@ def command(rec: dict) -> str:
     argv = [a.replace("/tmp/ovh/rep/", "").replace("/tmp/ovh/res/", "") for a in argv]
     if "--hold-file" in argv:
         i = argv.index("--hold-file")
-        del argv[i:i + 2]
+        del argv[i : i + 2]
     return shlex.join(argv)
 
 
@@ -51,12 +57,18 @@ def main(argv: list[str]) -> int:
     state = json.loads(path.read_text())
     recs = sorted(state["configs"].values(), key=lambda r: r["order"])
     by = {r["name"]: r for r in recs}
-    base = {m: {b: statistics.mean(stats(by[n]["workload"]["results"][b]["latency_s"])["median"] for n in names)
-                for b in BS} for m, names in BASELINE.items()}
+    base = {
+        m: {
+            b: statistics.mean(stats(by[n]["workload"]["results"][b]["latency_s"])["median"] for n in names) for b in BS
+        }
+        for m, names in BASELINE.items()
+    }
     rows, md = [], []
-    md.append("| # | configuration | mode | flags beyond the common ones | bs 1: median [IQR] (min–max) | "
-              "bs 16: median [IQR] (min–max) | bs 64: median [IQR] (min–max) | overhead bs 1 / 16 / 64 | "
-              "kernels per iteration bs 1 / 16 / 64 | CUDA API calls per iteration, bs 16 |")
+    md.append(
+        "| # | configuration | mode | flags beyond the common ones | bs 1: median [IQR] (min–max) | "
+        "bs 16: median [IQR] (min–max) | bs 64: median [IQR] (min–max) | overhead bs 1 / 16 / 64 | "
+        "kernels per iteration bs 1 / 16 / 64 | CUDA API calls per iteration, bs 16 |"
+    )
     md.append("|---|---|---|---|---|---|---|---|---|---|")
     for r in recs:
         w = r["workload"]["results"]
@@ -70,22 +82,34 @@ def main(argv: list[str]) -> int:
             flags = "untraced" + (", profiler start/stop called" if r["range"] == "on" else "")
         else:
             flags = " ".join(f"`{f}`" for f in r["flags"])
-        cell = {b: f"{st[b]['median']:.1f} [{st[b]['q1']:.1f}–{st[b]['q3']:.1f}] ({st[b]['min']:.1f}–{st[b]['max']:.1f})"
-                for b in BS}
+        cell = {
+            b: f"{st[b]['median']:.1f} [{st[b]['q1']:.1f}–{st[b]['q3']:.1f}] ({st[b]['min']:.1f}–{st[b]['max']:.1f})"
+            for b in BS
+        }
         ovs = " / ".join(f"{100 * ov[b]:+.0f} %" for b in BS)
         ks = " / ".join("–" if kern[b] is None else f"{kern[b]:,.0f}" for b in BS)
-        md.append(f"| {r['order']} | {r['name']} | {r['mode']} | {flags} | {cell['1']} | {cell['16']} | {cell['64']} | "
-                  f"{ovs} | {ks} | {'–' if api16 is None else f'{api16:,.0f}'} |")
-        row = {"order": r["order"], "name": r["name"], "mode": r["mode"], "call": r["call"],
-               "flags": "" if r["flags"] is None else " ".join(r["flags"]), "range": r["range"],
-               "wall_s": round(r["wall_s"], 1), "engine_start_s": round(r["workload"]["engine_start_s"], 1)}
+        md.append(
+            f"| {r['order']} | {r['name']} | {r['mode']} | {flags} | {cell['1']} | {cell['16']} | {cell['64']} | "
+            f"{ovs} | {ks} | {'–' if api16 is None else f'{api16:,.0f}'} |"
+        )
+        row = {
+            "order": r["order"],
+            "name": r["name"],
+            "mode": r["mode"],
+            "call": r["call"],
+            "flags": "" if r["flags"] is None else " ".join(r["flags"]),
+            "range": r["range"],
+            "wall_s": round(r["wall_s"], 1),
+            "engine_start_s": round(r["workload"]["engine_start_s"], 1),
+        }
         for b in BS:
             for k in ("n", "median", "q1", "q3", "min", "max"):
                 row[f"bs{b}_{k}_ms"] = round(st[b][k], 2) if k != "n" else st[b][k]
             row[f"bs{b}_overhead_pct"] = round(100 * ov[b], 1)
             row[f"bs{b}_kernels_per_iter"] = None if kern[b] is None else round(kern[b], 1)
-            row[f"bs{b}_kernel_gpu_ms_per_iter"] = (round(win[b]["kernel_gpu_ns"] / win[b]["iterations"] / 1e6, 2)
-                                                    if b in win else None)
+            row[f"bs{b}_kernel_gpu_ms_per_iter"] = (
+                round(win[b]["kernel_gpu_ns"] / win[b]["iterations"] / 1e6, 2) if b in win else None
+            )
         row["bs16_cuda_api_per_iter"] = api16
         row["bs16_osrt_per_iter"] = win["16"].get("osrt_per_iteration") if "16" in win else None
         row["window_source"] = an.get("window_source")
@@ -94,11 +118,15 @@ def main(argv: list[str]) -> int:
         row["command"] = command(r)
         rows.append(row)
     md.append("")
-    md.append("Baselines (mean of the two untraced medians, ms): " + "; ".join(
-        f"{m}: " + ", ".join(f"bs {b} {base[m][b]:.1f}" for b in BS) for m in base))
+    md.append(
+        "Baselines (mean of the two untraced medians, ms): "
+        + "; ".join(f"{m}: " + ", ".join(f"bs {b} {base[m][b]:.1f}" for b in BS) for m in base)
+    )
     md.append("")
-    md.append("Commands (run from the repository root on the GPU machine after `source /tmp/site/vllm_env.sh` and "
-              "`source .device/nsys-env.sh`; the model from `python3 benchmarks/overhead/make_model.py /tmp/model`):")
+    md.append(
+        "Commands (run from the repository root on the GPU machine after `source /tmp/site/vllm_env.sh` and "
+        "`source .device/nsys-env.sh`; the model from `python3 benchmarks/overhead/make_model.py /tmp/model`):"
+    )
     md.append("")
     for row in rows:
         md.append(f"- {row['order']} {row['name']}: `{row['command']}`")

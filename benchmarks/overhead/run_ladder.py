@@ -31,15 +31,35 @@ HERE = Path(__file__).resolve().parent
 WORKLOAD = HERE / "ladder_workload.py"
 ANALYZE = HERE / "analyze_report.py"
 BS, ITERS = "1,16,64", "8,20,8"
-COMMON = ["--capture-range=cudaProfilerApi", "--capture-range-end=stop", "--sample=none", "--cpuctxsw=none",
-          "--force-overwrite=true"]
+COMMON = [
+    "--capture-range=cudaProfilerApi",
+    "--capture-range-end=stop",
+    "--sample=none",
+    "--cpuctxsw=none",
+    "--force-overwrite=true",
+]
 DEFAULT = ["--trace=cuda,nvtx,osrt", "--cuda-graph-trace=node", "--trace-fork-before-exec=true"]
 
 
-def cfg(name: str, mode: str, flags: list[str] | None, *, range_on: bool = True, reserve: bool = False,
-        fallback: list[str] | None = None, note: str = "") -> dict:
-    return {"name": name, "mode": mode, "flags": flags, "range": "on" if range_on else "off", "reserve": reserve,
-            "fallback": fallback, "note": note}
+def cfg(
+    name: str,
+    mode: str,
+    flags: list[str] | None,
+    *,
+    range_on: bool = True,
+    reserve: bool = False,
+    fallback: list[str] | None = None,
+    note: str = "",
+) -> dict:
+    return {
+        "name": name,
+        "mode": mode,
+        "flags": flags,
+        "range": "on" if range_on else "off",
+        "reserve": reserve,
+        "fallback": fallback,
+        "note": note,
+    }
 
 
 IP, HK = "in_process", "hook"
@@ -49,24 +69,45 @@ PLAN = [
     cfg("ip-default", IP, DEFAULT, note="llmprof's default nsys settings (config/schema.yaml)"),
     cfg("ip-cuda-node", IP, ["--trace=cuda", "--cuda-graph-trace=node"]),
     cfg("ip-cuda-graph", IP, ["--trace=cuda", "--cuda-graph-trace=graph"]),
-    cfg("ip-nvtx", IP, ["--trace=nvtx"], fallback=["--trace=nvtx"],
-        note="fallback (if nsys refuses the cudaProfilerApi range without cuda): no capture range"),
-    cfg("ip-osrt", IP, ["--trace=osrt"], fallback=["--trace=osrt"],
-        note="fallback (if nsys refuses the cudaProfilerApi range without cuda): no capture range"),
+    cfg(
+        "ip-nvtx",
+        IP,
+        ["--trace=nvtx"],
+        fallback=["--trace=nvtx"],
+        note="fallback (if nsys refuses the cudaProfilerApi range without cuda): no capture range",
+    ),
+    cfg(
+        "ip-osrt",
+        IP,
+        ["--trace=osrt"],
+        fallback=["--trace=osrt"],
+        note="fallback (if nsys refuses the cudaProfilerApi range without cuda): no capture range",
+    ),
     cfg("ip-cuda-nvtx-node", IP, ["--trace=cuda,nvtx", "--cuda-graph-trace=node"]),
     cfg("ip-untraced-2", IP, None, range_on=False, note="untraced, between the traced runs"),
     cfg("hk-untraced-1", HK, None, range_on=False, note="no nsys, no profiler_config, no start/stop"),
     cfg("hk-default", HK, DEFAULT, note="llmprof's default nsys settings"),
     cfg("hk-cuda-nvtx-node", HK, ["--trace=cuda,nvtx", "--cuda-graph-trace=node", "--trace-fork-before-exec=true"]),
-    cfg("hk-cuda-nvtx-node-nofork", HK, ["--trace=cuda,nvtx", "--cuda-graph-trace=node",
-                                         "--trace-fork-before-exec=false"]),
+    cfg(
+        "hk-cuda-nvtx-node-nofork",
+        HK,
+        ["--trace=cuda,nvtx", "--cuda-graph-trace=node", "--trace-fork-before-exec=false"],
+    ),
     cfg("ip-cuda-nvtx-graph-hostonly", IP, ["--trace=cuda,nvtx", "--cuda-graph-trace=graph:host-only"]),
     cfg("ip-cuda-nvtx-node-flush", IP, ["--trace=cuda,nvtx", "--cuda-graph-trace=node", "--cuda-flush-interval=60000"]),
-    cfg("ip-default-nofork", IP, ["--trace=cuda,nvtx,osrt", "--cuda-graph-trace=node", "--trace-fork-before-exec=false"]),
+    cfg(
+        "ip-default-nofork", IP, ["--trace=cuda,nvtx,osrt", "--cuda-graph-trace=node", "--trace-fork-before-exec=false"]
+    ),
     cfg("hk-range-noprof", HK, None, note="no nsys; profiler_config cuda + llm.start_profile()/stop_profile()"),
-    cfg("ip-default-osrtbt", IP, [*DEFAULT, "--osrt-backtrace-threshold=1000000000"],
-        note="default with OS-runtime backtraces only for calls over 1 s"),
-    cfg("ip-cuda-nvtx-node-2", IP, ["--trace=cuda,nvtx", "--cuda-graph-trace=node"], note="repeat of ip-cuda-nvtx-node"),
+    cfg(
+        "ip-default-osrtbt",
+        IP,
+        [*DEFAULT, "--osrt-backtrace-threshold=1000000000"],
+        note="default with OS-runtime backtraces only for calls over 1 s",
+    ),
+    cfg(
+        "ip-cuda-nvtx-node-2", IP, ["--trace=cuda,nvtx", "--cuda-graph-trace=node"], note="repeat of ip-cuda-nvtx-node"
+    ),
     cfg("ip-default-2", IP, DEFAULT, note="repeat of ip-default"),
     cfg("hk-untraced-2", HK, None, range_on=False, reserve=True, note="untraced after the traced runs"),
     cfg("ip-untraced-3", IP, None, range_on=False, reserve=True, note="untraced after the traced runs"),
@@ -121,8 +162,22 @@ class Ladder:
     # ---- one configuration
     def command(self, c: dict, flags: list[str] | None, capture_range: bool = True) -> list[str]:
         name = c["name"]
-        wl = [self.a.python, str(WORKLOAD), "--model", self.a.model, "--mode", c["mode"], "--range", c["range"],
-              "--bs", BS, "--iters", ITERS, "--out", str(self.dir / "res" / f"{name}.json")]
+        wl = [
+            self.a.python,
+            str(WORKLOAD),
+            "--model",
+            self.a.model,
+            "--mode",
+            c["mode"],
+            "--range",
+            c["range"],
+            "--bs",
+            BS,
+            "--iters",
+            ITERS,
+            "--out",
+            str(self.dir / "res" / f"{name}.json"),
+        ]
         if self.hold.exists():
             wl += ["--hold-file", str(self.hold)]
         if flags is None:
@@ -186,9 +241,11 @@ class Ladder:
             for b, r in rec["workload"]["results"].items():
                 lat = sorted(r["latency_s"])
                 med[b] = round(1000 * lat[len(lat) // 2], 1)
-        log(f"{name}: rc {rc}, {wall:.0f} s, report {rec['report']}, median ms {med}, "
+        log(
+            f"{name}: rc {rc}, {wall:.0f} s, report {rec['report']}, median ms {med}, "
             f"engine start {rec.get('workload', {}).get('engine_start_s', 0):.0f} s, "
-            f"hold {rec.get('workload', {}).get('hold_wait_s', 0):.1f} s")
+            f"hold {rec.get('workload', {}).get('hold_wait_s', 0):.1f} s"
+        )
         if rep.exists():
             self.start_bg(name, rep)
         self.save()
@@ -196,8 +253,18 @@ class Ladder:
     def start_bg(self, name: str, rep: Path) -> None:
         self.wait_bg(600)
         iters = ",".join(f"{b}:{n}" for b, n in zip(BS.split(","), ITERS.split(",")))
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--bg-analyze", name, "--state-dir", str(self.dir),
-               "--nsys", self.a.nsys, "--bg-iters", iters]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--bg-analyze",
+            name,
+            "--state-dir",
+            str(self.dir),
+            "--nsys",
+            self.a.nsys,
+            "--bg-iters",
+            iters,
+        ]
         with open(self.dir / "logs" / f"{name}.analyze.log", "ab") as fh:
             self.bg = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
         self.hold.write_text(str(self.bg.pid))  # the next workload waits while this process lives
@@ -242,9 +309,13 @@ class Ladder:
             for b, x in r.get("workload", {}).get("results", {}).items():
                 lat = sorted(x["latency_s"])
                 med[b] = round(1000 * lat[len(lat) // 2], 1)
-            k = {b: round(w.get("kernels_per_iteration", 0)) for b, w in r.get("analysis", {}).get("windows", {}).items()}
-            print(f"{r.get('order')}\t{name}\trc={r.get('rc')}\twall={r.get('wall_s', 0):.0f}\t{med}\tkern/it={k}",
-                  flush=True)
+            k = {
+                b: round(w.get("kernels_per_iteration", 0)) for b, w in r.get("analysis", {}).get("windows", {}).items()
+            }
+            print(
+                f"{r.get('order')}\t{name}\trc={r.get('rc')}\twall={r.get('wall_s', 0):.0f}\t{med}\tkern/it={k}",
+                flush=True,
+            )
 
 
 def bg_analyze(args: argparse.Namespace) -> int:
@@ -254,8 +325,11 @@ def bg_analyze(args: argparse.Namespace) -> int:
     out: dict = {}
     try:
         t0 = time.time()
-        r = subprocess.run([args.nsys, "export", "--type", "sqlite", "--force-overwrite=true", "-o", str(sq), str(rep)],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [args.nsys, "export", "--type", "sqlite", "--force-overwrite=true", "-o", str(sq), str(rep)],
+            capture_output=True,
+            text=True,
+        )
         out["export_s"], out["export_rc"] = time.time() - t0, r.returncode
         if sq.exists():
             sys.path.insert(0, str(HERE))
@@ -298,7 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.list:
         for i, c in enumerate(PLAN, 1):
             flags = "untraced" if c["flags"] is None else " ".join(COMMON + c["flags"])
-            print(f"{i:2d} {c['name']:30s} {c['mode']:10s} range={c['range']} {'reserve ' if c['reserve'] else ''}{flags}")
+            print(
+                f"{i:2d} {c['name']:30s} {c['mode']:10s} range={c['range']} {'reserve ' if c['reserve'] else ''}{flags}"
+            )
         return 0
     Ladder(a).go()
     return 0
