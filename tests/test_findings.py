@@ -7,6 +7,7 @@ its threshold, and check the finding and the numbers in its evidence.
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +25,7 @@ from llmprof.analysis.study import (
     study_findings,
     study_table,
 )
+from llmprof.analysis.timing import ASSUMPTION
 from llmprof.common.records import Metrics, RunRecord, load_metrics, load_run_record
 
 DEMO = "vllm_inproc_h100_3iter/vllm"
@@ -131,7 +133,64 @@ def test_gpu_idle(m: Metrics) -> None:
     assert found.title == "GPU idle 20.1% of the capture window"
     largest = max(g["duration_ns"] for g in activity["devices"][0]["largest_gaps"])
     assert (activity["busy_ns"], m["capture_window"]["duration_ns"], largest) == (244_674_348, 647_378_608, 3_019_376)
-    assert found.evidence == ("GPU busy 244.67 ms of a 647.38 ms window; largest gap between GPU operations 3.02 ms.")
+    assert found.evidence == (
+        "GPU busy 244.67 ms of a 647.38 ms window; largest gap between GPU operations 3.02 ms. "
+        "The raw share is inflated by the tracer by an unknown amount (no untraced run of the same workload)."
+    )
+
+
+@pytest.fixture
+def bs16(extracted: dict[str, Path]) -> Metrics:
+    """The batch-16 sample's metrics, whose run records (:func:`_records`) are of the same workload."""
+    return load_metrics(extracted["samples/vllm-llama1b-bs16"])
+
+
+def _untraced_latency(untraced: RunRecord, seconds: float) -> None:
+    for iteration in untraced["iterations"]:
+        iteration["latency_s"] = seconds
+
+
+def test_gpu_idle_of_an_untraced_iteration(bs16: Metrics) -> None:
+    traced, untraced = _records()
+    found = fired("gpu_idle", bs16, traced, untraced)
+    busy_ns = bs16["gpu_activity"]["busy_ns"]
+    untraced_ns = statistics.median(i["latency_s"] for i in untraced["iterations"]) * 1e9
+    traced_ns = statistics.median(i["latency_s"] for i in traced["iterations"]) * 1e9
+    assert found.title == f"GPU idle {rules.pct(1 - busy_ns / 2 / untraced_ns)} of an untraced iteration"
+    assert found.title == "GPU idle 50.2% of an untraced iteration"  # raw: 76.8% of the traced window
+    assert found.evidence.startswith(
+        f"Raw {rules.pct(bs16['gpu_activity']['idle_fraction'] or 0)} idle of the traced window, inflated by the "
+        f"tracer by {rules.pct(traced_ns / untraced_ns - 1)} per iteration. GPU busy {busy_ns / 2e6:.2f} ms per "
+        f"captured iteration (2 captured) against an untraced median iteration of {untraced_ns / 1e6:.2f} ms"
+    )
+    assert "Raw 76.8% idle" in found.evidence and "by 81.2% per iteration" in found.evidence
+    assert found.evidence.endswith(ASSUMPTION)
+    _untraced_latency(untraced, busy_ns / 2 / 1e9 / (1 - rules.GPU_IDLE_SHARE + 0.001))
+    assert silent("gpu_idle", bs16, traced, untraced)  # the raw share (76.8%) no longer decides
+    _untraced_latency(untraced, busy_ns / 2 / 1e9 / (1 - rules.GPU_IDLE_SHARE - 0.001))
+    assert fired("gpu_idle", bs16, traced, untraced).title == "GPU idle 20.1% of an untraced iteration"
+
+
+def _graphs_traced_whole(traced: RunRecord) -> None:
+    nsys = traced["nsys"]
+    nsys["arguments"] = [
+        a.replace("=node", "=graph") if a.startswith("--cuda-graph-trace") else a for a in nsys["arguments"]
+    ]
+
+
+def test_kernel_findings_say_graph_kernels_are_not_recorded(bs16: Metrics) -> None:
+    traced, untraced = _records()
+    _graphs_traced_whole(traced)
+    for rule_id, what in (
+        ("gpu_idle", "GPU idle share"),
+        ("dominant_kernel_family", "Kernel families"),
+        ("short_kernels", "Kernel durations"),
+    ):
+        found = fired(rule_id, bs16, traced, untraced)
+        assert found.severity == "info"
+        assert found.title == f"{what} not measured: kernels inside CUDA graphs are not recorded one by one"
+        assert "%" not in found.title + found.evidence
+    assert "GEMM kernels" in fired("dominant_kernel_family", bs16, *_records()).title  # traced per node: a number
 
 
 def _set_top_share(m: Metrics, share: float) -> None:
@@ -201,9 +260,9 @@ def test_profiler_overhead(m: Metrics) -> None:
     assert silent("profiler_overhead", m, traced, untraced)
 
 
-def test_warnings_come_first_then_rule_order(m: Metrics) -> None:
+def test_warnings_come_first_then_rule_order(bs16: Metrics) -> None:
     traced, untraced = _records()
-    found = findings(m, traced, untraced)
+    found = findings(bs16, traced, untraced)
     assert [f.id for f in found] == [
         "gpu_idle",
         "dominant_kernel_family",

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLES
 
+from llmprof.analysis.findings import pct
 from llmprof.analysis.timing import ASSUMPTION, GRAPHS_WHOLE, NO_TRACED, NO_UNTRACED, iteration_timing
 from llmprof.common.records import Metrics, RunRecord, load_metrics, load_run_record
+from llmprof.render.report import write_report
 
 
 def _sample(size: int, extracted: dict[str, Path]) -> tuple[Metrics, RunRecord, RunRecord]:
@@ -55,7 +57,8 @@ def test_without_an_untraced_run_only_the_raw_share(extracted: dict[str, Path]) 
     assert (timing["basis"], timing["note"]) == ("traced window", NO_UNTRACED)
     assert timing["busy_share_raw"] == metrics["gpu_activity"]["busy_fraction"]
     bare = iteration_timing(metrics)
-    assert (bare["iterations"], bare["basis"], bare["note"]) == (None, "traced window", NO_TRACED)
+    assert (bare["iterations"], bare["basis"], bare["note"]) == (None, "traced window", NO_UNTRACED)
+    assert iteration_timing(metrics, None, traced)["note"] == NO_TRACED
     assert metrics["timing"] == bare  # extraction without records writes the raw share only
 
 
@@ -88,3 +91,21 @@ def test_extract_writes_the_timing_from_the_records(cli_env: dict[str, str], tmp
     subprocess.run([*command, *records, "--quiet"], check=True, env=cli_env)
     timing = json.loads((tmp_path / "x" / "metrics.json").read_text())["timing"]
     assert timing["basis"] == "untraced" and round(timing["busy_share_corrected"], 3) == 0.498
+
+
+def test_report_shows_both_busy_shares_and_the_assumption(extracted: dict[str, Path], tmp_path: Path) -> None:
+    folder = SAMPLES / "vllm-llama1b-bs1"
+    extract_dir = extracted["samples/vllm-llama1b-bs1"]
+    write_report(extract_dir, tmp_path / "r", record=folder / "run.json", baseline=folder / "baseline.json")
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    timing = iteration_timing(
+        load_metrics(extract_dir), *(load_run_record(folder / f) for f in ("run.json", "baseline.json"))
+    )
+    assert f"| GPU busy, untraced iteration (corrected) | {pct(timing['busy_share_corrected'] or 0)} |" in markdown
+    assert "| GPU busy, untraced iteration (corrected) | 51.6% |" in markdown
+    assert "| GPU busy, traced window (raw) | 30.4% |" in markdown
+    assert (
+        f"| Per-iteration overhead (traced / untraced median latency − 1) | {pct(timing['iteration_overhead'] or 0)} |"
+        in markdown
+    )
+    assert f"**Busy share basis: untraced** ({timing['note']}). {ASSUMPTION}" in markdown

@@ -79,7 +79,7 @@ def iteration_timing(
     elif corrected is not None:
         basis, note = "untraced", "busy time per captured iteration over the untraced median iteration latency"
     else:
-        basis, note = "traced window", NO_TRACED if iterations is None else NO_UNTRACED
+        basis, note = "traced window", NO_UNTRACED if untraced is None else NO_TRACED
     return {
         "iterations": iterations,
         "devices": devices,
