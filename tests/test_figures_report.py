@@ -101,7 +101,9 @@ def test_headline_numbers_are_the_metrics(extracted: dict[str, Path], demo: Path
     kernels = rows["Kernels"]
     assert _numbers(r"^([\d,]+) ", kernels) == [m["kernels"]["count"]] == [40_755]
     assert _numbers(r"\(([\d,.]+) ms", kernels) == [round(m["kernels"]["time_ns"] / 1e6, 2)]
-    assert _numbers(r"([\d.]+)%", rows["GPU busy"]) == [round(100 * m["gpu_activity"]["busy_fraction"], 1)]
+    raw = rows["GPU busy, traced window (raw)"]
+    assert _numbers(r"([\d.]+)%", raw) == [round(100 * m["gpu_activity"]["busy_fraction"], 1)]
+    assert rows["GPU busy, untraced iteration (corrected)"] == "not measured (see the basis below)"
     assert _numbers(r"^([\d,]+)", rows["CUDA API calls"]) == [m["cuda_api"]["count"]]
     assert rows["GPUs"] == m["gpus"][0]["name"]
     assert _numbers(r"([\d,]+)", rows["NVTX ranges"]) == [m["nvtx"]["range_count"]]
@@ -193,7 +195,7 @@ def test_report_of_a_capture_without_gpu_work(extracted: dict[str, Path], tmp_pa
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "No GPU work captured" in markdown and "NVTX ranges absent" in markdown
     assert "--capture-range=cudaProfilerApi" in markdown
-    assert _headline(markdown)["GPU busy"] == "no GPU work captured"
+    assert _headline(markdown)["GPU busy, traced window (raw)"] == "no GPU work captured"
     assert "No kernels." in markdown and "## Figures" not in markdown
 
 

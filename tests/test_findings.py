@@ -7,6 +7,8 @@ its threshold, and check the finding and the numbers in its evidence.
 
 from __future__ import annotations
 
+import json
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -20,10 +22,12 @@ from llmprof.analysis.study import (
     STUDY_RULES,
     RunEntry,
     StudyResults,
-    numeric_sweep,
+    comparison_groups,
+    numeric_sweeps,
     study_findings,
     study_table,
 )
+from llmprof.analysis.timing import ASSUMPTION
 from llmprof.common.records import Metrics, RunRecord, load_metrics, load_run_record
 
 DEMO = "vllm_inproc_h100_3iter/vllm"
@@ -134,7 +138,64 @@ def test_gpu_idle(m: Metrics) -> None:
     assert found.title == "GPU idle 20.1% of the capture window"
     largest = max(g["duration_ns"] for g in activity["devices"][0]["largest_gaps"])
     assert (activity["busy_ns"], m["capture_window"]["duration_ns"], largest) == (244_674_348, 647_378_608, 3_019_376)
-    assert found.evidence == ("GPU busy 244.67 ms of a 647.38 ms window; largest gap between GPU operations 3.02 ms.")
+    assert found.evidence == (
+        "GPU busy 244.67 ms of a 647.38 ms window; largest gap between GPU operations 3.02 ms. "
+        "The raw share is inflated by the tracer by an unknown amount (no untraced run of the same workload)."
+    )
+
+
+@pytest.fixture
+def bs16(extracted: dict[str, Path]) -> Metrics:
+    """The batch-16 sample's metrics, whose run records (:func:`_records`) are of the same workload."""
+    return load_metrics(extracted["samples/vllm-llama1b-bs16"])
+
+
+def _untraced_latency(untraced: RunRecord, seconds: float) -> None:
+    for iteration in untraced["iterations"]:
+        iteration["latency_s"] = seconds
+
+
+def test_gpu_idle_of_an_untraced_iteration(bs16: Metrics) -> None:
+    traced, untraced = _records()
+    found = fired("gpu_idle", bs16, traced, untraced)
+    busy_ns = bs16["gpu_activity"]["busy_ns"]
+    untraced_ns = statistics.median(i["latency_s"] for i in untraced["iterations"]) * 1e9
+    traced_ns = statistics.median(i["latency_s"] for i in traced["iterations"]) * 1e9
+    assert found.title == f"GPU idle {rules.pct(1 - busy_ns / 2 / untraced_ns)} of an untraced iteration"
+    assert found.title == "GPU idle 50.2% of an untraced iteration"  # raw: 76.8% of the traced window
+    assert found.evidence.startswith(
+        f"Raw {rules.pct(bs16['gpu_activity']['idle_fraction'] or 0)} idle of the traced window, inflated by the "
+        f"tracer by {rules.pct(traced_ns / untraced_ns - 1)} per iteration. GPU busy {busy_ns / 2e6:.2f} ms per "
+        f"captured iteration (2 captured) against an untraced median iteration of {untraced_ns / 1e6:.2f} ms"
+    )
+    assert "Raw 76.8% idle" in found.evidence and "by 81.2% per iteration" in found.evidence
+    assert found.evidence.endswith(ASSUMPTION)
+    _untraced_latency(untraced, busy_ns / 2 / 1e9 / (1 - rules.GPU_IDLE_SHARE + 0.001))
+    assert silent("gpu_idle", bs16, traced, untraced)  # the raw share (76.8%) no longer decides
+    _untraced_latency(untraced, busy_ns / 2 / 1e9 / (1 - rules.GPU_IDLE_SHARE - 0.001))
+    assert fired("gpu_idle", bs16, traced, untraced).title == "GPU idle 20.1% of an untraced iteration"
+
+
+def _graphs_traced_whole(traced: RunRecord) -> None:
+    nsys = traced["nsys"]
+    nsys["arguments"] = [
+        a.replace("=node", "=graph") if a.startswith("--cuda-graph-trace") else a for a in nsys["arguments"]
+    ]
+
+
+def test_kernel_findings_say_graph_kernels_are_not_recorded(bs16: Metrics) -> None:
+    traced, untraced = _records()
+    _graphs_traced_whole(traced)
+    for rule_id, what in (
+        ("gpu_idle", "GPU idle share"),
+        ("dominant_kernel_family", "Kernel families"),
+        ("short_kernels", "Kernel durations"),
+    ):
+        found = fired(rule_id, bs16, traced, untraced)
+        assert found.severity == "info"
+        assert found.title == f"{what} not measured: kernels inside CUDA graphs are not recorded one by one"
+        assert "%" not in found.title + found.evidence
+    assert "GEMM kernels" in fired("dominant_kernel_family", bs16, *_records()).title  # traced per node: a number
 
 
 def _set_top_share(m: Metrics, share: float) -> None:
@@ -204,9 +265,9 @@ def test_profiler_overhead(m: Metrics) -> None:
     assert silent("profiler_overhead", m, traced, untraced)
 
 
-def test_warnings_come_first_then_rule_order(m: Metrics) -> None:
+def test_warnings_come_first_then_rule_order(bs16: Metrics) -> None:
     traced, untraced = _records()
-    found = findings(m, traced, untraced)
+    found = findings(bs16, traced, untraced)
     assert [f.id for f in found] == [
         "gpu_idle",
         "dominant_kernel_family",
@@ -237,12 +298,15 @@ def study(extracted: dict[str, Path]) -> pd.DataFrame:
 
 
 def compared(rule_id: str, table: pd.DataFrame) -> list[Finding]:
-    return STUDY_RULE[rule_id].apply(StudyResults(table, numeric_sweep(table)))
+    return STUDY_RULE[rule_id].apply(StudyResults(table, numeric_sweeps(table)))
 
 
 def test_the_demo_study_findings(study: pd.DataFrame) -> None:
     assert [(f.id, f.title) for f in study_findings(study)] == [
-        ("idle_trend", "GPU idle rises from 69.6% at batch size 1 to 76.8% at batch size 16"),
+        (
+            "idle_trend",
+            "GPU idle rises from 48.4% at batch size 1 to 50.2% at batch size 16 (share of an untraced iteration)",
+        ),
         ("throughput_scaling", "Throughput grows 14.0× from batch size 1 to 16 (untraced)"),
         ("overhead_range", "Profiler overhead 29.1%–44.8% across runs"),
     ]
@@ -263,13 +327,24 @@ def test_run_failed(study: pd.DataFrame) -> None:
 
 def test_idle_trend(study: pd.DataFrame) -> None:
     (found,) = compared("idle_trend", study)
-    assert study["gpu_busy_fraction"].round(3).tolist() == [0.304, 0.232]
-    assert found.evidence == "Busy share of the capture window per run: llama1b-bs1 30.4%, llama1b-bs16 23.2%"
-    study.loc[1, "gpu_busy_fraction"] = 0.5
-    assert (
-        compared("idle_trend", study)[0].title == "GPU idle falls from 69.6% at batch size 1 to 50.0% at batch size 16"
+    assert study["busy_share_corrected"].round(3).tolist() == [0.516, 0.498]
+    assert study["busy_share_raw"].round(3).tolist() == [0.304, 0.232]
+    assert study["iteration_overhead"].round(3).tolist() == [0.410, 0.812]
+    assert found.evidence == (
+        "Busy share of an untraced iteration per run: llama1b-bs1 51.6%, llama1b-bs16 49.8%; "
+        "of the traced window (raw, inflated by the tracer): llama1b-bs1 30.4%, llama1b-bs16 23.2%."
     )
-    study.loc[1, "gpu_busy_fraction"] = None
+    study.loc[1, "busy_share_corrected"] = 0.5
+    assert compared("idle_trend", study)[0].title.startswith("GPU idle rises from 48.4% at batch size 1 to 50.0%")
+    study.loc[1, "busy_share_corrected"] = None  # one run without an untraced run: the raw shares, said inflated
+    (found,) = compared("idle_trend", study)
+    assert found.title == (
+        "GPU idle rises from 69.6% at batch size 1 to 76.8% at batch size 16 "
+        "(share of the traced window, inflated by the tracer)"
+    )
+    assert found.evidence.startswith("Busy share of the traced window per run (raw: inflated by the tracer by an")
+    assert found.evidence.endswith(": llama1b-bs1 30.4%, llama1b-bs16 23.2%.")
+    study.loc[1, "busy_share_raw"] = None
     assert not compared("idle_trend", study)
 
 
@@ -306,6 +381,43 @@ def test_overhead_range(study: pd.DataFrame) -> None:
 
 def test_comparisons_need_a_numeric_sweep(study: pd.DataFrame) -> None:
     same = study.assign(batch_size=pd.array([16, 16], dtype="Int64"))
-    assert numeric_sweep(same) is None and study_findings(same) == []
+    assert numeric_sweeps(same) == () and study_findings(same) == []
     modes = same.assign(capture_mode=["vllm_hook", "in_process"])
-    assert numeric_sweep(modes) is None and study_findings(modes) == []
+    modes["comparison_group"] = comparison_groups(modes)
+    assert numeric_sweeps(modes) == ()
+    assert [f.id for f in study_findings(modes)] == ["comparison_split"]
+
+
+def _entry(run: str, size: int, extracted: dict[str, Path], record: Path | None = None) -> RunEntry:
+    folder = SAMPLES / f"vllm-llama1b-bs{size}"
+    extract = extracted[f"samples/vllm-llama1b-bs{size}"]
+    return RunEntry(run, extract, record or folder / "run.json", folder / "baseline.json")
+
+
+def test_runs_of_another_capture_mode_are_split_apart(extracted: dict[str, Path], tmp_path: Path) -> None:
+    entries = [_entry(f"hook-bs{size}", size, extracted) for size in (1, 16)]
+    for size in (1, 16):
+        record = load_run_record(SAMPLES / f"vllm-llama1b-bs{size}" / "run.json")
+        record["capture_mode"] = record["spec"]["capture_mode"] = "in_process"
+        path = tmp_path / f"bs{size}.json"
+        path.write_text(json.dumps(record))
+        entries.append(_entry(f"inproc-bs{size}", size, extracted, path))
+    table = study_table(entries)
+    assert table["comparison_group"].tolist() == ["capture_mode=vllm_hook"] * 2 + ["capture_mode=in_process"] * 2
+    assert [(s.group, s.parameter, s.runs["run"].tolist()) for s in numeric_sweeps(table)] == [
+        ("capture_mode=vllm_hook", "batch_size", ["hook-bs1", "hook-bs16"]),
+        ("capture_mode=in_process", "batch_size", ["inproc-bs1", "inproc-bs16"]),
+    ]
+    found = study_findings(table)
+    split = next(f for f in found if f.id == "comparison_split")
+    assert split.title == "Runs split into 2 comparison groups by capture_mode"
+    assert split.evidence.startswith(
+        "capture_mode=vllm_hook: hook-bs1, hook-bs16; capture_mode=in_process: inproc-bs1, inproc-bs16."
+    )
+    trends = [f.title for f in found if f.id == "throughput_scaling"]
+    assert trends == [
+        "Throughput grows 14.0× from batch size 1 to 16 (untraced) (capture_mode=vllm_hook)",
+        "Throughput grows 14.0× from batch size 1 to 16 (untraced) (capture_mode=in_process)",
+    ]
+    idle = [f.title for f in found if f.id == "idle_trend"]
+    assert [t.split(" (")[1] for t in idle] == ["capture_mode=vllm_hook)", "capture_mode=in_process)"]

@@ -106,7 +106,7 @@ def test_workflow_plans_exactly_the_layout(study: str, cli_env: dict[str, str], 
         made = {paths.extract, paths.figures, paths.report_html, paths.report_markdown, paths.findings}
         made |= {paths.provenance, nsys_report(run, spec, str(ROOT)), sqlite, *records.values()}
         assert {path for path in made if not Path(path).is_absolute()} <= outputs, run
-        assert by_run["extract_metrics", run].paths["input"] == {sqlite}, run
+        assert by_run["extract_metrics", run].paths["input"] == {sqlite, *records.values()}, run  # records: timing
         assert set(records.values()) <= by_run["render_report", run].paths["input"], run
 
 

@@ -157,8 +157,12 @@ def export(report: Path, out: Path, nsys: str, force: bool) -> None:
     metavar="NAME=REGEX",
     help="Kernel category pattern, repeatable; when given, these replace the default patterns (in order).",
 )
+@click.option("--record", type=click.Path(path_type=Path), help="The profiled run's run.json (captured iterations).")
+@click.option("--baseline", type=click.Path(path_type=Path), help="The untraced run's run.json (corrected busy share).")
 @common_options
-def extract(sqlite: Path, out: Path, categories: tuple[str, ...], force: bool) -> None:
+def extract(
+    sqlite: Path, out: Path, categories: tuple[str, ...], record: Path | None, baseline: Path | None, force: bool
+) -> None:
     """Extract typed Parquet tables, nsys-equal summaries and metrics from an SQLite export."""
     from llmprof.analysis.extract import extract as run_extract
 
@@ -170,7 +174,9 @@ def extract(sqlite: Path, out: Path, categories: tuple[str, ...], force: bool) -
             if not sep:
                 raise click.BadParameter(f"{item!r}: expected NAME=REGEX", param_hint="--category")
             patterns[name] = pattern
-    metrics = run_extract(sqlite, out, categories=patterns, force=force, progress=sys.stderr.isatty())
+    metrics = run_extract(
+        sqlite, out, categories=patterns, record=record, baseline=baseline, force=force, progress=sys.stderr.isatty()
+    )
     tables: dict[str, int] = metrics["tables"]
     log.info("%s: %s", out, ", ".join(f"{k} {v}" for k, v in tables.items()))
 

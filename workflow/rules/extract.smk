@@ -1,5 +1,6 @@
 rule extract_metrics:
     input:
+        unpack(get_run_records),
         sqlite=get_sqlite,
     output:
         directory(RUN.extract),
@@ -9,5 +10,6 @@ rule extract_metrics:
         RUN.benchmark("extract_metrics")
     params:
         categories=get_category_args(),
+        records=get_record_args,
     shell:
-        "llmprof extract {input.sqlite:q} -o {output:q} {params.categories} --force --log {log:q}"
+        "llmprof extract {input.sqlite:q} -o {output:q} {params.categories} {params.records} --force --log {log:q}"

@@ -35,9 +35,10 @@ from llmprof.analysis.grouped import GroupedValues
 from llmprof.analysis.launches import LaunchResults, LaunchScan
 from llmprof.analysis.metrics import capture_window, compute_metrics, gpu_activity
 from llmprof.analysis.stats import REPORTS, ReportSkipped, SharedScans, report_table
+from llmprof.analysis.timing import iteration_timing
 from llmprof.common.errors import InputError, brief
 from llmprof.common.outputs import OrderedWorker, ParquetSink, staged_directory, write_json, write_table
-from llmprof.common.records import GpuActivity, Metrics
+from llmprof.common.records import GpuActivity, Metrics, load_run_record
 from llmprof.nsys import events
 from llmprof.nsys.events import EventQuery, NameResolver
 from llmprof.nsys.export import Export, conform, open_export
@@ -226,6 +227,8 @@ def extract(
     out: str | Path,
     *,
     categories: Mapping[str, str] | None = None,
+    record: str | Path | None = None,
+    baseline: str | Path | None = None,
     force: bool = False,
     progress: bool = False,
 ) -> Metrics:
@@ -235,6 +238,8 @@ def extract(
         sqlite: an nsys SQLite export (any nsys from 2020.3 on).
         out: the output folder; it appears only when everything was written.
         categories: kernel category → regular expression, replacing the defaults.
+        record: the profiled run's record (captured iterations, traced latency), for ``metrics["timing"]``.
+        baseline: the same workload's record without nsys (untraced latency: the corrected busy share).
         force: replace ``out`` if it exists.
         progress: log rows read per table as they stream.
 
@@ -242,12 +247,16 @@ def extract(
         The metrics written to ``out/metrics.json``.
     """
     classifier = kernel_classifier(categories)
+    traced = load_run_record(Path(record)) if record is not None else None
+    untraced = load_run_record(Path(baseline)) if baseline is not None else None
     with open_export(sqlite) as export, staged_directory(Path(out), force, "extract") as stage:
         row_counts, scans, activity = _write_event_tables(export, stage, classifier, progress)
         row_counts["collectives"] = write_collectives(stage)  # from the kernels table just written
         summary_rows, skipped = _write_summaries(scans, stage, Path(sqlite).name)
+        capture = compute_metrics(export, stage, classifier, activity)
         metrics: Metrics = {
-            **compute_metrics(export, stage, classifier, activity),
+            **capture,
+            "timing": iteration_timing(capture, traced, untraced),
             "tables": {**row_counts, **summary_rows},
             "skipped_summaries": skipped,
             "schema_version": tables.SCHEMA_VERSION,

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Generic, NamedTuple, TypeVar
 
-from llmprof.common.records import FindingRecord, Metrics, Rank, RunRecord
+from llmprof.analysis.timing import GRAPHS_WHOLE, run_timing
+from llmprof.common.records import FindingRecord, IterationTiming, Metrics, Rank, RunRecord
 
 #: What a rule reads: a run's records (:class:`RunResults`) or a study's table.
 Subject = TypeVar("Subject")
@@ -192,18 +193,60 @@ def host_blocked_in_sync(run: RunResults) -> Iterator[Observation]:
     )
 
 
+def _graphs_whole(run: RunResults) -> bool:
+    """Whether the capture recorded CUDA graphs whole, so kernels inside them are not among the kernels."""
+    return run_timing(run.metrics, run.traced, run.untraced)["cuda_graph_trace"] == "graph"
+
+
+def _not_measured(what: str) -> Observation:
+    """What a kernel-level rule says instead of a number when CUDA graphs were traced whole."""
+    return Observation(
+        "info",
+        f"{what} not measured: {GRAPHS_WHOLE.partition(' (')[0]}",
+        f"The capture was made with --cuda-graph-trace=graph: {GRAPHS_WHOLE.partition(' (')[0]}, so the "
+        "kernels table holds only the work launched outside graphs.",
+        "Capture again with --cuda-graph-trace=node (nsys.cuda_graph_trace: node) to see kernels inside graphs.",
+    )
+
+
+def _idle_evidence(timing: IterationTiming, raw_idle: float, untraced_s: float, largest_ns: int) -> str:
+    """The corrected idle share's numbers: the raw share, busy per iteration, the untraced latency, the assumption."""
+    overhead = timing["iteration_overhead"]
+    return (
+        f"Raw {pct(raw_idle)} idle of the traced window, inflated by the tracer by "
+        f"{'an unknown amount' if overhead is None else pct(overhead)} per iteration. GPU busy "
+        f"{_ms(timing['busy_ns_per_iteration'] or 0)} per captured iteration ({timing['iterations']} captured) "
+        f"against an untraced median iteration of {_ms(untraced_s * 1e9)}; largest gap between GPU operations "
+        f"{_ms(largest_ns)}. {timing['assumption']}"
+    )
+
+
 def gpu_idle(run: RunResults) -> Iterator[Observation]:
     m = run.metrics
     activity = m["gpu_activity"]
-    idle = activity["idle_fraction"]
-    if not activity["captured"] or idle is None or idle < GPU_IDLE_SHARE:
+    if _graphs_whole(run):
+        yield _not_measured("GPU idle share")
+        return
+    timing = run_timing(m, run.traced, run.untraced)
+    raw_idle, corrected = activity["idle_fraction"], timing["busy_share_corrected"]
+    idle = raw_idle if corrected is None else 1 - corrected
+    if not activity["captured"] or raw_idle is None or idle is None or idle < GPU_IDLE_SHARE:
         return
     largest = max((g["duration_ns"] for d in activity["devices"] for g in d["largest_gaps"]), default=0)
+    untraced = timing["untraced_latency"]
+    if corrected is not None and untraced is not None:
+        title = f"GPU idle {pct(idle)} of an untraced iteration"
+        evidence = _idle_evidence(timing, raw_idle, untraced["median_s"], largest)
+    else:
+        title = f"GPU idle {pct(idle)} of the capture window"
+        evidence = (
+            f"GPU busy {_ms(activity['busy_ns'])} of a {_ms(m['capture_window']['duration_ns'])} window; "
+            f"largest gap between GPU operations {_ms(largest)}. The raw share is {timing['note']}."
+        )
     yield Observation(
         "warning",
-        f"GPU idle {pct(idle)} of the capture window",
-        f"GPU busy {_ms(activity['busy_ns'])} of a {_ms(m['capture_window']['duration_ns'])} window; "
-        f"largest gap between GPU operations {_ms(largest)}.",
+        title,
+        evidence,
         "The GPU waits on the host: raise the batch size or concurrency, capture decode steps in CUDA graphs, "
         "and remove host synchronization between steps.",
     )
@@ -211,6 +254,9 @@ def gpu_idle(run: RunResults) -> Iterator[Observation]:
 
 def dominant_kernel_family(run: RunResults) -> Iterator[Observation]:
     kernels = run.metrics["kernels"]
+    if _graphs_whole(run):
+        yield _not_measured("Kernel families")
+        return
     categories = [c for c in kernels["categories"] if c["time_ns"] > 0]
     if not categories:
         return
@@ -233,6 +279,9 @@ def dominant_kernel_family(run: RunResults) -> Iterator[Observation]:
 
 def short_kernels(run: RunResults) -> Iterator[Observation]:
     mean, count = run.metrics["kernels"]["mean_duration_ns"], run.metrics["kernels"]["count"]
+    if _graphs_whole(run):
+        yield _not_measured("Kernel durations")
+        return
     if mean is None or count < SHORT_KERNEL_MIN_COUNT or mean >= SHORT_KERNEL_NS:
         return
     yield Observation(
@@ -371,7 +420,12 @@ RULES: tuple[Rule[RunResults], ...] = (
         {"sync_share": SYNC_SHARE},
         host_blocked_in_sync,
     ),
-    Rule("gpu_idle", "The GPU idles a large share of the capture window.", {"idle_share": GPU_IDLE_SHARE}, gpu_idle),
+    Rule(
+        "gpu_idle",
+        "The GPU idles a large share of an untraced iteration (of the traced window when no untraced run exists).",
+        {"idle_share": GPU_IDLE_SHARE},
+        gpu_idle,
+    ),
     Rule(
         "dominant_kernel_family",
         "The kernel family with the most GPU time; a warning when it holds most of it.",

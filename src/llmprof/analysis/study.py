@@ -21,6 +21,7 @@ import pyarrow as pa
 from llmprof.analysis.categories import CATEGORY_ORDER
 from llmprof.analysis.findings import Finding, Observation, Rule, pct, profiler_overhead, run_rules
 from llmprof.analysis.metrics import records
+from llmprof.analysis.timing import iteration_timing
 from llmprof.common.errors import InputError
 from llmprof.common.records import ManifestEntry, RunRecord, load_metrics, load_run_record, shape_problem
 
@@ -33,6 +34,9 @@ PARAMETERS = (
     ("enforce_eager", "engine", pa.bool_()),
     ("tensor_parallel_size", "engine", pa.int64()),
 )
+#: What a run must share with another to be placed on one axis with it: runs differing in any of these are
+#: split into comparison groups (their values, from the traced run record, are columns of the study table).
+GROUP_FIELDS = ("capture_mode", "nsys_arguments", "model", "gpu_name", "vllm_version")
 #: A kernel category's share of GPU time must move this much between the ends of a sweep to be reported.
 SHARE_CHANGE = 0.05
 
@@ -44,13 +48,20 @@ STUDY_SCHEMA = pa.schema(
         pa.field("sweep", pa.string()),
         pa.field("swept_values", pa.string()),  # JSON object of the swept keys
         *(pa.field(name, kind) for name, _, kind in PARAMETERS),
+        pa.field("model", pa.string()),
+        pa.field("gpu_name", pa.string()),
+        pa.field("vllm_version", pa.string()),
+        pa.field("nsys_arguments", pa.string()),  # JSON list, as the traced record has them
+        pa.field("comparison_group", pa.string()),  # the group's differing fields, e.g. capture_mode=in_process
         pa.field("output_tok_per_s_traced", pa.float64()),
         pa.field("output_tok_per_s_untraced", pa.float64()),
         pa.field("profiler_overhead", pa.float64()),
         pa.field("mean_iteration_latency_s", pa.float64()),
         pa.field("kernel_count", pa.int64()),
         pa.field("kernel_time_ns", pa.int64()),
-        pa.field("gpu_busy_fraction", pa.float64()),
+        pa.field("iteration_overhead", pa.float64()),  # traced / untraced median iteration latency - 1
+        pa.field("busy_share_raw", pa.float64()),  # GPU busy / traced capture window
+        pa.field("busy_share_corrected", pa.float64()),  # GPU busy per iteration / untraced median latency
         *(pa.field(f"share_{c.replace('/', '_')}", pa.float64()) for c in CATEGORY_ORDER),
         pa.field("sync_share", pa.float64()),
         pa.field("h2d_bytes", pa.int64()),
@@ -131,6 +142,11 @@ def _record_columns(traced: RunRecord | None, untraced: RunRecord | None) -> dic
         for name, section, _ in PARAMETERS:
             row[name] = sections[section].get(name)
         row["output_tok_per_s_traced"] = traced["output_tokens_per_s"]
+        row.update(
+            model=traced["model"]["name"], gpu_name=traced["gpu"]["name"], vllm_version=traced["versions"]["vllm"]
+        )
+        nsys = traced.get("nsys")
+        row["nsys_arguments"] = json.dumps(nsys["arguments"]) if nsys is not None else None
         latencies = [i["latency_s"] for i in traced["iterations"]]
         row["mean_iteration_latency_s"] = sum(latencies) / len(latencies) if latencies else None
     if untraced is not None:
@@ -151,7 +167,10 @@ def run_row(entry: RunEntry) -> dict[str, object]:
     if not (entry.extract / "metrics.json").exists():
         return {**row, "status": "failed", "reason": failure_reason(entry)}
     m = load_metrics(entry.extract)
-    row.update(_record_columns(_record(entry.record), _record(entry.baseline)))
+    traced, untraced = _record(entry.record), _record(entry.baseline)
+    row.update(_record_columns(traced, untraced))
+    timing = iteration_timing(m, traced, untraced)
+    row.update({key: timing[key] for key in ("iteration_overhead", "busy_share_raw", "busy_share_corrected")})
     for category in m["kernels"]["categories"]:
         row[f"share_{category['category'].replace('/', '_')}"] = category["share"]
     top = m["kernels"]["top"][0] if m["kernels"]["top"] else None
@@ -159,7 +178,6 @@ def run_row(entry: RunEntry) -> dict[str, object]:
         status="ok",
         kernel_count=m["kernels"]["count"],
         kernel_time_ns=m["kernels"]["time_ns"],
-        gpu_busy_fraction=m["gpu_activity"]["busy_fraction"] if m["gpu_activity"]["captured"] else None,
         sync_share=m["cuda_api"]["sync_share"],
         h2d_bytes=m["memcpy"]["directions"]["H2D"]["bytes"],
         top_kernel=top["short_name"] if top else None,
@@ -168,29 +186,52 @@ def run_row(entry: RunEntry) -> dict[str, object]:
     return row
 
 
+def _differing_arguments(table: pd.DataFrame) -> pd.Series:
+    """Per run, its nsys arguments that not every complete run shares (what tells the groups apart)."""
+    given = [json.loads(a) if isinstance(a, str) else [] for a in table["nsys_arguments"]]
+    ok = [args for args, status in zip(given, table["status"]) if status == "ok"]
+    shared = set.intersection(*(set(a) for a in ok)) if ok else set()
+    return pd.Series([" ".join(a for a in args if a not in shared) for args in given], index=table.index)
+
+
+def comparison_groups(table: pd.DataFrame) -> pd.Series:
+    """Each complete run's comparison group: its values of the group fields that differ across the complete runs.
+
+    ``all`` when the runs differ in none of them; None for failed runs.
+    """
+    ok = table["status"] == "ok"
+    values = table[list(GROUP_FIELDS)].astype(object).where(table[list(GROUP_FIELDS)].notna(), "unknown")
+    values["nsys_arguments"] = _differing_arguments(table).where(table["nsys_arguments"].notna(), "unknown")
+    differing = [f for f in GROUP_FIELDS if values.loc[ok, f].nunique() > 1]
+    names = [", ".join(f"{f}={row[f] or 'none'}" for f in differing) or "all" for _, row in values.iterrows()]
+    return pd.Series(names, index=table.index, dtype=object).where(ok, None)
+
+
 def study_table(entries: list[RunEntry]) -> pd.DataFrame:
-    """One row per run, in manifest order."""
+    """One row per run, in manifest order, with the comparison group each complete run belongs to."""
     table = pa.Table.from_pylist([run_row(e) for e in entries], schema=STUDY_SCHEMA)
     nullable = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
     frame: pd.DataFrame = table.to_pandas(types_mapper=nullable.get)
+    frame["comparison_group"] = comparison_groups(frame)
     return frame
 
 
 def swept_parameter(table: pd.DataFrame) -> str | None:
-    """The run parameter that differs across the successful runs (the first, if several)."""
+    """The run parameter that differs across the successful runs (the first, if several); never a group field."""
     ok = table[table["status"] == "ok"]
     for name, _, _ in PARAMETERS:
-        if ok[name].notna().all() and ok[name].nunique() > 1:
+        if name not in GROUP_FIELDS and ok[name].notna().all() and ok[name].nunique() > 1:
             return name
     return None
 
 
 @dataclass(frozen=True)
 class Sweep:
-    """The complete runs of a study ordered along a numeric swept parameter, from its first value to its last."""
+    """The complete runs of one comparison group ordered along a numeric swept parameter, first value to last."""
 
     parameter: str
     runs: pd.DataFrame
+    group: str = "all"
 
     @property
     def first(self) -> pd.Series:
@@ -204,21 +245,33 @@ class Sweep:
     def label(self) -> str:
         return self.parameter.replace("_", " ")
 
+    @property
+    def where(self) -> str:
+        """What a finding's title adds to name the group, when the study was split."""
+        return "" if self.group == "all" else f" ({self.group})"
 
-def numeric_sweep(table: pd.DataFrame) -> Sweep | None:
-    """The sweep the comparison findings follow: at least two complete runs along a numeric parameter."""
-    parameter = swept_parameter(table)
-    ok = table[table["status"] == "ok"]
-    if parameter is None or len(ok) < 2 or not pd.api.types.is_numeric_dtype(ok[parameter]):
-        return None
-    return Sweep(parameter, ok.sort_values([parameter, "run"]))
+
+def group_names(table: pd.DataFrame) -> list[str]:
+    """The comparison groups of the complete runs, in the order of their first run."""
+    return list(dict.fromkeys(table.loc[table["status"] == "ok", "comparison_group"].dropna()))
+
+
+def numeric_sweeps(table: pd.DataFrame) -> tuple[Sweep, ...]:
+    """Per comparison group, the sweep its findings follow: at least two complete runs along a numeric parameter."""
+    sweeps = []
+    for group in group_names(table):
+        runs = table[(table["status"] == "ok") & (table["comparison_group"] == group)]
+        parameter = swept_parameter(runs)
+        if parameter is not None and len(runs) >= 2 and pd.api.types.is_numeric_dtype(runs[parameter]):
+            sweeps.append(Sweep(parameter, runs.sort_values([parameter, "run"]), group))
+    return tuple(sweeps)
 
 
 class StudyResults(NamedTuple):
-    """What the study's rules read: the study table and, when the runs form one, its numeric sweep."""
+    """What the study's rules read: the study table and the numeric sweep of each comparison group that has one."""
 
     table: pd.DataFrame
-    sweep: Sweep | None
+    sweeps: tuple[Sweep, ...]
 
 
 def run_failed(study: StudyResults) -> Iterator[Observation]:
@@ -232,77 +285,126 @@ def run_failed(study: StudyResults) -> Iterator[Observation]:
         )
 
 
-def idle_trend(study: StudyResults) -> Iterator[Observation]:
-    sweep = study.sweep
-    if sweep is None or pd.isna(sweep.first["gpu_busy_fraction"]) or pd.isna(sweep.last["gpu_busy_fraction"]):
+def comparison_split(study: StudyResults) -> Iterator[Observation]:
+    """Runs that differ in how or on what they ran are compared only within their group."""
+    groups = group_names(study.table)
+    if len(groups) < 2:
         return
-    first, last, label = sweep.first, sweep.last, sweep.label
-    idle_a, idle_b = 1 - first["gpu_busy_fraction"], 1 - last["gpu_busy_fraction"]
-    busy = [r for r in records(sweep.runs) if pd.notna(r["gpu_busy_fraction"])]
+    ok = study.table[study.table["status"] == "ok"]
+    fields = list(dict.fromkeys(part.partition("=")[0] for group in groups for part in group.split(", ")))
+    members = "; ".join(f"{group}: {', '.join(ok.loc[ok['comparison_group'] == group, 'run'])}" for group in groups)
     yield Observation(
         "info",
-        f"GPU idle {'falls' if idle_b < idle_a else 'rises'} from {pct(idle_a)} at {label} "
-        f"{first[sweep.parameter]} to {pct(idle_b)} at {label} {last[sweep.parameter]}",
-        "Busy share of the capture window per run: "
-        + ", ".join(f"{r['run']} {pct(r['gpu_busy_fraction'])}" for r in busy),
-        "Where idle stays high at the largest setting, the host side (scheduling, sampling, Python) bounds "
-        "throughput: look at the CPU with --sample=cpu.",
+        f"Runs split into {len(groups)} comparison groups by {', '.join(fields)}",
+        f"{members}. Runs that differ in capture mode, nsys arguments, model, GPU or vLLM version are not placed "
+        "on one axis; trends are found within each group.",
+        "Sweep one parameter at a time with the rest of the setup fixed, so that every run lands in one group.",
     )
+
+
+def _busy_basis(sweep: Sweep) -> tuple[str, str, str]:
+    """The busy-share column the idle trend reads, the title's words for it and the evidence's.
+
+    The corrected share where every run of the group has it; else the raw one, said to be inflated.
+    """
+    if sweep.runs["busy_share_corrected"].notna().all():
+        return "busy_share_corrected", "share of an untraced iteration", "Busy share of an untraced iteration per run"
+    return (
+        "busy_share_raw",
+        "share of the traced window, inflated by the tracer",
+        "Busy share of the traced window per run (raw: inflated by the tracer by an unknown amount, since not "
+        "every run of the group has an untraced run)",
+    )
+
+
+def idle_trend(study: StudyResults) -> Iterator[Observation]:
+    for sweep in study.sweeps:
+        column, title_basis, evidence_basis = _busy_basis(sweep)
+        first, last, label = sweep.first, sweep.last, sweep.label
+        if pd.isna(first[column]) or pd.isna(last[column]):
+            continue
+        idle_a, idle_b = 1 - first[column], 1 - last[column]
+        runs = records(sweep.runs)
+        shares = ", ".join(f"{r['run']} {pct(r[column])}" for r in runs if pd.notna(r[column]))
+        raw = ", ".join(f"{r['run']} {pct(r['busy_share_raw'])}" for r in runs if pd.notna(r["busy_share_raw"]))
+        beside = f"; of the traced window (raw, inflated by the tracer): {raw}" if column != "busy_share_raw" else ""
+        yield Observation(
+            "info",
+            f"GPU idle {'falls' if idle_b < idle_a else 'rises'} from {pct(idle_a)} at {label} "
+            f"{first[sweep.parameter]} to {pct(idle_b)} at {label} {last[sweep.parameter]}{sweep.where} "
+            f"({title_basis})",
+            f"{evidence_basis}: {shares}{beside}.",
+            "Where idle stays high at the largest setting, the host side (scheduling, sampling, Python) bounds "
+            "throughput: look at the CPU with --sample=cpu.",
+        )
 
 
 def throughput_scaling(study: StudyResults) -> Iterator[Observation]:
-    """Throughput from the first to the last run of the sweep: untraced where measured, else traced."""
-    sweep = study.sweep
-    if sweep is None:
-        return
-    first, last, parameter, label = sweep.first, sweep.last, sweep.parameter, sweep.label
-    for column, which in (("output_tok_per_s_untraced", "untraced"), ("output_tok_per_s_traced", "traced")):
-        if pd.notna(first[column]) and pd.notna(last[column]) and first[column] > 0:
-            yield Observation(
-                "info",
-                f"Throughput grows {last[column] / first[column]:.1f}× from {label} "
-                f"{first[parameter]} to {last[parameter]} ({which})",
-                f"{first[column]:,.0f} → {last[column]:,.0f} output tok/s; "
-                f"{label} grows {last[parameter] / first[parameter]:.1f}×.",
-                "Sublinear scaling marks where the GPU saturates; pick the batch size at the knee "
-                "for latency-bound serving.",
-            )
-            return
+    """Throughput from the first to the last run of each sweep: untraced where measured, else traced."""
+    for sweep in study.sweeps:
+        first, last, parameter, label = sweep.first, sweep.last, sweep.parameter, sweep.label
+        for column, which in (("output_tok_per_s_untraced", "untraced"), ("output_tok_per_s_traced", "traced")):
+            if pd.notna(first[column]) and pd.notna(last[column]) and first[column] > 0:
+                yield Observation(
+                    "info",
+                    f"Throughput grows {last[column] / first[column]:.1f}× from {label} "
+                    f"{first[parameter]} to {last[parameter]} ({which}){sweep.where}",
+                    f"{first[column]:,.0f} → {last[column]:,.0f} output tok/s; "
+                    f"{label} grows {last[parameter] / first[parameter]:.1f}×.",
+                    "Sublinear scaling marks where the GPU saturates; pick the batch size at the knee "
+                    "for latency-bound serving.",
+                )
+                break
 
 
 def category_shift(study: StudyResults) -> Iterator[Observation]:
-    sweep = study.sweep
-    if sweep is None:
-        return
-    for category in CATEGORY_ORDER:
-        column = f"share_{category.replace('/', '_')}"
-        a, b = sweep.first[column], sweep.last[column]
-        if pd.notna(a) and pd.notna(b) and abs(b - a) >= SHARE_CHANGE:
-            yield Observation(
-                "info",
-                f"{category}'s share of GPU time {'grows' if b > a else 'falls'} from "
-                f"{pct(a)} to {pct(b)} with {sweep.label}",
-                f"{sweep.first['run']}: {pct(a)}; {sweep.last['run']}: {pct(b)}.",
-                "Optimise the family whose share grows with the setting you will deploy.",
-            )
+    for sweep in study.sweeps:
+        for category in CATEGORY_ORDER:
+            column = f"share_{category.replace('/', '_')}"
+            a, b = sweep.first[column], sweep.last[column]
+            if pd.notna(a) and pd.notna(b) and abs(b - a) >= SHARE_CHANGE:
+                yield Observation(
+                    "info",
+                    f"{category}'s share of GPU time {'grows' if b > a else 'falls'} from "
+                    f"{pct(a)} to {pct(b)} with {sweep.label}{sweep.where}",
+                    f"{sweep.first['run']}: {pct(a)}; {sweep.last['run']}: {pct(b)}.",
+                    "Optimise the family whose share grows with the setting you will deploy.",
+                )
 
 
 def overhead_range(study: StudyResults) -> Iterator[Observation]:
-    if study.sweep is None or study.sweep.runs["profiler_overhead"].isna().all():
-        return
-    overheads = study.sweep.runs["profiler_overhead"]
-    yield Observation(
-        "info",
-        f"Profiler overhead {pct(overheads.min())}–{pct(overheads.max())} across runs",
-        "Traced against untraced output tok/s of the same workload.",
-        "Compare runs on untraced throughput; use traced timings for where the time goes, not how much.",
-    )
+    for sweep in study.sweeps:
+        overheads, per_iteration = sweep.runs["profiler_overhead"], sweep.runs["iteration_overhead"]
+        if overheads.isna().all():
+            continue
+        latency = (
+            f" Per-iteration latency {pct(per_iteration.min())}–{pct(per_iteration.max())} longer traced."
+            if per_iteration.notna().any()
+            else ""
+        )
+        yield Observation(
+            "info",
+            f"Profiler overhead {pct(overheads.min())}–{pct(overheads.max())} across runs{sweep.where}",
+            f"Traced against untraced output tok/s of the same workload.{latency}",
+            "Compare runs on untraced throughput; use traced timings for where the time goes, not how much.",
+        )
 
 
 #: The rules that compare the runs of a study, in the order their findings are listed (after warnings).
 STUDY_RULES: tuple[Rule[StudyResults], ...] = (
     Rule("run_failed", "A run of the study left no metrics; its logs say why.", {}, run_failed),
-    Rule("idle_trend", "How the GPU's idle share moves along the sweep.", {}, idle_trend),
+    Rule(
+        "comparison_split",
+        "Runs that differ in capture mode, nsys arguments, model, GPU or vLLM version are compared apart.",
+        {},
+        comparison_split,
+    ),
+    Rule(
+        "idle_trend",
+        "How the GPU's idle share moves along the sweep (of an untraced iteration where every run has one).",
+        {},
+        idle_trend,
+    ),
     Rule("throughput_scaling", "How output throughput grows along the sweep.", {}, throughput_scaling),
     Rule(
         "category_shift",
@@ -316,4 +418,4 @@ STUDY_RULES: tuple[Rule[StudyResults], ...] = (
 
 def study_findings(table: pd.DataFrame) -> list[Finding]:
     """Findings that compare runs: failures, idle and throughput trends, shifting kernel families."""
-    return run_rules(STUDY_RULES, StudyResults(table, numeric_sweep(table)))
+    return run_rules(STUDY_RULES, StudyResults(table, numeric_sweeps(table)))

@@ -204,9 +204,39 @@ class CaptureMetrics(TypedDict):
     osrt: OsrtMetrics
 
 
+class LatencySpread(TypedDict):
+    """Per-iteration latency of one run's captured (or timed) generate calls, in seconds."""
+
+    median_s: float
+    min_s: float
+    max_s: float
+
+
+class IterationTiming(TypedDict):
+    """The GPU's busy share of an iteration, raw (traced window) and corrected (untraced latency), side by side.
+
+    ``basis`` says which share the findings use: ``untraced`` (corrected), ``traced window`` (raw only) or
+    ``none``; ``note`` says why in words, ``assumption`` what the correction takes for granted.
+    """
+
+    iterations: int | None  # captured iterations, from the traced record
+    devices: int  # devices whose busy time is averaged
+    busy_ns_per_iteration: float | None  # mean per-device busy time / captured iterations
+    traced_latency: LatencySpread | None
+    untraced_latency: LatencySpread | None
+    iteration_overhead: float | None  # traced median / untraced median - 1
+    busy_share_raw: float | None  # busy / traced capture window
+    busy_share_corrected: float | None  # busy per iteration / untraced median latency, capped at 1
+    cuda_graph_trace: str | None  # --cuda-graph-trace of the traced record (None: not recorded)
+    basis: str
+    note: str
+    assumption: str
+
+
 class Metrics(CaptureMetrics):
     """``metrics.json``: the capture's metrics and what extraction wrote beside them."""
 
+    timing: IterationTiming  # raw busy share, and the corrected one when extraction was given the run records
     tables: dict[str, int]  # table name → rows written
     skipped_summaries: dict[str, str]  # summary name → why the export cannot give it
     schema_version: int

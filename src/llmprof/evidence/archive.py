@@ -512,11 +512,12 @@ def _rebuild_run(run: str, config: dict[str, Any], root: Path, rebuilt: Path, re
     if not (root / paths.extract / "metrics.json").exists():
         return RunEntry(run, rebuilt / paths.extract, logs=root / paths.logs)
     capture = _archived(root, sqlite_export(run, spec))
-    extract(capture, rebuilt / paths.extract, categories=config.get("categories") or None)
-    draw_figures(rebuilt / paths.extract, rebuilt / paths.figures)
     archived = {name: _archived(root, path) for name, path in run_records(run, spec).items()}
     records = {name: path for name, path in archived.items() if path.exists()}
     record, baseline = records.get("record"), records.get("baseline")
+    categories = config.get("categories") or None
+    extract(capture, rebuilt / paths.extract, categories=categories, record=record, baseline=baseline)
+    draw_figures(rebuilt / paths.extract, rebuilt / paths.figures)
     write_report(
         rebuilt / paths.extract,
         rebuilt / paths.report,

@@ -274,6 +274,11 @@ def figure_links(figures: Mapping[str, tuple[object, object, str]], folder: str)
     return [(f"{folder}/{name}.png", caption) for name, (_, _, caption) in figures.items()]
 
 
+def _split(ok: pd.DataFrame) -> bool:
+    """Whether the runs fall in several comparison groups, which the figures then draw apart."""
+    return bool(ok["comparison_group"].nunique() > 1)
+
+
 def _study_x(table: pd.DataFrame, parameter: str | None) -> tuple[pd.DataFrame, str]:
     """Successful runs ordered along the swept parameter (or by name), and the x column."""
     ok = table[table["status"] == "ok"].copy()
@@ -288,7 +293,7 @@ def study_throughput(table: pd.DataFrame, parameter: str | None, entries: list[R
     ax = fig.subplots()
     ok, label = _study_x(table, parameter)
     long = ok.melt(
-        id_vars=["x"],
+        id_vars=["x", "comparison_group"],
         value_vars=["output_tok_per_s_traced", "output_tok_per_s_untraced"],
         var_name="measure",
         value_name="tok_s",
@@ -298,7 +303,12 @@ def study_throughput(table: pd.DataFrame, parameter: str | None, entries: list[R
     long["measure"] = long["measure"].map(
         {"output_tok_per_s_traced": "under nsys", "output_tok_per_s_untraced": "without nsys"}
     )
-    sns.pointplot(long, x="x", y="tok_s", hue="measure", hue_order=["without nsys", "under nsys"], ax=ax)
+    order = ["without nsys", "under nsys"]
+    if _split(ok):  # one line per measure and comparison group: groups are never joined on one line
+        long["measure"] = long["measure"] + " · " + long["comparison_group"]
+        order = [f"{m} · {g}" for g in dict.fromkeys(ok["comparison_group"]) for m in order]
+        order = [o for o in order if o in set(long["measure"])]
+    sns.pointplot(long, x="x", y="tok_s", hue="measure", hue_order=order, ax=ax)
     ax.set(xlabel=label, ylabel="output tokens / s", title="Throughput")
 
 
@@ -309,7 +319,8 @@ def study_latency(table: pd.DataFrame, parameter: str | None, entries: list[RunE
     ok = ok.dropna(subset=["mean_iteration_latency_s"])
     if ok.empty:
         return _no_data(ax, "No run records: latency was not measured")
-    sns.pointplot(ok.assign(ms=ok["mean_iteration_latency_s"] * 1e3), x="x", y="ms", ax=ax)
+    hue = "comparison_group" if _split(ok) else None
+    sns.pointplot(ok.assign(ms=ok["mean_iteration_latency_s"] * 1e3), x="x", y="ms", hue=hue, ax=ax)
     ax.set(xlabel=label, ylabel="latency per generate call (ms, under nsys)", title="Latency")
 
 
@@ -321,6 +332,8 @@ def study_categories(table: pd.DataFrame, parameter: str | None, entries: list[R
         return _no_data(ax, "No complete run")
     bottom = np.zeros(len(ok))
     names = [f"{r} ({x})" if label != "run" else r for r, x in zip(ok["run"], ok["x"])]
+    if _split(ok):
+        names = [f"{n}, {g}" for n, g in zip(names, ok["comparison_group"])]
     for category in CATEGORY_ORDER:
         values = 100 * ok[f"share_{category.replace('/', '_')}"].fillna(0).to_numpy()
         ax.barh(names, values, left=bottom, color=PALETTE[category], label=category)

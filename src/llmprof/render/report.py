@@ -14,9 +14,10 @@ from pathlib import Path
 
 from llmprof.analysis.categories import kernel_label
 from llmprof.analysis.findings import Finding, findings, pct, profiler_overhead
+from llmprof.analysis.timing import run_timing
 from llmprof.common.errors import InputError
 from llmprof.common.outputs import staged_directory, write_json
-from llmprof.common.records import Metrics, Rank, RunRecord, load_metrics, load_run_record
+from llmprof.common.records import IterationTiming, Metrics, Rank, RunRecord, load_metrics, load_run_record
 from llmprof.render.document import Block, Figure, Heading, Paragraph, Table, to_html, to_markdown
 from llmprof.render.figures import FIGURES, figure_links
 
@@ -33,8 +34,32 @@ def _mb(value: int) -> str:
     return f"{value / 1e6:,.2f} MB"
 
 
-def _headline(m: Metrics) -> Table:
-    activity = m["gpu_activity"]
+def _busy_share(value: float | None, timing: IterationTiming) -> str:
+    """A busy share, or why there is none."""
+    if value is not None:
+        return pct(value)
+    return timing["note"] if timing["basis"] == "none" else "not measured (see the basis below)"
+
+
+def _timing_rows(timing: IterationTiming) -> list[tuple[str, str]]:
+    """The tracer's per-iteration overhead and the busy share of the traced window beside an untraced iteration's."""
+    overhead = timing["iteration_overhead"]
+    return [
+        (
+            "Per-iteration overhead (traced / untraced median latency − 1)",
+            "not measured" if overhead is None else pct(overhead),
+        ),
+        ("GPU busy, traced window (raw)", _busy_share(timing["busy_share_raw"], timing)),
+        ("GPU busy, untraced iteration (corrected)", _busy_share(timing["busy_share_corrected"], timing)),
+    ]
+
+
+def _timing_note(timing: IterationTiming) -> Paragraph:
+    """What the busy shares rest on, in words."""
+    return Paragraph(f"**Busy share basis: {timing['basis']}** ({timing['note']}). {timing['assumption']}")
+
+
+def _headline(m: Metrics, timing: IterationTiming) -> Table:
     top = max(m["kernels"]["categories"], key=lambda c: c["share"])
     gpus = ", ".join(sorted({name for g in m["gpus"] if (name := g["name"])})) or "not recorded"
     copies = m["memcpy"]["directions"]
@@ -42,7 +67,7 @@ def _headline(m: Metrics) -> Table:
         ("Capture window", _ms(m["capture_window"]["duration_ns"])),
         ("GPUs", gpus),
         ("Kernels", f"{m['kernels']['count']:,} ({_ms(m['kernels']['time_ns'])} of GPU time)"),
-        ("GPU busy", _pct(activity["busy_fraction"]) if activity["captured"] else "no GPU work captured"),
+        *_timing_rows(timing),
         ("Largest kernel family", f"{top['category']} ({_pct(top['share'])})" if top["time_ns"] else "n/a"),
         ("CUDA API calls", f"{m['cuda_api']['count']:,} ({_ms(m['cuda_api']['time_ns'])})"),
         ("Synchronization share of API time", _pct(m["cuda_api"]["sync_share"])),
@@ -228,7 +253,7 @@ def build_report(
 
     ``figures``: (path relative to the report, caption) of each figure shown.
     """
-    source = m["source"]
+    source, timing = m["source"], run_timing(m, traced, untraced)
     blocks: list[Block] = [
         Heading(f"llmprof report: {run}", 1),
         Paragraph(
@@ -237,7 +262,8 @@ def build_report(
             f"export schema {source['export_schema_version'] or 'n/a'})."
         ),
         Heading("Headline numbers"),
-        _headline(m),
+        _headline(m, timing),
+        _timing_note(timing),
         *(_workload_blocks(traced, untraced) if traced is not None else []),
         Heading("Findings"),
         *finding_blocks(found, "No rule fired: no finding is supported by these numbers."),
