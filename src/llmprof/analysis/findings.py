@@ -399,8 +399,9 @@ def nsys_overhead(run: RunResults) -> Iterator[Observation]:
         f"Profiler overhead: {pct(loss)} of throughput under nsys",
         f"{run.traced['output_tokens_per_s']:,.0f} output tok/s traced against "
         f"{run.untraced['output_tokens_per_s']:,.0f} untraced, same workload, same machine.",
-        "Quote the untraced throughput; read traced kernel times as relative. To lower the overhead, trace less "
-        "(drop osrt, --cuda-graph-trace=graph) or capture fewer iterations.",
+        "Quote the untraced throughput and the corrected busy share; read traced kernel times as relative. The cost "
+        "is CUDA tracing itself (benchmarks/overhead/LADDER.md): no flag that still times every kernel lowers it "
+        "measurably, and --cuda-graph-trace=graph lowers it by no longer timing the kernels inside CUDA graphs.",
     )
 
 
