@@ -89,3 +89,21 @@ def test_the_report_shows_gpus_side_by_side(extracted: dict[str, Path], tmp_path
         assert f"| GPU {device['device_id']} | " in markdown and f"| {device['kernels']:,} |" in markdown
     kind = metrics["multi_gpu"]["collectives"]["kinds"][0]
     assert f"| {kind['kind']} | {kind['matched_instances']:,} | {kind['transfer_ns'] / 1e6:,.2f} ms |" in markdown
+
+
+def test_the_gpus_figure_splits_each_window(extracted: dict[str, Path], tmp_path: Path) -> None:
+    from llmprof.render.figures import _gpu_time_parts, draw_figures
+
+    metrics = load_metrics(extracted[NCCL])
+    parts = _gpu_time_parts(metrics).pivot(index="gpu", columns="part", values="ms")
+    window_ms = metrics["multi_gpu"]["window_ns"] / 1e6
+    for device in metrics["multi_gpu"]["devices"]:
+        row = parts.loc[f"GPU {device['device_id']}"]
+        assert row.sum() == pytest.approx(window_ms)
+        assert row["idle"] == pytest.approx((metrics["multi_gpu"]["window_ns"] - device["busy_ns"]) / 1e6)
+        waits = [r["wait_ns"] for k in metrics["multi_gpu"]["collectives"]["kinds"] for r in k["ranks"]
+                 if r["rank"]["device_id"] == device["device_id"]]
+        assert row["collective: waiting"] == pytest.approx(sum(waits) / 1e6)
+    draw_figures(extracted[NCCL], tmp_path / "figures")
+    svg = (tmp_path / "figures" / "gpus.svg").read_text()
+    assert "GPU 0" in svg and "collective: waiting" in svg

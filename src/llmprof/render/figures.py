@@ -32,6 +32,7 @@ from llmprof.analysis.metrics import grouped_sums, records, step_phase, time_spa
 from llmprof.analysis.study import RunEntry  # noqa: E402
 from llmprof.common.errors import InputError, brief  # noqa: E402
 from llmprof.common.outputs import staged_directory  # noqa: E402
+from llmprof.common.records import Metrics, load_metrics  # noqa: E402
 
 FORMATS = ("png", "svg")
 DPI = 120
@@ -231,6 +232,47 @@ def timeline(extract_dir: Path, fig: Figure) -> None:
         ax.legend(loc="lower right", fontsize=9)
 
 
+def _gpu_time_parts(m: Metrics) -> pd.DataFrame:
+    """Per GPU: the capture window split into collective wait, collective transfer, other busy time and idle (ms)."""
+    multi = m["multi_gpu"]
+    ranks = [rank for kind in multi["collectives"]["kinds"] for rank in kind["ranks"]]
+    rows = []
+    for device in multi["devices"]:
+        mine = [r for r in ranks if r["rank"]["device_id"] == device["device_id"]]
+        wait, transfer = sum(r["wait_ns"] for r in mine), sum(r["transfer_ns"] for r in mine)
+        other = max(device["busy_ns"] - wait - transfer, 0)
+        idle = max(multi["window_ns"] - device["busy_ns"], 0)
+        parts = {"collective: waiting": wait, "collective: transfer": transfer, "other GPU work": other, "idle": idle}
+        rows += [{"gpu": f"GPU {device['device_id']}", "part": part, "ms": ns / 1e6} for part, ns in parts.items()]
+    return pd.DataFrame(rows, columns=["gpu", "part", "ms"])
+
+
+GPU_PARTS = {
+    "collective: waiting": "#d62728",
+    "collective: transfer": "#ff7f0e",
+    "other GPU work": "#1f77b4",
+    "idle": "#d9d9d9",
+}
+
+
+def gpus(extract_dir: Path, fig: Figure) -> None:
+    """Each GPU's capture window: waiting in collectives, moving data in them, other work, idle."""
+    ax = fig.subplots()
+    parts = _gpu_time_parts(load_metrics(extract_dir))
+    if parts.empty:
+        return _no_data(ax, "No GPU work in this capture")
+    table = parts.pivot(index="gpu", columns="part", values="ms").reindex(columns=list(GPU_PARTS))
+    left = np.zeros(len(table))
+    for part, colour in GPU_PARTS.items():
+        values = table[part].to_numpy()
+        ax.barh(table.index, values, left=left, color=colour, label=part)
+        left += values
+    ax.invert_yaxis()
+    title = "Each GPU: collectives (waiting, transfer), other work, idle"
+    ax.set(xlabel="time in the capture window (ms)", title=title)
+    fig.legend(loc="outside lower center", ncols=len(GPU_PARTS), fontsize=8, frameon=False)
+
+
 #: Every figure of a run: name → drawing function, figure size (inches) and caption.
 FIGURES: dict[str, tuple[Callable[[Path, Figure], None], tuple[float, float], str]] = {
     "top_kernels": (top_kernels, (11, 6), "Top kernels by GPU time"),
@@ -238,6 +280,7 @@ FIGURES: dict[str, tuple[Callable[[Path, Figure], None], tuple[float, float], st
     "cuda_api": (cuda_api, (9, 5.5), "CUDA API time share"),
     "memcpy": (memcpy, (10, 4), "Memory copies by direction"),
     "timeline": (timeline, (12, 4.5), "GPU activity over the capture, NVTX phases shaded"),
+    "gpus": (gpus, (10, 3.5), "Each GPU's capture window: collective wait and transfer, other work, idle"),
 }
 
 
