@@ -107,3 +107,5 @@ def test_the_gpus_figure_splits_each_window(extracted: dict[str, Path], tmp_path
     draw_figures(extracted[NCCL], tmp_path / "figures")
     svg = (tmp_path / "figures" / "gpus.svg").read_text()
     assert "GPU 0" in svg and "collective: waiting" in svg
+    lanes = (tmp_path / "figures" / "timeline.svg").read_text()
+    assert lanes.count('id="axes_') == len(metrics["multi_gpu"]["devices"])  # one timeline lane per GPU

@@ -181,55 +181,64 @@ def _phase_ranges(ranges: pd.DataFrame, most: int = LABELLED_RANGES) -> pd.DataF
     return ranges[ranges["level"] == level].sort_values(["proj_start_ns", "name"])
 
 
-def timeline(extract_dir: Path, fig: Figure) -> None:
-    """GPU busy share over the capture per device, with NVTX phase ranges shaded."""
-    ax = fig.subplots()
-    kernels = pq.ParquetFile(_path(extract_dir, "kernels"))
-    span = time_span(extract_dir, ["kernels"])
-    if span is None:
-        return _no_data(ax, "No GPU kernels in this capture")
-    origin, end = span
-    edges = np.linspace(origin, max(end, origin + TIMELINE_BINS), TIMELINE_BINS + 1)
+def _busy_by_device(extract_dir: Path, edges: np.ndarray) -> dict[int, np.ndarray]:
+    """Kernel time per time bin (ns) of each device, streamed over the kernels table."""
     busy: dict[int, np.ndarray] = {}
+    kernels = pq.ParquetFile(_path(extract_dir, "kernels"))
     for batch in kernels.iter_batches(columns=["device_id", "start_ns", "end_ns"], batch_size=1 << 20):
         frame = batch.to_pandas()
         for device, rows in frame.groupby("device_id"):
             part = _busy_per_bin(rows["start_ns"].to_numpy(float), rows["end_ns"].to_numpy(float), edges)
             busy[int(device)] = busy.get(int(device), 0) + part
-    centres_ms = ((edges[:-1] + edges[1:]) / 2 - origin) / 1e6
-    width = edges[1] - edges[0]
-    for device, values in sorted(busy.items()):
-        ax.plot(centres_ms, 100 * np.minimum(values / width, 1.0), label=f"GPU {device}", linewidth=1)
-    phases = _phase_ranges(_read(extract_dir, "nvtx_gpu", ["name", "level", "proj_start_ns", "proj_end_ns"]))
+    return busy
+
+
+def _shade_phases(ax: Axes, phases: pd.DataFrame, origin: float, labelled: bool) -> None:
+    """NVTX phase ranges as shaded spans: named one by one when few, by prefill/decode kind when many."""
     if len(phases) <= LABELLED_RANGES:  # few ranges (generate, iterations): one colour and a label each
         colours = sns.color_palette("pastel", max(len(phases), 1))
         for i, row in enumerate(records(phases)):
             start_ms, end_ms = (row["proj_start_ns"] - origin) / 1e6, (row["proj_end_ns"] - origin) / 1e6
             ax.axvspan(start_ms, end_ms, color=colours[i], alpha=0.4, lw=0)
-            ax.text(start_ms, 103, _label(str(row["name"]), 24), fontsize=8, va="bottom")
-    else:  # many ranges (vLLM engine steps): coloured by phase, named in the legend
-        kinds = [step_phase(str(n)) or "NVTX range" for n in phases["name"]]
-        colours = dict(zip(["prefill", "decode", "mixed", "NVTX range"], sns.color_palette("pastel", 4)))
-        for kind, row in zip(kinds, records(phases)):
-            ax.axvspan(
-                (row["proj_start_ns"] - origin) / 1e6,
-                (row["proj_end_ns"] - origin) / 1e6,
-                color=colours[kind],
-                alpha=0.4,
-                lw=0,
-                label=kind,
-            )
-        handles, labels = ax.get_legend_handles_labels()
-        unique = dict(zip(labels, handles))
-        ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=9)
-    ax.set(
-        xlabel="time since first kernel (ms)",
-        ylabel="GPU busy (%)",
-        ylim=(0, 112),
-        title="GPU kernel activity over the capture (NVTX ranges shaded)",
-    )
-    if len(phases) <= LABELLED_RANGES:
-        ax.legend(loc="lower right", fontsize=9)
+            if labelled:
+                ax.text(start_ms, 103, _label(str(row["name"]), 24), fontsize=8, va="bottom")
+        return
+    kinds = [step_phase(str(n)) or "NVTX range" for n in phases["name"]]  # many ranges (vLLM engine steps)
+    colours = dict(zip(["prefill", "decode", "mixed", "NVTX range"], sns.color_palette("pastel", 4)))
+    for kind, row in zip(kinds, records(phases)):
+        ax.axvspan(
+            (row["proj_start_ns"] - origin) / 1e6,
+            (row["proj_end_ns"] - origin) / 1e6,
+            color=colours[kind],
+            alpha=0.4,
+            lw=0,
+            label=kind,
+        )
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=9)
+
+
+def timeline(extract_dir: Path, fig: Figure) -> None:
+    """GPU busy share over the capture, one lane per device, with NVTX phase ranges shaded."""
+    span = time_span(extract_dir, ["kernels"])
+    if span is None:
+        return _no_data(fig.subplots(), "No GPU kernels in this capture")
+    origin, end = span
+    edges = np.linspace(origin, max(end, origin + TIMELINE_BINS), TIMELINE_BINS + 1)
+    busy = _busy_by_device(extract_dir, edges)
+    centres_ms = ((edges[:-1] + edges[1:]) / 2 - origin) / 1e6
+    width = edges[1] - edges[0]
+    lanes = list(fig.subplots(len(busy), 1, sharex=True, squeeze=False)[:, 0]) if len(busy) > 1 else [fig.subplots()]
+    phases = _phase_ranges(_read(extract_dir, "nvtx_gpu", ["name", "level", "proj_start_ns", "proj_end_ns"]))
+    for ax, (device, values) in zip(lanes, sorted(busy.items())):
+        ax.plot(centres_ms, 100 * np.minimum(values / width, 1.0), label=f"GPU {device}", linewidth=1)
+        _shade_phases(ax, phases, origin, labelled=ax is lanes[0])
+        ax.set(ylabel="GPU busy (%)" if len(lanes) == 1 else f"GPU {device}\nbusy (%)", ylim=(0, 112))
+        if len(phases) <= LABELLED_RANGES:
+            ax.legend(loc="lower right", fontsize=9)
+    lanes[-1].set(xlabel="time since first kernel (ms)")
+    lanes[0].set(title="GPU kernel activity over the capture (NVTX ranges shaded)")
 
 
 def _gpu_time_parts(m: Metrics) -> pd.DataFrame:
