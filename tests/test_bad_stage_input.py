@@ -85,5 +85,13 @@ def test_report_links_work_from_folders_with_spaces_and_accents(demo_extract: Pa
     html, markdown = (report / "report.html").read_text(), (report / "report.md").read_text()
     for name in FIGURES:
         link = f"../my%20figures/{name}.png"
-        assert f'src="{link}"' in html and f"({link})" in markdown
+        assert f"({link})" in markdown and link not in html  # the page embeds its figures
         assert (report / urllib.parse.unquote(link)).is_file()
+
+
+def test_the_study_page_carries_its_figures(demo_study: Path) -> None:
+    from llmprof.render.figures import STUDY_FIGURES
+
+    page = (demo_study / "results" / "study" / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(STUDY_FIGURES)
+    assert 'src="figures/' not in page

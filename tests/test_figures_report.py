@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
 import json
@@ -161,8 +162,9 @@ def test_every_figure_is_linked_with_its_caption(demo: Path) -> None:
     for name, (_, _, caption) in FIGURES.items():
         assert (demo / "figures" / f"{name}.png").exists()
         assert f"![{caption}](../figures/{name}.png)\n\n*{caption}*" in markdown
-        assert (
-            f'<figure><img src="../figures/{name}.png" alt="{html.escape(caption)}">'
+        embedded = base64.b64encode((demo / "figures" / f"{name}.png").read_bytes()).decode()
+        assert (  # the page carries its figures: it reads the same mailed or opened from any folder
+            f'<figure><img src="data:image/png;base64,{embedded}" alt="{html.escape(caption)}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         ) in page
     assert markdown.count("![") == page.count("<figure>") == len(FIGURES)

@@ -6,8 +6,13 @@ rendered twice, so the Markdown and the HTML never disagree.
 
 from __future__ import annotations
 
+import base64
 import html
+import os
+import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,7 @@ def _inline_html(text: str) -> str:
     return "".join(p if i % 2 == 0 else f"<strong>{p}</strong>" for i, p in enumerate(bold))
 
 
-def _html_block(b: Block) -> str:
+def _html_block(b: Block, images: Mapping[str, bytes]) -> str:
     if isinstance(b, Heading):
         return f"<h{b.level}>{html.escape(b.text)}</h{b.level}>"
     if isinstance(b, Paragraph):
@@ -76,10 +81,23 @@ def _html_block(b: Block) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
         rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in b.rows)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    image = images.get(b.path)
+    source = f"data:image/png;base64,{base64.b64encode(image).decode()}" if image is not None else html.escape(b.path)
     return (
-        f'<figure><img src="{html.escape(b.path)}" alt="{html.escape(b.caption)}">'
+        f'<figure><img src="{source}" alt="{html.escape(b.caption)}">'
         f"<figcaption>{html.escape(b.caption)}</figcaption></figure>"
     )
+
+
+def embedded_images(blocks: list[Block], folder: Path) -> dict[str, bytes]:
+    """The bytes of every figure the blocks show, their (percent-encoded) paths taken from ``folder``."""
+    found = {}
+    for block in blocks:
+        if isinstance(block, Figure):
+            path = Path(os.path.normpath(folder / urllib.parse.unquote(block.path)))
+            if path.is_file():
+                found[block.path] = path.read_bytes()
+    return found
 
 
 STYLE = (
@@ -89,9 +107,13 @@ STYLE = (
 )
 
 
-def to_html(blocks: list[Block], title: str) -> str:
-    """A standalone HTML page (inline style, no script) of the blocks."""
-    body = "\n".join(_html_block(b) for b in blocks)
+def to_html(blocks: list[Block], title: str, images: Mapping[str, bytes] | None = None) -> str:
+    """A self-contained HTML page (inline style, no script) of the blocks.
+
+    ``images``: figure path → PNG bytes, embedded in the page, so it reads the same mailed, attached or
+    opened from any folder; a figure without bytes stays a link.
+    """
+    body = "\n".join(_html_block(b, images or {}) for b in blocks)
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{STYLE}</style></head><body>\n" + body + "\n</body></html>\n"

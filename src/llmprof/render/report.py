@@ -18,7 +18,7 @@ from llmprof.analysis.timing import run_timing
 from llmprof.common.errors import InputError
 from llmprof.common.outputs import staged_directory, write_json
 from llmprof.common.records import IterationTiming, Metrics, Rank, RunRecord, load_metrics, load_run_record
-from llmprof.render.document import Block, Figure, Heading, Paragraph, Table, to_html, to_markdown
+from llmprof.render.document import Block, Figure, Heading, Paragraph, Table, embedded_images, to_html, to_markdown
 from llmprof.render.figures import FIGURES, figure_links
 
 
@@ -324,6 +324,7 @@ def write_report(
     blocks = build_report(name, metrics, found, figures, traced, untraced)
     with staged_directory(out, force, "report") as stage:
         (stage / "report.md").write_text(to_markdown(blocks))
-        (stage / "report.html").write_text(to_html(blocks, f"llmprof report: {name}"))
+        images = embedded_images(blocks, out)
+        (stage / "report.html").write_text(to_html(blocks, f"llmprof report: {name}", images))
         write_json(stage / "findings.json", [f.to_dict() for f in found])
     return found

@@ -16,7 +16,7 @@ import pyarrow as pa
 from llmprof.analysis.findings import Finding, pct
 from llmprof.analysis.study import STUDY_SCHEMA, RunEntry, study_findings, study_table, swept_parameter
 from llmprof.common.outputs import staged_directory, write_json, write_table
-from llmprof.render.document import Block, Figure, Heading, Paragraph, Table, to_html, to_markdown
+from llmprof.render.document import Block, Figure, Heading, Paragraph, Table, embedded_images, to_html, to_markdown
 from llmprof.render.figures import STUDY_FIGURES, draw_study_figures, figure_links
 from llmprof.render.report import finding_blocks
 
@@ -83,6 +83,6 @@ def write_study(entries: list[RunEntry], out: str | Path, *, force: bool = False
         draw_study_figures(table, parameter, entries, stage / "figures")
         blocks = study_blocks(table, found, parameter, figure_links(STUDY_FIGURES, "figures"))
         (stage / "report.md").write_text(to_markdown(blocks))
-        (stage / "report.html").write_text(to_html(blocks, "llmprof study"))
+        (stage / "report.html").write_text(to_html(blocks, "llmprof study", embedded_images(blocks, stage)))
         write_json(stage / "findings.json", [f.to_dict() for f in found])
     return table
