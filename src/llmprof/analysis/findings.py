@@ -313,7 +313,8 @@ SKEW_WAIT_SHARE = 0.25
 LIBRARY_DOMAINS = ("NCCL", "CCCL", "cuBLAS", "cuBLASLt", "cuDNN", "CUTLASS", "NVSHMEM", "cuFFT", "cuSPARSE", "Thrust")
 
 
-def _rank(rank: Rank | None) -> str:
+def rank_label(rank: Rank | None) -> str:
+    """How findings and reports name a rank: its GPU, and its process where known."""
     if rank is None:
         return "GPU ?"
     return f"GPU {rank['device_id']}" + (f" (pid {rank['pid']})" if rank["pid"] is not None else "")
@@ -334,7 +335,7 @@ def collective_balance(run: RunResults) -> Iterator[Observation]:
     own = verdict["waiting_collective_ns"]
     if verdict["verdict"] != "skew" or not own or verdict["pair_wait_ns"] / own < SKEW_WAIT_SHARE:
         return
-    waiting, straggler = _rank(verdict["waiting"]), _rank(verdict["straggler"])
+    waiting, straggler = rank_label(verdict["waiting"]), rank_label(verdict["straggler"])
     share = verdict["pair_wait_ns"] / own
     transfer = pct(verdict["transfer_share"]) if verdict["transfer_share"] is not None else "n/a"
     yield Observation(

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llmprof.analysis.categories import kernel_label
-from llmprof.analysis.findings import Finding, findings, pct, profiler_overhead
+from llmprof.analysis.findings import Finding, findings, pct, profiler_overhead, rank_label
 from llmprof.analysis.timing import run_timing
 from llmprof.common.errors import InputError
 from llmprof.common.outputs import staged_directory, write_json
-from llmprof.common.records import IterationTiming, Metrics, Rank, RunRecord, load_metrics, load_run_record
+from llmprof.common.records import IterationTiming, Metrics, RunRecord, load_metrics, load_run_record
 from llmprof.render.document import Block, Figure, Heading, Paragraph, Table, embedded_images, to_html, to_markdown
 from llmprof.render.figures import FIGURES, figure_links
 
@@ -193,10 +193,6 @@ def _phase_blocks(m: Metrics) -> list[Block]:
     ]
 
 
-def _rank_name(rank: Rank | None) -> str:
-    return "n/a" if rank is None else f"GPU {rank['device_id']}" + (f" / pid {rank['pid']}" if rank["pid"] else "")
-
-
 def _device_blocks(m: Metrics) -> list[Block]:
     """Each GPU beside the others, and each collective kind across ranks (captures of several GPUs only)."""
     multi = m["multi_gpu"]
@@ -226,7 +222,7 @@ def _device_blocks(m: Metrics) -> list[Block]:
             _ms(k["transfer_ns"]),
             _ms(k["wait_ns"]),
             _pct(k["transfer_share"]),
-            _rank_name(k["straggler"]),
+            rank_label(k["straggler"]) if k["straggler"] else "n/a",
         )
         for k in multi["collectives"]["kinds"]
     )
