@@ -10,7 +10,7 @@ be traced to the numbers that support it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, TypeVar
 
 from llmprof.analysis.timing import GRAPHS_WHOLE, run_timing
@@ -55,12 +55,20 @@ NEXT_FOR_FAMILY = {
 
 
 class Observation(NamedTuple):
-    """What a rule saw: how serious it is, a title, the numbers behind it and what to do next."""
+    """What a rule saw: how serious it is, a title, the numbers behind it and what to do next.
+
+    ``numbers`` holds the values the rule compared with its thresholds (units in the keys), so a
+    reader can check the finding without re-deriving them; ``confidence`` says how directly the
+    capture supports it: ``high`` when measured, ``medium`` when inferred from traced timings the
+    tracer may distort, ``low`` when the data needed to be sure is missing.
+    """
 
     severity: str  # warning or info
     title: str
     evidence: str
     next_step: str
+    numbers: Mapping[str, float | int | str] = {}
+    confidence: str = "high"
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,9 @@ class Finding:
     title: str
     evidence: str
     next_step: str
+    numbers: Mapping[str, float | int | str] = field(default_factory=dict)
+    confidence: str = "high"
+    thresholds: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> FindingRecord:
         return {
@@ -80,6 +91,9 @@ class Finding:
             "title": self.title,
             "evidence": self.evidence,
             "next_step": self.next_step,
+            "numbers": dict(sorted(self.numbers.items())),
+            "thresholds": dict(sorted(self.thresholds.items())),
+            "confidence": self.confidence,
         }
 
 
@@ -96,7 +110,7 @@ class Rule(Generic[Subject]):
     check: Callable[[Subject], Iterable[Observation]]
 
     def apply(self, subject: Subject) -> list[Finding]:
-        return [Finding(self.id, *seen) for seen in self.check(subject)]
+        return [Finding(self.id, *seen, thresholds=self.thresholds) for seen in self.check(subject)]
 
 
 def run_rules(rules: Iterable[Rule[Subject]], subject: Subject) -> list[Finding]:

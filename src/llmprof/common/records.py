@@ -442,6 +442,9 @@ class FindingRecord(TypedDict):
     title: str
     evidence: str
     next_step: str
+    numbers: dict[str, float | int | str]  # the values the rule compared, units in the keys
+    thresholds: dict[str, float]  # the rule's thresholds
+    confidence: str  # high (measured), medium (from traced timings), low (data missing)
 
 
 class _ManifestRequired(TypedDict):

@@ -87,7 +87,15 @@ def finding_blocks(found: list[Finding], none: str) -> list[Block]:
         blocks.append(Heading(f"{marker} {f.title}", 3))
         blocks.append(Paragraph(f"**Evidence.** {f.evidence}"))
         blocks.append(Paragraph(f"**Next step.** {f.next_step}"))
+        blocks.append(Paragraph(f"*Rule `{f.id}`; confidence {f.confidence}{_thresholds(f)}.*"))
     return blocks
+
+
+def _thresholds(found: Finding) -> str:
+    """The rule's thresholds as ``; thresholds: a = 1, b = 2``, or nothing when it has none."""
+    if not found.thresholds:
+        return ""
+    return "; thresholds: " + ", ".join(f"{k} = {v:g}" for k, v in sorted(found.thresholds.items()))
 
 
 def _top_kernels(m: Metrics) -> Table:
