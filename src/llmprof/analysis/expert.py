@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from llmprof.common.errors import ConfigError, InputError
+from llmprof.common.records import ExpertRuleRecord
 from llmprof.nsys import expert as rows
 from llmprof.nsys.export import Export
 
@@ -352,3 +353,37 @@ def parse_rules(spec: str) -> list[tuple[str, RuleOptions, str]]:
             values[_OPTION_FIELDS[key]] = int(value)
         parsed.append((name, RuleOptions(**values), item.replace(":", "_")))
     return parsed
+
+
+#: Rows of each rule kept in metrics.json (the CLI prints them all).
+TOP_ROWS = 3
+
+
+def expert_rule_records(export: Export) -> list[ExpertRuleRecord]:
+    """Every rule with nsys's defaults, as metrics.json keeps it: how many rows, the first few, or why skipped."""
+    found: list[ExpertRuleRecord] = []
+    for name, rule in EXPERT_RULES.items():
+        result = run_rule(export, name, RuleOptions(rows=-1))
+        keys = [key for _, key, _ in rule.columns if key != "row"]
+        top = result.table[keys].head(TOP_ROWS) if result.error is None else pd.DataFrame()
+        found.append(
+            {
+                "rule": name,
+                "title": rule.title,
+                "rows": len(result.table),
+                "skipped": None if result.error is None else result.error.replace(str(export.path), export.path.name),
+                "top": [{str(k): _plain(v) for k, v in row.items()} for row in top.to_dict("records")],
+            }
+        )
+    return found
+
+
+def _plain(value: object) -> int | float | str | None:
+    """A table value as JSON writes it (numpy scalars to Python, NaN to None)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value if isinstance(value, int | float | str) else str(value)
