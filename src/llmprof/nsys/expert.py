@@ -54,16 +54,18 @@ def _gpu_tables(export: Export) -> list[str]:
     return tables
 
 
-def _int_columns(export: Export, sql: str) -> list[np.ndarray]:
-    """The columns of ``sql`` as int64 arrays (a NULL as 0), read in batches."""
-    batches = list(export.arrow_batches(sql))
-    width = batches[0].num_columns if batches else 3
-    return [
-        np.concatenate([b.column(i).fill_null(0).to_numpy().astype(np.int64) for b in batches])
-        if batches
-        else np.empty(0, np.int64)
-        for i in range(width)
-    ]
+def _int_columns(export: Export, select: str, where: str, table: str) -> list[np.ndarray]:
+    """``select`` from ``table`` as int64 arrays (a NULL as 0), filled batch by batch into arrays sized
+    by a count first, so the rows are held once."""
+    count = int(export.scalar(f"SELECT count(*) FROM {table} t WHERE {where}"))
+    width = select.count(",") + 1
+    columns = [np.empty(count, np.int64) for _ in range(width)]
+    filled = 0
+    for batch in export.arrow_batches(f"SELECT {select} FROM {table} t WHERE {where}"):
+        for column, values in zip(columns, batch.columns):
+            column[filled : filled + len(batch)] = values.fill_null(0).to_numpy()
+        filled += len(batch)
+    return [column[:filled] for column in columns]
 
 
 def gpu_operations_by_device(export: Export) -> Iterator[DeviceOperations]:
@@ -83,8 +85,9 @@ def gpu_operations_by_device(export: Export) -> Iterator[DeviceOperations]:
         parts = [
             _int_columns(
                 export,
-                f'SELECT start, "end", {column_or_null(export, table, "contextId", "0")} FROM {table} t '
-                f"WHERE start > 0 AND deviceId = {device} AND {pid} = {process}",
+                f't.start, t."end", {column_or_null(export, table, "contextId", "0")}',
+                f"t.start > 0 AND t.deviceId = {device} AND {pid.replace('globalPid', 't.globalPid')} = {process}",
+                table,
             )
             for table in tables
         ]
