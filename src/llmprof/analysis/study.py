@@ -335,7 +335,7 @@ def idle_trend(study: StudyResults) -> Iterator[Observation]:
             f"({title_basis})",
             f"{evidence_basis}: {shares}{beside}.",
             "Where idle stays high at the largest setting, the host side (scheduling, sampling, Python) bounds "
-            "throughput: look at the CPU with --sample=cpu.",
+            "throughput: look at the CPU with nsys --sample=process-tree.",
         )
 
 
