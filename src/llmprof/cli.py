@@ -17,6 +17,7 @@ import click
 
 from llmprof.common.errors import InputError, LlmprofError
 from llmprof.common.outputs import refuse_existing, staged_file
+from llmprof.common.progress import enable_bars
 from llmprof.common.version import __version__
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -32,6 +33,7 @@ def _setup_logging(log_file: Path | None, quiet: bool) -> None:
         handlers.append(logging.FileHandler(log_file, mode="w"))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    enable_bars(sys.stderr.isatty() and not quiet)  # a terminal gets bars; logs get periodic lines with totals
 
 
 def _record_in_log_file(message: str) -> None:
@@ -175,7 +177,7 @@ def extract(
                 raise click.BadParameter(f"{item!r}: expected NAME=REGEX", param_hint="--category")
             patterns[name] = pattern
     metrics = run_extract(
-        sqlite, out, categories=patterns, record=record, baseline=baseline, force=force, progress=sys.stderr.isatty()
+        sqlite, out, categories=patterns, record=record, baseline=baseline, force=force, progress=True
     )
     tables: dict[str, int] = metrics["tables"]
     log.info("%s: %s", out, ", ".join(f"{k} {v}" for k, v in tables.items()))

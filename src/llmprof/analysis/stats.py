@@ -17,7 +17,7 @@ import math
 import tempfile
 import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar, cast
@@ -29,6 +29,7 @@ from llmprof.analysis.grouped import GroupedValues, sqlite_round
 from llmprof.analysis.launches import LaunchResults, launch_results
 from llmprof.analysis.projection import nvtx_gpu_projection_summary
 from llmprof.common.errors import ConfigError
+from llmprof.common.progress import Progress
 from llmprof.nsys import events
 from llmprof.nsys.events import DataAbsent
 from llmprof.nsys.export import Export, open_export
@@ -519,4 +520,8 @@ def run_reports(sqlite: str | Path, spec: str, fmt: str = "csv") -> list[ReportO
     reports = select_reports(spec)
     with open_export(sqlite) as export, ThreadPoolExecutor(max_workers=min(len(reports), 8) or 1) as pool:
         scans = SharedScans(export)
-        return list(pool.map(lambda report: one(report, scans), reports))
+        futures = [pool.submit(one, report, scans) for report in reports]
+        with Progress("stats", len(reports), "reports") as counter:
+            for _ in as_completed(futures):
+                counter.advance()
+        return [future.result() for future in futures]
