@@ -90,7 +90,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("sqlite", type=click.Path(path_type=Path))
+@click.argument("sqlite", metavar="EXPORT", type=click.Path(path_type=Path))
 @click.option(
     "-r",
     "--report",
@@ -105,17 +105,25 @@ def main() -> None:
     type=click.Choice(["csv", "table"]),
     default="table",
     show_default=True,
-    help="csv prints what `nsys stats --format csv --timeunit ns` prints.",
+    help="csv prints what `nsys stats --format csv` prints.",
+)
+@click.option(
+    "--timeunit",
+    type=click.Choice(["ns", "us", "ms", "s", "nsec", "usec", "msec", "sec"]),
+    default="ns",
+    show_default=True,
+    help="The unit of time columns, as nsys stats --timeunit: values scaled, headers say the unit.",
 )
 @out_option("Write PREFIX_<report>.csv (or .txt) instead of printing.", required=False)
 @common_options
-def stats(sqlite: Path, reports: str, fmt: str, out: Path | None, force: bool) -> None:
-    """nsys stats without nsys: summary reports of an SQLite export.
+def stats(sqlite: Path, reports: str, fmt: str, timeunit: str, out: Path | None, force: bool) -> None:
+    """nsys stats without nsys: summary reports of an SQLite export (or of an .nsys-rep, exported with nsys).
 
     A report whose data is absent is announced as SKIPPED (as nsys does) and is not an error.
     """
     from llmprof.analysis.stats import run_reports, select_reports
     from llmprof.common.outputs import write_text_files
+    from llmprof.nsys.convert import readable_export
 
     def target(name: str) -> Path:
         return Path(f"{out}_{name}.{'csv' if fmt == 'csv' else 'txt'}")
@@ -124,7 +132,9 @@ def stats(sqlite: Path, reports: str, fmt: str, out: Path | None, force: bool) -
         for report in select_reports(reports):
             refuse_existing(target(report.name), force, "stats")
     written: dict[Path, str] = {}
-    for result in run_reports(sqlite, reports, fmt):
+    with readable_export(sqlite) as export:
+        results = run_reports(export, reports, fmt, timeunit)
+    for result in results:
         name = result.report.name
         if result.text is None:
             click.echo(f"SKIPPED: {result.skipped}", err=True)
@@ -165,8 +175,10 @@ def export(report: Path, out: Path, nsys: str, force: bool) -> None:
 def extract(
     sqlite: Path, out: Path, categories: tuple[str, ...], record: Path | None, baseline: Path | None, force: bool
 ) -> None:
-    """Extract typed Parquet tables, nsys-equal summaries and metrics from an SQLite export."""
+    """Extract typed Parquet tables, nsys-equal summaries and metrics from an SQLite export (or an .nsys-rep,
+    exported with nsys)."""
     from llmprof.analysis.extract import extract as run_extract
+    from llmprof.nsys.convert import readable_export
 
     patterns = None
     if categories:
@@ -176,9 +188,10 @@ def extract(
             if not sep:
                 raise click.BadParameter(f"{item!r}: expected NAME=REGEX", param_hint="--category")
             patterns[name] = pattern
-    metrics = run_extract(
-        sqlite, out, categories=patterns, record=record, baseline=baseline, force=force, progress=True
-    )
+    with readable_export(sqlite) as export:
+        metrics = run_extract(
+            export, out, categories=patterns, record=record, baseline=baseline, force=force, progress=True
+        )
     tables: dict[str, int] = metrics["tables"]
     log.info("%s: %s", out, ", ".join(f"{k} {v}" for k, v in tables.items()))
 

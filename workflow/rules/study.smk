@@ -1,6 +1,18 @@
+rule write_study_manifest:
+    output:
+        STUDY.manifest,
+    log:
+        STUDY.log("write_study_manifest"),
+    params:
+        manifest=get_study_manifest(),
+    shell:
+        "printf '%s\\n' {params.manifest} > {output:q} 2> {log:q}"
+
+
 rule compare_runs:
     input:
         unpack(get_study_inputs),
+        manifest=STUDY.manifest,
     output:
         html=report(
             STUDY.report_html,
@@ -15,7 +27,6 @@ rule compare_runs:
     benchmark:
         STUDY.benchmark("compare_runs")
     params:
-        manifest=get_study_manifest(),
         out=subpath(output.html, parent=True),
     shell:
-        "llmprof study --manifest {params.manifest} -o {params.out:q} --force --log {log:q}"
+        "llmprof study --manifest {input.manifest:q} -o {params.out:q} --force --log {log:q}"

@@ -17,12 +17,13 @@ from typing import NamedTuple, cast
 
 import pandas as pd
 import pyarrow as pa
+import yaml
 
 from llmprof.analysis.categories import CATEGORY_ORDER
 from llmprof.analysis.findings import Finding, Observation, Rule, pct, profiler_overhead, run_rules
 from llmprof.analysis.metrics import records
 from llmprof.analysis.timing import iteration_timing
-from llmprof.common.errors import InputError
+from llmprof.common.errors import InputError, brief
 from llmprof.common.records import ManifestEntry, RunRecord, load_metrics, load_run_record, shape_problem
 
 #: Run parameters compared across runs, from the run record's settings (in this order).
@@ -97,17 +98,26 @@ class RunEntry:
         )
 
 
-def load_manifest(text: str) -> list[RunEntry]:
-    """Runs of a study from JSON: a list of {run, extract, record?, baseline?, logs?, sweep?}."""
+def load_manifest(source: str) -> list[RunEntry]:
+    """Runs of a study from a manifest file (YAML or JSON): a list of {run, extract, record?, baseline?, logs?,
+    sweep?}. Inline JSON (text starting with ``[`` or ``{``) is read as the manifest itself."""
+    where = "study manifest"
+    text = source
+    if source.lstrip()[:1] not in ("[", "{"):
+        where = f"{source}: study manifest"
+        try:
+            text = Path(source).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{where} cannot be read ({brief(exc)})") from exc
     try:
-        items = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"study manifest: not valid JSON ({exc})") from exc
+        items = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{where}: not valid JSON or YAML ({brief(exc)})") from exc
     if not isinstance(items, list) or not items:
-        raise InputError("study manifest: expected a non-empty list of runs")
+        raise InputError(f"{where}: expected a non-empty list of runs")
     problem = shape_problem(items, list[ManifestEntry])
     if problem is not None:
-        raise InputError(f"study manifest: {problem}; each run needs at least run and extract")
+        raise InputError(f"{where}: {problem}; each run needs at least run and extract")
     return [RunEntry.from_dict(i) for i in cast(list[ManifestEntry], items)]
 
 
