@@ -160,7 +160,7 @@ def export(report: Path, out: Path, nsys: str, force: bool) -> None:
 
 
 @main.command()
-@click.argument("sqlite", type=click.Path(path_type=Path))
+@click.argument("sqlite", metavar="EXPORT", type=click.Path(path_type=Path))
 @out_option("The folder to write the Parquet tables and metrics.json into.")
 @click.option(
     "--category",

@@ -10,6 +10,7 @@ study's report and figures are drawn by :mod:`llmprof.render.study`.
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +58,8 @@ STUDY_SCHEMA = pa.schema(
         pa.field("output_tok_per_s_traced", pa.float64()),
         pa.field("output_tok_per_s_untraced", pa.float64()),
         pa.field("profiler_overhead", pa.float64()),
-        pa.field("mean_iteration_latency_s", pa.float64()),
+        pa.field("mean_iteration_latency_s", pa.float64()),  # under nsys
+        pa.field("mean_iteration_latency_s_untraced", pa.float64()),  # the same workload without nsys
         pa.field("kernel_count", pa.int64()),
         pa.field("kernel_time_ns", pa.int64()),
         pa.field("iteration_overhead", pa.float64()),  # traced / untraced median iteration latency - 1
@@ -161,6 +163,8 @@ def _record_columns(traced: RunRecord | None, untraced: RunRecord | None) -> dic
         row["mean_iteration_latency_s"] = sum(latencies) / len(latencies) if latencies else None
     if untraced is not None:
         row["output_tok_per_s_untraced"] = untraced["output_tokens_per_s"]
+        untraced_latencies = [i["latency_s"] for i in untraced["iterations"]]
+        row["mean_iteration_latency_s_untraced"] = statistics.fmean(untraced_latencies) if untraced_latencies else None
     if traced is not None and untraced is not None:
         row["profiler_overhead"] = profiler_overhead(traced, untraced)
     return row
