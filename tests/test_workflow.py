@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,11 @@ from conftest import ROOT, demo_args, snakemake
 from llmprof.common import config as llmprof_config
 from llmprof.common.errors import ConfigError
 from llmprof.common.layout import RESULTS, STUDY, ModelPaths, RunPaths, nsys_report, run_records, sqlite_export
+from llmprof.render.figures import FIGURES, STUDY_FIGURES
 
 JOB = re.compile(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)", re.MULTILINE)
 PLANNED_FIELDS = ("input", "output", "log", "benchmark")
+DEMO_RUNS = ("llama1b-bs1", "llama1b-bs16")
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,7 @@ def test_documented_layout_is_the_layout() -> None:
         assert path in names or any(name.startswith(f"{path}/") for name in names), path
 
 
-def test_demo_runs_end_to_end(demo_study: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
+def test_demo_runs_end_to_end(demo_study: Path, cli_env: dict[str, str]) -> None:
     run = demo_study / "results" / "llama1b-bs16"
     assert (demo_study / "results" / "llama1b-bs1" / "report" / "report.html").exists()
     assert (run / "report" / "report.html").exists() and (run / "figures" / "timeline.svg").exists()
@@ -137,9 +141,43 @@ def test_demo_runs_end_to_end(demo_study: Path, cli_env: dict[str, str], tmp_pat
     assert "5,843 output tok/s" in report and "Profiler overhead" in report and "Prefill and decode" in report
     again = snakemake([*demo_args(demo_study), "-n"], cli_env, demo_study, project=demo_study)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def report_entries(archive: Path) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """The results a Snakemake report zip lists (path → name, caption, labels, data_uri) and its members."""
+    with zipfile.ZipFile(archive) as bundle:
+        members = set(bundle.namelist())
+        page = next(name for name in members if name.count("/") == 1 and name.endswith("/report.html"))
+        text = bundle.read(page).decode()
+    listed = re.search(r"var results = (\{.*?\});\n", text, re.DOTALL)
+    assert listed is not None, "no results in the report"
+    return json.loads(listed.group(1)), {name.split("/", 1)[1] for name in members}
+
+
+def _words(caption: str) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", caption)).split())
+
+
+def test_the_report_zip_shows_every_figure_with_its_caption(
+    demo_study: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Every figure of every run and of the study is in the bundle, each with a caption saying what it shows."""
     zipped = [*demo_args(demo_study), "--report", str(tmp_path / "report.zip")]
-    report = snakemake(zipped, cli_env, demo_study, project=demo_study)
-    assert report.returncode == 0 and (tmp_path / "report.zip").stat().st_size > 0
+    result = snakemake(zipped, cli_env, demo_study, project=demo_study)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    entries, members = report_entries(tmp_path / "report.zip")
+    expected = {
+        f"{RunPaths(run).figures}/{name}.png": caption for run in DEMO_RUNS for name, (*_, caption) in FIGURES.items()
+    }
+    expected |= {f"{STUDY.figures}/{name}.png": caption for name, (*_, caption) in STUDY_FIGURES.items()}
+    expected |= {RunPaths(run).report_html: "Report of run" for run in DEMO_RUNS} | {
+        STUDY.report_html: "Study of 2 runs"
+    }
+    assert set(entries) == set(expected)
+    for path, caption in expected.items():
+        words = _words(entries[path]["caption"])
+        assert words.startswith(caption), (path, words)  # its own caption, not one shared by every figure
+        assert entries[path]["data_uri"] in members, path
 
 
 def test_a_copied_project_reruns_nothing(demo_study: Path, cli_env: dict[str, str], tmp_path: Path) -> None:

@@ -20,6 +20,13 @@ rule compare_runs:
             category="Study",
         ),
         markdown=STUDY.report_markdown,
+        figures=report(
+            directory(STUDY.figures),
+            patterns=["{name}.png"],
+            caption="../report/study_figures.rst",
+            category="Study",
+            labels={"figure": "{name}"},
+        ),
         table=STUDY.runs_table,
         findings=STUDY.findings,
     log:

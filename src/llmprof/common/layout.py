@@ -110,6 +110,10 @@ class StudyPaths:
         return f"{self.folder}/report.md"
 
     @property
+    def figures(self) -> str:
+        return f"{self.folder}/figures"
+
+    @property
     def runs_table(self) -> str:
         return f"{self.folder}/runs.parquet"
 
