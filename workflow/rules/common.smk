@@ -5,13 +5,16 @@ import os
 import shlex
 
 from llmprof.common import layout
-from llmprof.common.config import expand_sweeps, validate_file_config
+from llmprof.common.config import container_image, expand_sweeps, validate_file_config
 from llmprof.common.layout import STUDY, ModelPaths, RunPaths
 
 
 # The schema in config/schema.yaml; defaults are filled per stage by llmprof. Errors name the file and line.
 validate_file_config(config, (workflow.overwrite_configfiles or workflow.configfiles or ["config/config.yaml"])[-1])
 config.update(expand_sweeps(config))
+
+#: The conda environment of the CPU-side rules (`--sdm conda`); export, profile and baseline need the container.
+CPU_ENV = "../envs/llmprof.yaml"
 
 RUNS = sorted(config["runs"])
 MODELS = sorted(config.get("models", {}))
@@ -32,6 +35,10 @@ PROJECT = os.path.relpath(workflow.basedir)
 def project_path(path):
     """A config path, relative paths taken from the project root."""
     return layout.project_file(PROJECT, path)
+
+
+def get_container_image():
+    return container_image(config)
 
 
 def run_config(run):

@@ -35,5 +35,7 @@ rule compare_runs:
         STUDY.benchmark("compare_runs")
     params:
         out=subpath(output.html, parent=True),
+    conda:
+        CPU_ENV
     shell:
         "llmprof study --manifest {input.manifest:q} -o {params.out:q} --force --log {log:q}"
