@@ -470,7 +470,12 @@ def _named_launches(run: RunResults) -> str:
 
 
 def launch_bound_steps(run: RunResults) -> Iterator[Observation]:
-    """The host's launching is the step's critical path; the kernels launched outside CUDA graphs are named."""
+    """The host's launching is the step's critical path; the kernels launched outside CUDA graphs are named.
+
+    Silent when graphs were traced whole: their kernels are missing, so the GPU side would look too short.
+    """
+    if _graphs_whole(run):
+        return
     steps = run.metrics["steps"]
     margin = steps["critical_margin"]
     if steps["critical_path"] != "host" or margin is None or margin < LAUNCH_BOUND_MARGIN:

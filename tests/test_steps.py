@@ -1,0 +1,171 @@
+"""Iterations without markers and launch-bound steps, on real exports.
+
+The hook-mode samples carry vLLM's own range per engine step: hiding them and finding the steps
+from the kernel sequence alone must give the same steps. The in-process capture marks only its
+three generate calls (``iteration k``), of 64 steps each (one per output token). Public exports
+whose kernels do not repeat must get no steps, not invented ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from llmprof.analysis import findings as rules
+from llmprof.analysis.findings import RULES, RunResults
+from llmprof.analysis.iterations import MIN_STEADY_STEPS, STEPS, Waits, critical_paths
+from llmprof.analysis.steps import (
+    MIN_MATCH,
+    iteration_windows,
+    kernel_sequence_windows,
+    sequence_period,
+    step_range_windows,
+    step_windows,
+)
+from llmprof.common.records import Metrics, load_metrics
+
+DEMO = "vllm_inproc_h100_3iter/vllm"
+HOOK = ("samples/vllm-llama1b-bs1", "samples/vllm-llama1b-bs16")
+#: Exports whose kernel sequence does not repeat (or that hold too few kernels to tell).
+NO_REPEAT = ("nsys2020_no_enum_tables/cupy", "nsys2020_no_enum_tables/numba-jit",
+             "nsys2022_nested_nvtx_no_memcpy_enum/nsys_profile", "nsys2026_newest_schema/mock")
+RULE = {rule.id: rule for rule in RULES}
+
+
+def _projected_step_ranges(stage: Path) -> tuple[np.ndarray, np.ndarray]:
+    """vLLM's step ranges as nsys projects them onto the GPU (start and end of the work they launched)."""
+    frame = pq.read_table(stage / "nvtx_gpu.parquet").to_pandas()
+    steps = frame[frame["name"].str.contains("execute_context_")].sort_values("proj_start_ns")
+    return steps["proj_start_ns"].to_numpy("int64"), steps["proj_end_ns"].to_numpy("int64")
+
+
+@pytest.mark.parametrize("capture", HOOK)
+def test_steps_found_from_kernels_match_vllm_step_ranges(capture: str, extracted: dict[str, Path]) -> None:
+    stage = extracted[capture]
+    found, _ = kernel_sequence_windows(stage)  # the step ranges hidden: kernels only
+    starts, ends = _projected_step_ranges(stage)
+    detected = found[0]
+    assert detected.method == "kernel_sequence"
+    assert len(detected.start_ns) == len(starts) > 60
+    assert np.all((detected.start_ns >= starts) & (detected.start_ns <= ends))  # each inside its own range
+    ranged = step_range_windows(stage)[0]
+    assert np.array_equal(ranged.start_ns, starts)
+    assert ranged.phase[0] == "prefill" and ranged.phase.count("decode") >= 55
+    # Steps end at the same kernel both ways, except where the next step's first kernels run ahead of the
+    # kernel that opens steps (a prefill, a block-table write): the detected step then keeps them.
+    same_end = detected.end_ns == ranged.end_ns
+    assert same_end.mean() >= 0.85
+    assert np.all(detected.end_ns[~same_end] > ranged.end_ns[~same_end])
+
+
+def test_in_process_steps_fall_64_to_each_marked_iteration(extracted: dict[str, Path]) -> None:
+    stage = extracted[DEMO]
+    windows = step_windows(stage)
+    assert windows.method == "kernel_sequence"
+    detection = windows.devices[0].detection
+    assert detection is not None and detection.period == 212 and detection.match is not None
+    assert detection.match > 0.9 and windows.devices[0].confidence == "high"
+    steps = pq.read_table(stage / "steps.parquet").to_pandas()
+    assert steps["iteration"].value_counts().sort_index().to_dict() == {0: 64, 1: 64, 2: 64}
+    first = steps.groupby("iteration").head(1)
+    assert (first["graph_launches"] > 1).all() and not first["steady"].any()  # prefill: graph pieces, not steady
+
+
+@pytest.mark.parametrize("capture", NO_REPEAT)
+def test_no_steps_invented_where_kernels_do_not_repeat(capture: str, extracted: dict[str, Path]) -> None:
+    stage = extracted[capture]
+    assert iteration_windows(stage) == {}
+    m = load_metrics(stage)
+    assert m["steps"]["method"] == "none" and m["steps"]["steps"] == 0
+    assert all(d["reason"] for d in m["steps"]["devices"])
+    assert pq.read_table(stage / "steps.parquet").schema.equals(STEPS)
+    found = RULE["few_steady_steps"].apply(RunResults(m))
+    assert [f.title for f in found] == ["No repeating iteration found: no per-iteration numbers"]
+
+
+def test_iteration_windows_per_device(extracted: dict[str, Path]) -> None:
+    windows = iteration_windows(extracted["nsys2026_two_gpus_nccl/mfu_2gpu_before"])
+    assert sorted(windows) == [0, 1]
+    for start, end in windows.values():
+        assert len(start) == len(end) == 17
+        assert np.all(start < end) and np.all(end[:-1] <= start[1:])  # in time order, not overlapping
+
+
+def test_sequence_period() -> None:
+    step = np.array([5, 1, 2, 3, 1, 2, 3, 4])  # a step of 8 kernels that repeats a 3-kernel motif inside
+    assert sequence_period(np.tile(step, 10)) == (8, 1.0)
+    assert sequence_period(np.arange(30)) == (1, 0.0)
+    assert sequence_period(np.array([1, 2])) is None
+    rng = np.random.default_rng(0)
+    period = sequence_period(rng.integers(0, 20, 3000))
+    assert period is not None and period[1] < MIN_MATCH
+
+
+def test_critical_path_and_margin() -> None:
+    path, margin = critical_paths(np.array([300, 100, 0]), np.array([100, 200, 0]), np.array([0, 50, 0]))
+    assert path.tolist() == ["host", "gpu", "host"]
+    assert margin.tolist() == pytest.approx([2 / 3, 0.5, 0.0])
+
+
+def test_time_waiting_on_the_gpu_is_not_host_work() -> None:
+    waits = Waits(np.array([7]), np.array([7, 7, 8]), np.array([10, 50, 10]), np.array([20, 60, 90]))
+    blocked = waits.blocked(np.array([0, 0, 0]), np.array([0, 15, 0]), np.array([30, 55, 100]))
+    assert blocked.tolist() == [10, 0, 20]  # whole waits inside the gap only; thread 8's wait is another's
+
+
+def test_demo_steps_launch_outside_graphs(extracted: dict[str, Path]) -> None:
+    steps = load_metrics(extracted[DEMO])["steps"]
+    per = steps["per_step"]
+    assert (per["kernels"], per["graph_kernels"], per["launch_calls"], per["graph_launches"]) == (212, 193, 20, 1)
+    assert per["nongraph_kernels"] == 19
+    assert steps["steady_steps"] == 177 and steps["critical_path"] == "host"
+    assert per["host_ns"] > 1.5 * per["gpu_ns"] and per["host_ns"] > per["host_between_ns"] > per["host_launch_ns"]
+    assert per["nongraph_host_ns"] > 10 * per["nongraph_kernel_ns"]  # launching them costs far more than running
+    names = [c["name"] for c in steps["nongraph_launches"]]
+    assert {"_post_update_kernel", "_prepare_pos_seq_lens_kernel", "_gumbel_sample_kernel"} <= set(names[:5])
+    assert sum(c["per_step"] for c in steps["nongraph_launches"]) == 12  # the top 10 names: 12 of the 19 launches
+    latency = steps["latency"]
+    assert latency is not None and 2.5e6 < latency["median_ns"] < 3.5e6
+
+
+@pytest.fixture
+def m(extracted: dict[str, Path]) -> Metrics:
+    return load_metrics(extracted[DEMO])
+
+
+def test_launch_bound_steps(m: Metrics) -> None:
+    (found,) = RULE["launch_bound_steps"].apply(RunResults(m))
+    assert found.title.startswith("Steps launch-bound: host ")
+    assert found.title.endswith("; 19 kernels per step launched outside CUDA graphs")
+    assert "_post_update_kernel ×1.0/step" in found.evidence and "µs host per launch" in found.evidence
+    assert found.numbers["nongraph_kernels_per_step"] == 19 and found.confidence == "medium"
+    assert found.thresholds == {"critical_margin": rules.LAUNCH_BOUND_MARGIN}
+    m["steps"]["critical_margin"] = rules.LAUNCH_BOUND_MARGIN
+    assert RULE["launch_bound_steps"].apply(RunResults(m))
+    m["steps"]["critical_margin"] = rules.LAUNCH_BOUND_MARGIN - 0.001
+    assert not RULE["launch_bound_steps"].apply(RunResults(m))
+
+
+@pytest.mark.parametrize("capture", ["nsys2026_two_gpus_nccl/mfu_2gpu_before", "nsys2024_cloverleaf_a100/"
+                                     "perlmutter-cloverleaf-cuda", "nsys2026_two_gpus_weight_load/h100_2gpu_1s"])
+def test_launch_bound_steps_silent_where_the_gpu_or_nothing_known_bounds_steps(
+    capture: str, extracted: dict[str, Path]
+) -> None:
+    m = load_metrics(extracted[capture])
+    assert m["steps"]["critical_path"] != "host"
+    assert not RULE["launch_bound_steps"].apply(RunResults(m))
+
+
+def test_few_steady_steps(m: Metrics, extracted: dict[str, Path]) -> None:
+    assert not RULE["few_steady_steps"].apply(RunResults(m))
+    m["steps"]["steady_steps"] = MIN_STEADY_STEPS
+    assert not RULE["few_steady_steps"].apply(RunResults(m))
+    m["steps"]["steady_steps"] = MIN_STEADY_STEPS - 1
+    (found,) = RULE["few_steady_steps"].apply(RunResults(m))
+    assert found.title == "Only 2 steady iteration(s) captured" and found.numbers["steady_steps"] == 2
+    graphs = load_metrics(extracted["nsys2025_cuda_graphs/nsight-2025.5.2"])  # 3 kernels: 2 steady steps
+    (found,) = RULE["few_steady_steps"].apply(RunResults(graphs))
+    assert found.severity == "warning" and found.numbers == {"steady_steps": 2, "steps": 3}
