@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from llmprof.analysis import findings as rules
+from llmprof.analysis import steps as steps_module
 from llmprof.analysis.findings import RULES, RunResults
 from llmprof.analysis.iterations import MIN_STEADY_STEPS, STEPS, Waits, critical_paths
 from llmprof.analysis.steps import (
@@ -169,3 +170,20 @@ def test_few_steady_steps(m: Metrics, extracted: dict[str, Path]) -> None:
     graphs = load_metrics(extracted["nsys2025_cuda_graphs/nsight-2025.5.2"])  # 3 kernels: 2 steady steps
     (found,) = RULE["few_steady_steps"].apply(RunResults(graphs))
     assert found.severity == "warning" and found.numbers == {"steady_steps": 2, "steps": 3}
+
+
+def test_a_sample_from_the_middle_finds_the_same_steps(
+    extracted: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large captures are sampled in their middle: the steps found must not depend on it. Mid-capture, the GPU
+    idles before the CUDA graph about as long as between steps (the graph launch call is slow), so the step's
+    opening kernel is the one the host launches first after waiting for the previous step's results."""
+    stage = extracted[DEMO]
+    whole, _ = kernel_sequence_windows(stage)
+    monkeypatch.setattr(steps_module, "SAMPLE", 2048)
+    sampled, detections = kernel_sequence_windows(stage)
+    opening = whole[0].detection
+    assert opening is not None and opening.signature is not None
+    assert opening.signature.startswith("void <unnamed>::elementwise_kernel_with_index<int, at::native::arange")
+    assert detections[0].kernels == 2048 and detections[0].signature == opening.signature
+    assert np.array_equal(sampled[0].start_ns, whole[0].start_ns) and len(sampled[0].start_ns) == 192

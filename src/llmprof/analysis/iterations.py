@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from llmprof.analysis.grouped import int_column
@@ -187,11 +188,19 @@ class StepTotals:
         return out
 
     def name_codes(self, names: pa.Array) -> np.ndarray:
-        """A code per kernel short name, the same across batches."""
-        values = names.to_numpy(zero_copy_only=False)
-        codes, uniques = pd.factorize(values, use_na_sentinel=False)
-        mapped = np.array([self.names.setdefault(str(u), len(self.names)) for u in uniques], dtype="int32")
-        return mapped[codes] if len(codes) else np.zeros(0, "int32")
+        """A code per kernel short name, the same across batches (from the batch's dictionary, once per name)."""
+        encoded = names if pa.types.is_dictionary(names.type) else pc.dictionary_encode(names)
+        mapped = np.array([self.names.setdefault(str(v), len(self.names)) for v in encoded.dictionary.to_pylist()]
+                          + [self.names.setdefault("None", len(self.names))], dtype="int32")
+        codes: np.ndarray = mapped[int_column(encoded.indices, len(mapped) - 1)]
+        return codes
+
+
+def _is_communication(categories: pa.Array) -> np.ndarray:
+    """Whether each kernel's category is communication (dictionary-encoded column: one comparison per value)."""
+    encoded = categories if pa.types.is_dictionary(categories.type) else pc.dictionary_encode(categories)
+    chosen = np.flatnonzero(np.asarray(encoded.dictionary.to_pylist(), dtype=object) == "communication")
+    return np.isin(int_column(encoded.indices), chosen)
 
 
 def _add_batch(totals: StepTotals, calls: LaunchCalls, batch: pa.RecordBatch) -> None:
@@ -203,8 +212,7 @@ def _add_batch(totals: StepTotals, calls: LaunchCalls, batch: pa.RecordBatch) ->
     size = len(totals.sums["kernels"])
     graph = batch.column("graph_node_id").is_valid().to_numpy(zero_copy_only=False)[inside]
     duration = int_column(batch.column("duration_ns"))[inside]
-    category = batch.column("category").to_numpy(zero_copy_only=False)[inside]
-    communication = category == "communication"
+    communication = _is_communication(batch.column("category"))[inside]
     for name, weights, mask in (("kernels", None, None), ("graph_kernels", None, graph),
                                 ("kernel_ns", duration, None), ("graph_kernel_ns", duration, graph),
                                 ("communication_ns", duration, communication)):

@@ -101,17 +101,47 @@ def _sample(stage: Path) -> dict[int, pd.DataFrame]:
         half = int((high - low) * SAMPLE / rows) // 2
         low, high = (low + high) // 2 - half, (low + high) // 2 + half
     parts = []
-    for batch in kernel_batches(stage, ["device_id", "start_ns", "end_ns", "name"]):
+    for batch in kernel_batches(stage, ["device_id", "start_ns", "end_ns", "name", "pid", "correlation_id"]):
         start = int_column(batch.column("start_ns"))
         keep = np.flatnonzero((start >= low) & (start <= high))
         if len(keep):
             parts.append(batch.take(pa.array(keep)).to_pandas())
     frame = pd.concat(parts) if parts else pd.DataFrame()
     frame["name"] = frame["name"].astype(str)
+    frame["after_wait"] = np.isin(_key(frame["pid"], frame["correlation_id"]), _launches_after_wait(stage, high))
     return {
         int(str(device)): part.sort_values(["start_ns", "end_ns"], kind="stable").head(SAMPLE)
         for device, part in frame.groupby("device_id", sort=True)
     }
+
+
+def _key(pid: pd.Series | np.ndarray, correlation: pd.Series | np.ndarray) -> np.ndarray:
+    """(process, correlation id) as one int64: the key joining a kernel to its launch call."""
+    pids = np.asarray(pid, dtype="float64")
+    correlations = np.asarray(correlation, dtype="float64")
+    known = ~(np.isnan(pids) | np.isnan(correlations))
+    keys = (np.where(known, pids, -1).astype("int64") << 32) | (np.where(known, correlations, 0).astype("int64")
+                                                                 & 0xFFFFFFFF)
+    return np.where(known, keys, -1)
+
+
+def _launches_after_wait(stage: Path, until: int) -> np.ndarray:
+    """Keys of the launch calls (until ``until`` ns) that a thread made first after waiting on the GPU
+    (a synchronize call or a synchronous copy): where the host starts a step once the last one is read back."""
+    parts = []
+    columns = ["pid", "tid", "start_ns", "correlation_id", "kind", "name"]
+    for batch in pq.ParquetFile(stage / "cuda_api.parquet").iter_batches(columns=columns, batch_size=READ_ROWS):
+        frame = batch.to_pandas()
+        name = frame["name"].astype(str)
+        waits = ((frame["kind"] == "sync") & name.str.contains("Synchronize")) | (
+            (frame["kind"] == "memcpy") & ~name.str.contains("Async"))
+        launches = frame["kind"].isin(["launch", "graph"])
+        parts.append(frame.assign(wait=waits)[(waits | launches) & (frame["start_ns"] <= until)])
+    calls = pd.concat(parts) if parts else pd.DataFrame(columns=[*columns, "wait"])
+    calls = calls.sort_values(["pid", "tid", "start_ns"], kind="stable")
+    same_thread = (calls["pid"].diff() == 0) & (calls["tid"].diff() == 0)
+    first = ~calls["wait"] & same_thread & calls["wait"].shift(1, fill_value=False).astype(bool)
+    return np.unique(_key(calls["pid"][first], calls["correlation_id"][first]))
 
 
 def sequence_period(codes: np.ndarray) -> tuple[int, float] | None:
@@ -138,7 +168,8 @@ def gaps_before(start: np.ndarray, end: np.ndarray) -> np.ndarray:
 
 
 def signature_kernel(sample: pd.DataFrame, period: int) -> str | None:
-    """The kernel that opens each step: once per period, after the largest gaps (None: no kernel fits)."""
+    """The kernel that opens each step: once per period, most often the first launched after the host waited
+    on the GPU, and then after the largest gaps (None: no kernel fits)."""
     codes, names = pd.factorize(sample["name"], sort=True)
     gaps = gaps_before(sample["start_ns"].to_numpy("int64"), sample["end_ns"].to_numpy("int64"))
     periods = len(codes) / period
@@ -146,8 +177,10 @@ def signature_kernel(sample: pd.DataFrame, period: int) -> str | None:
     fits = np.flatnonzero(np.abs(counts - periods) <= SIGNATURE_SLACK * periods)
     if not len(fits):
         return None
+    after_wait = sample["after_wait"].to_numpy(dtype=bool)
+    score = np.array([after_wait[codes == code].mean() for code in fits])
     median_gap = np.array([np.median(gaps[codes == code]) for code in fits])
-    return str(names[fits[int(np.argmax(median_gap))]])
+    return str(names[fits[np.lexsort((median_gap, score))[-1]]])
 
 
 def detect(device: int, sample: pd.DataFrame) -> Detection:
