@@ -25,6 +25,7 @@ from llmprof.analysis.steps import (
     sequence_period,
     step_range_windows,
     step_windows,
+    waits_on_gpu,
 )
 from llmprof.common.records import Metrics, load_metrics
 
@@ -75,6 +76,15 @@ def test_in_process_steps_fall_64_to_each_marked_iteration(extracted: dict[str, 
     assert (first["graph_launches"] > 1).all() and not first["steady"].any()  # prefill: graph pieces, not steady
 
 
+def test_hook_mode_steps_fall_32_to_each_iteration_of_the_driver(extracted: dict[str, Path]) -> None:
+    """The driver's ``iteration k`` ranges launch nothing (the engine is another process): their host spans
+    group the engine's steps, one per output token (32)."""
+    steps = pq.read_table(extracted["samples/vllm-llama1b-bs1"] / "steps.parquet").to_pandas()
+    assert steps["iteration"].value_counts().sort_index().to_dict() == {0: 32, 1: 32}
+    assert steps["method"].unique().tolist() == ["vllm_step_ranges"]
+    assert steps.groupby("iteration")["phase"].first().tolist() == ["prefill", "prefill"]
+
+
 @pytest.mark.parametrize("capture", NO_REPEAT)
 def test_no_steps_invented_where_kernels_do_not_repeat(capture: str, extracted: dict[str, Path]) -> None:
     stage = extracted[capture]
@@ -115,6 +125,13 @@ def test_time_waiting_on_the_gpu_is_not_host_work() -> None:
     waits = Waits(np.array([7]), np.array([7, 7, 8]), np.array([10, 50, 10]), np.array([20, 60, 90]))
     blocked = waits.blocked(np.array([0, 0, 0]), np.array([0, 15, 0]), np.array([30, 55, 100]))
     assert blocked.tolist() == [10, 0, 20]  # whole waits inside the gap only; thread 8's wait is another's
+
+
+def test_which_calls_wait_on_the_gpu() -> None:
+    kinds = np.array(["sync", "sync", "sync", "memcpy", "memcpy", "launch"], dtype=object)
+    names = np.array(["cudaEventSynchronize", "cudaEventQuery", "cudaStreamWaitEvent", "cudaMemcpy",
+                      "cudaMemcpyAsync", "cudaLaunchKernel"], dtype=object)
+    assert waits_on_gpu(kinds, names).tolist() == [True, False, False, True, False, False]
 
 
 def test_demo_steps_launch_outside_graphs(extracted: dict[str, Path]) -> None:

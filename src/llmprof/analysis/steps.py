@@ -108,40 +108,43 @@ def _sample(stage: Path) -> dict[int, pd.DataFrame]:
             parts.append(batch.take(pa.array(keep)).to_pandas())
     frame = pd.concat(parts) if parts else pd.DataFrame()
     frame["name"] = frame["name"].astype(str)
-    frame["after_wait"] = np.isin(_key(frame["pid"], frame["correlation_id"]), _launches_after_wait(stage, high))
+    keys = launch_key(frame["pid"].fillna(-1).to_numpy(), frame["correlation_id"].fillna(-1).to_numpy())
+    frame["after_wait"] = np.isin(keys, _launches_after_wait(stage, high))
     return {
         int(str(device)): part.sort_values(["start_ns", "end_ns"], kind="stable").head(SAMPLE)
         for device, part in frame.groupby("device_id", sort=True)
     }
 
 
-def _key(pid: pd.Series | np.ndarray, correlation: pd.Series | np.ndarray) -> np.ndarray:
-    """(process, correlation id) as one int64: the key joining a kernel to its launch call."""
-    pids = np.asarray(pid, dtype="float64")
-    correlations = np.asarray(correlation, dtype="float64")
-    known = ~(np.isnan(pids) | np.isnan(correlations))
-    keys = (np.where(known, pids, -1).astype("int64") << 32) | (np.where(known, correlations, 0).astype("int64")
-                                                                 & 0xFFFFFFFF)
-    return np.where(known, keys, -1)
+def launch_key(pid: np.ndarray, correlation: np.ndarray) -> np.ndarray:
+    """(process, correlation id) as one int64: the key joining a GPU operation to the call that launched it."""
+    return (pid.astype("int64") << 32) | (correlation.astype("int64") & 0xFFFFFFFF)
+
+
+def waits_on_gpu(kind: np.ndarray, name: np.ndarray) -> np.ndarray:
+    """Which CUDA calls block their thread until the GPU is done: synchronize calls and synchronous copies."""
+    names = np.asarray(name, dtype=str)
+    synchronize = (kind == "sync") & (np.char.find(names, "Synchronize") >= 0)
+    waits: np.ndarray = synchronize | ((kind == "memcpy") & (np.char.find(names, "Async") < 0))
+    return waits
 
 
 def _launches_after_wait(stage: Path, until: int) -> np.ndarray:
-    """Keys of the launch calls (until ``until`` ns) that a thread made first after waiting on the GPU
-    (a synchronize call or a synchronous copy): where the host starts a step once the last one is read back."""
+    """Keys of the launch calls (until ``until`` ns) that a thread made first after waiting on the GPU: where the
+    host starts a step once it has read the previous one back."""
     parts = []
     columns = ["pid", "tid", "start_ns", "correlation_id", "kind", "name"]
     for batch in pq.ParquetFile(stage / "cuda_api.parquet").iter_batches(columns=columns, batch_size=READ_ROWS):
         frame = batch.to_pandas()
-        name = frame["name"].astype(str)
-        waits = ((frame["kind"] == "sync") & name.str.contains("Synchronize")) | (
-            (frame["kind"] == "memcpy") & ~name.str.contains("Async"))
-        launches = frame["kind"].isin(["launch", "graph"])
-        parts.append(frame.assign(wait=waits)[(waits | launches) & (frame["start_ns"] <= until)])
+        kind = frame["kind"].to_numpy(dtype=object)
+        waits = waits_on_gpu(kind, frame["name"].to_numpy(dtype=object))
+        launches = np.isin(kind, ["launch", "graph"])
+        parts.append(frame.assign(wait=waits)[(waits | launches) & (frame["start_ns"].to_numpy() <= until)])
     calls = pd.concat(parts) if parts else pd.DataFrame(columns=[*columns, "wait"])
     calls = calls.sort_values(["pid", "tid", "start_ns"], kind="stable")
     same_thread = (calls["pid"].diff() == 0) & (calls["tid"].diff() == 0)
-    first = ~calls["wait"] & same_thread & calls["wait"].shift(1, fill_value=False).astype(bool)
-    return np.unique(_key(calls["pid"][first], calls["correlation_id"][first]))
+    first = (~calls["wait"] & same_thread & calls["wait"].shift(1, fill_value=False)).to_numpy(dtype=bool)
+    return np.unique(launch_key(calls["pid"].to_numpy()[first], calls["correlation_id"].to_numpy()[first]))
 
 
 def sequence_period(codes: np.ndarray) -> tuple[int, float] | None:
@@ -328,14 +331,27 @@ def iteration_windows(stage: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     return {device: (w.start_ns, w.end_ns) for device, w in step_windows(stage).devices.items()}
 
 
-def marked_iterations(stage: Path) -> pd.DataFrame:
-    """The workload's own ``iteration k`` ranges, projected onto the GPU: iteration, start_ns, end_ns."""
-    frame = pq.read_table(stage / "nvtx_gpu.parquet", columns=["name", "proj_start_ns", "proj_end_ns"]).to_pandas()
+def _numbered(frame: pd.DataFrame, start: str, end: str) -> pd.DataFrame:
+    """The ``iteration k`` rows of a frame of ranges: iteration, start_ns, end_ns, in start order."""
     numbers = frame["name"].astype(str).str.extract(ITERATION_RANGE)[0]
-    marked = frame.assign(iteration=pd.to_numeric(numbers)).dropna(subset=["iteration", "proj_start_ns"])
-    marked = marked.sort_values("proj_start_ns", kind="stable")
+    marked = frame.assign(iteration=pd.to_numeric(numbers)).dropna(subset=["iteration", start, end])
+    marked = marked.sort_values(start, kind="stable")
     return pd.DataFrame({
         "iteration": marked["iteration"].astype("int64").to_numpy(),
-        "start_ns": marked["proj_start_ns"].astype("int64").to_numpy(),
-        "end_ns": marked["proj_end_ns"].astype("int64").to_numpy(),
+        "start_ns": marked[start].astype("int64").to_numpy(),
+        "end_ns": marked[end].astype("int64").to_numpy(),
     })
+
+
+def marked_iterations(stage: Path) -> pd.DataFrame:
+    """The workload's own ``iteration k`` ranges: iteration, start_ns, end_ns.
+
+    Projected onto the GPU work their calls launched (in-process captures); where their process
+    launched none (the engine runs in another process), their host span, which holds its steps.
+    """
+    projected = pq.read_table(stage / "nvtx_gpu.parquet", columns=["name", "proj_start_ns", "proj_end_ns"])
+    marked = _numbered(projected.to_pandas(), "proj_start_ns", "proj_end_ns")
+    if len(marked):
+        return marked
+    host = pq.read_table(stage / "nvtx.parquet", columns=["name", "start_ns", "end_ns"])
+    return _numbered(host.to_pandas(), "start_ns", "end_ns")
