@@ -58,7 +58,8 @@ STEPS = pa.schema(
         pa.field("method", pa.string(), nullable=False),  # vllm_step_ranges or kernel_sequence
         pa.field("phase", pa.string()),  # prefill, decode, mixed (from vLLM's ranges)
         pa.field("iteration", pa.int64()),  # the workload's ``iteration k`` range holding the step
-        pa.field("steady", pa.bool_(), nullable=False),  # the most common kernel count, latency known
+        pa.field("steady", pa.bool_(), nullable=False),  # the most common kernel count, latency known, not the
+        # last of a marked iteration
         pa.field("kernels", pa.int64(), nullable=False),
         pa.field("graph_kernels", pa.int64(), nullable=False),  # launched from a CUDA graph
         pa.field("kernel_ns", pa.int64(), nullable=False),  # summed kernel durations
@@ -302,11 +303,15 @@ def _windows_frame(windows: StepWindows) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["device_id", "step"])
 
 
-def steady_steps(kernels: np.ndarray, interval: np.ndarray) -> np.ndarray:
-    """Steps of their device's most common kernel count whose latency is known (the steady state)."""
+def steady_steps(kernels: np.ndarray, interval: np.ndarray, iteration: np.ndarray) -> np.ndarray:
+    """Steps of their device's most common kernel count whose latency is known (the steady state).
+
+    The last step of a marked iteration is left out: its latency runs into the pause before the next one.
+    """
     if not len(kernels):
         return np.zeros(0, dtype=bool)
-    steady: np.ndarray = (kernels == np.bincount(kernels).argmax()) & ~np.isnan(interval)
+    last_of_iteration = (iteration >= 0) & np.concatenate([iteration[1:] != iteration[:-1], [True]])
+    steady: np.ndarray = (kernels == np.bincount(kernels).argmax()) & ~np.isnan(interval) & ~last_of_iteration
     return steady
 
 
@@ -326,7 +331,7 @@ def step_frame(stage: Path, windows: StepWindows) -> tuple[pd.DataFrame, pd.Data
         return STEPS.empty_table().to_pandas(), launch_costs(calls, between, np.zeros(0, dtype=bool), [])
     frame["iteration"] = _iteration_of(stage, frame["start_ns"].to_numpy())
     frame["steady"] = np.concatenate([
-        steady_steps(part["kernels"].to_numpy(), part["interval_ns"].to_numpy())
+        steady_steps(part["kernels"].to_numpy(), part["interval_ns"].to_numpy(), part["iteration"].to_numpy())
         for _, part in frame.groupby("device_id", sort=True)
     ])
     host = frame["host_launch_ns"] + frame["host_between_ns"]
