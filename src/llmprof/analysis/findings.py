@@ -485,8 +485,9 @@ def launch_bound_steps(run: RunResults) -> Iterator[Observation]:
     evidence = (
         f"Median over {steps['steady_steps']} steady steps ({steps['method']}): the host spends {_us(per['host_ns'])} "
         f"issuing a step ({_us(per['host_launch_ns'])} in {per['launch_calls']:.0f} launch calls, "
-        f"{_us(per['host_between_ns'])} between them) against {_us(per['gpu_ns'])} of GPU kernels and "
-        f"{_us(per['communication_ns'])} of communication: host ahead by {pct(margin)}. {outside:.0f} kernels per "
+        f"{_us(per['host_between_ns'])} between them) against {_us(per['gpu_ns'])} of GPU kernels, "
+        f"{_us(per['communication_ns'])} of communication and {_us(per['copy_ns'])} of copies: host ahead by "
+        f"{pct(margin)}. {outside:.0f} kernels per "
         f"step run outside CUDA graphs ({per['graph_kernels']:.0f} inside): {_us(per['nongraph_host_ns'])} of host "
         f"time for {_us(per['nongraph_kernel_ns'])} of GPU time."
     )
@@ -504,6 +505,7 @@ def launch_bound_steps(run: RunResults) -> Iterator[Observation]:
             "host_ns_per_step": per["host_ns"],
             "gpu_ns_per_step": per["gpu_ns"],
             "communication_ns_per_step": per["communication_ns"],
+            "copy_ns_per_step": per["copy_ns"],
             "critical_margin": margin,
             "nongraph_kernels_per_step": outside,
             "nongraph_host_ns_per_step": per["nongraph_host_ns"],
@@ -574,7 +576,7 @@ RULES: tuple[Rule[RunResults], ...] = (
     ),
     Rule(
         "launch_bound_steps",
-        "The host's launches are a step's critical path, ahead of GPU and communication time.",
+        "The host's launches are a step's critical path, ahead of GPU, communication and copy time.",
         {"critical_margin": LAUNCH_BOUND_MARGIN},
         launch_bound_steps,
     ),

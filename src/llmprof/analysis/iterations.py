@@ -7,8 +7,10 @@ launched it (same process, same correlation id; a graph's kernels share their
 ``cudaGraphLaunch``), so the host side of a step is the time in those launch calls
 plus the time between them on the launching thread, from the step's first launch to
 its last. The step's critical path is the largest of host (launch calls and time
-between them), GPU (compute kernels) and communication (collective kernels), with
-the margin to the runner-up.
+between them), GPU (compute kernels), communication (collective kernels) and copy
+(copies and memsets), with the margin to the runner-up. Copies count apart: a step
+whose copy engines are busy throughout is copy-bound, and its launch calls, blocked
+by the full launch queue, look as long as the copies.
 
 Kernels stream in batches; the launch calls are held as arrays (about 50 bytes per
 launch call), the only memory that grows with the capture (500 MiB at 10 M kernels and
@@ -46,7 +48,8 @@ MIN_STEADY_STEPS = 3
 #: Non-graph kernels listed by host time.
 TOP_LAUNCHES = 10
 LAUNCH_KINDS = ("launch", "graph")
-PATHS = ("host", "gpu", "communication")  # the sides a step's critical path can be on
+#: The sides a step's critical path can be on: the host issuing it, compute kernels, collective kernels, copies.
+PATHS = ("host", "gpu", "communication", "copy")
 
 STEPS = pa.schema(
     [
@@ -65,18 +68,21 @@ STEPS = pa.schema(
         pa.field("kernel_ns", pa.int64(), nullable=False),  # summed kernel durations
         pa.field("graph_kernel_ns", pa.int64(), nullable=False),
         pa.field("communication_ns", pa.int64(), nullable=False),  # summed collective kernel durations
+        pa.field("copy_ns", pa.int64(), nullable=False),  # summed durations of copies and memsets
+        pa.field("matched_kernels", pa.int64(), nullable=False),  # kernels joined to the call that launched them
         pa.field("launch_calls", pa.int64(), nullable=False),  # distinct calls that launched the step's kernels
         pa.field("graph_launches", pa.int64(), nullable=False),
         pa.field("host_launch_ns", pa.int64(), nullable=False),  # time inside those calls
         pa.field("host_between_ns", pa.int64(), nullable=False),  # time between them on the launching thread,
         # less the time it waited on the GPU there (synchronizations, synchronous copies)
         pa.field("nongraph_host_ns", pa.int64(), nullable=False),  # both, for the kernels launched one by one
-        pa.field("critical_path", pa.string(), nullable=False),  # host, gpu, communication; unknown: no launch call
-        pa.field("critical_margin", pa.float64()),  # (first - runner-up) / first
+        pa.field("critical_path", pa.string(), nullable=False),  # host, gpu, communication; unknown: a kernel
+        # without its launch call, so the host side is not known
+        pa.field("critical_margin", pa.float64()),  # (first - runner-up) / first; null when unknown
     ]
 )
 
-_COUNTS = ("kernels", "graph_kernels", "kernel_ns", "graph_kernel_ns", "communication_ns")
+_COUNTS = ("kernels", "graph_kernels", "kernel_ns", "graph_kernel_ns", "communication_ns", "matched_kernels")
 
 
 @dataclass
@@ -229,6 +235,7 @@ def _add_batch(totals: StepTotals, calls: LaunchCalls, batch: pa.RecordBatch) ->
     pid, correlation = int_column(batch.column("pid"))[inside], int_column(batch.column("correlation_id"))[inside]
     position, found = calls.find(pid, correlation)
     calls.step[position[found]] = step[found]
+    totals.sums["matched_kernels"] += np.bincount(step[found], minlength=size)
     single = found & ~graph
     calls.name[position[single]] = codes[single]
     calls.kernel_ns[position[single]] = duration[single]
@@ -254,11 +261,11 @@ def _call_sums(size: int, calls: LaunchCalls, between: np.ndarray) -> dict[str, 
     }
 
 
-def launch_costs(calls: LaunchCalls, between: np.ndarray, steady: np.ndarray, names: Sequence[str]) -> pd.DataFrame:
-    """Per kernel name launched outside CUDA graphs in steady steps: launches, host time in and before the
-    launch call, and GPU time, sorted by host time (most first)."""
+def launch_costs(calls: LaunchCalls, between: np.ndarray, counted: np.ndarray, names: Sequence[str]) -> pd.DataFrame:
+    """Per kernel name launched outside CUDA graphs in the ``counted`` steps: launches, host time in and before
+    the launch call, and GPU time, sorted by host time (most first)."""
     mine = np.flatnonzero((calls.step >= 0) & (calls.name >= 0))
-    mine = mine[steady[calls.step[mine]]]
+    mine = mine[counted[calls.step[mine]]]
     frame = pd.DataFrame({
         "name": np.asarray(names, dtype=object)[calls.name[mine]] if len(names) else np.zeros(0, dtype=object),
         "launches": np.ones(len(mine), dtype="int64"),
@@ -270,9 +277,9 @@ def launch_costs(calls: LaunchCalls, between: np.ndarray, steady: np.ndarray, na
     return frame.sort_values(["host_ns", "name"], ascending=[False, True], kind="stable").reset_index(drop=True)
 
 
-def critical_paths(host: np.ndarray, gpu: np.ndarray, communication: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per step: which of host, GPU and communication takes longest, and its margin to the runner-up (share)."""
-    stacked = np.stack([host, gpu, communication]).astype("float64")
+def critical_paths(*sides: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per step: which side (in ``PATHS`` order) takes longest, and its margin to the runner-up (share of it)."""
+    stacked = np.stack(sides).astype("float64")
     order = np.argsort(-stacked, axis=0, kind="stable")
     first = np.take_along_axis(stacked, order[:1], axis=0)[0]
     second = np.take_along_axis(stacked, order[1:2], axis=0)[0]
@@ -315,6 +322,32 @@ def steady_steps(kernels: np.ndarray, interval: np.ndarray, iteration: np.ndarra
     return steady
 
 
+def _copy_ns(stage: Path, totals: StepTotals) -> np.ndarray:
+    """Per step: summed duration of the copies and memsets that started in it."""
+    copies = np.zeros(len(totals.sums["kernels"]), dtype="int64")
+    for table in ("memcpy", "memset"):
+        parquet = pq.ParquetFile(stage / f"{table}.parquet")
+        for batch in parquet.iter_batches(columns=["device_id", "start_ns", "duration_ns"], batch_size=READ_ROWS):
+            step = totals.step_ids(int_column(batch.column("device_id")), int_column(batch.column("start_ns")))
+            inside = step >= 0
+            weights = int_column(batch.column("duration_ns"))[inside]
+            copies += np.bincount(step[inside], weights=weights, minlength=len(copies)).astype("int64")
+    return copies
+
+
+def _critical(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each step's critical path and margin; ``unknown`` (margin NaN) where a kernel lacks its launch call."""
+    sides = {
+        "host": frame["host_launch_ns"] + frame["host_between_ns"],
+        "gpu": frame["kernel_ns"] - frame["communication_ns"],
+        "communication": frame["communication_ns"],
+        "copy": frame["copy_ns"],
+    }
+    path, margin = critical_paths(*(sides[name].to_numpy() for name in PATHS))
+    known = frame["matched_kernels"].to_numpy() == frame["kernels"].to_numpy()  # else the host side is partial
+    return np.where(known, path, "unknown"), np.where(known, margin, np.nan)
+
+
 def step_frame(stage: Path, windows: StepWindows) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per step (the ``STEPS`` columns), and the host cost of each kernel name launched outside graphs."""
     totals, calls = StepTotals(windows), LaunchCalls.read(stage)
@@ -334,13 +367,10 @@ def step_frame(stage: Path, windows: StepWindows) -> tuple[pd.DataFrame, pd.Data
         steady_steps(part["kernels"].to_numpy(), part["interval_ns"].to_numpy(), part["iteration"].to_numpy())
         for _, part in frame.groupby("device_id", sort=True)
     ])
-    host = frame["host_launch_ns"] + frame["host_between_ns"]
-    gpu = frame["kernel_ns"] - frame["communication_ns"]
-    path, margin = critical_paths(host.to_numpy(), gpu.to_numpy(), frame["communication_ns"].to_numpy())
-    known = frame["launch_calls"].to_numpy() > 0  # no launch call matched: the host side is not known
-    frame["critical_path"] = np.where(known, path, "unknown")
-    frame["critical_margin"] = np.where(known, margin, np.nan)
-    return frame, launch_costs(calls, between, frame["steady"].to_numpy(), list(totals.names))
+    frame["copy_ns"] = _copy_ns(stage, totals) if windows.devices else np.zeros(len(frame), dtype="int64")
+    frame["critical_path"], frame["critical_margin"] = _critical(frame)
+    counted = (frame["steady"] & (frame["critical_path"] != "unknown")).to_numpy()
+    return frame, launch_costs(calls, between, counted, list(totals.names))
 
 
 def steps_table(frame: pd.DataFrame) -> pa.Table:
@@ -361,17 +391,27 @@ def latency_spread(interval: np.ndarray) -> StepSpread | None:
             "max_ns": float(interval.max()), "spread": (p90 - p10) / median if median else 0.0}
 
 
-PER_STEP = ("kernels", "graph_kernels", "kernel_ns", "graph_kernel_ns", "communication_ns", "launch_calls",
+PER_STEP = ("kernels", "graph_kernels", "kernel_ns", "graph_kernel_ns", "communication_ns", "copy_ns", "launch_calls",
             "graph_launches", "host_launch_ns", "host_between_ns", "nongraph_host_ns")
 
 
-def _per_step(steady: pd.DataFrame) -> dict[str, float]:
-    values = {name: float(steady[name].median()) for name in PER_STEP}
-    values["nongraph_kernels"] = float((steady["kernels"] - steady["graph_kernels"]).median())
-    values["nongraph_kernel_ns"] = float((steady["kernel_ns"] - steady["graph_kernel_ns"]).median())
-    values["host_ns"] = float((steady["host_launch_ns"] + steady["host_between_ns"]).median())
-    values["gpu_ns"] = float((steady["kernel_ns"] - steady["communication_ns"]).median())
-    return values
+HOST_PER_STEP = ("launch_calls", "graph_launches", "host_launch_ns", "host_between_ns", "nongraph_host_ns", "host_ns")
+
+
+def _per_step(steady: pd.DataFrame, known: pd.DataFrame) -> dict[str, float]:
+    """Medians over the steady steps; the host's over those whose every kernel was joined to its launch call."""
+    frame = steady.assign(
+        nongraph_kernels=steady["kernels"] - steady["graph_kernels"],
+        nongraph_kernel_ns=steady["kernel_ns"] - steady["graph_kernel_ns"],
+        host_ns=steady["host_launch_ns"] + steady["host_between_ns"],
+        gpu_ns=steady["kernel_ns"] - steady["communication_ns"],
+    )
+    host = frame.loc[known.index]
+    return {
+        name: float(host[name].median()) if name in HOST_PER_STEP else float(frame[name].median())
+        for name in (*PER_STEP, "nongraph_kernels", "nongraph_kernel_ns", "host_ns", "gpu_ns")
+        if name not in HOST_PER_STEP or len(host)
+    }
 
 
 def _costs(costs: pd.DataFrame, steady_steps: int) -> list[LaunchCost]:
@@ -414,10 +454,11 @@ def step_metrics(frame: pd.DataFrame, costs: pd.DataFrame, windows: StepWindows,
     """The ``steps`` section of metrics.json: how steps were found, their latency and what bounds them."""
     devices = _device_records(frame, windows)
     steady = frame[frame["steady"]] if len(frame) else frame
+    known = steady[steady["critical_path"] != "unknown"] if len(steady) else steady
     counts = [d["steady_steps"] for d in devices if d["steps"]]
-    per_step = _per_step(steady) if len(steady) else {}
-    medians = [per_step.get(f"{path}_ns", 0.0) for path in PATHS] if per_step else []
-    ranked = sorted(zip(medians, PATHS), key=lambda m: -m[0]) if per_step.get("launch_calls") else []
+    per_step = _per_step(steady, known) if len(steady) else {}
+    medians = [per_step.get(f"{path}_ns", 0.0) for path in PATHS] if len(known) else []
+    ranked = sorted(zip(medians, PATHS), key=lambda m: -m[0])
     confidences = sorted({d["confidence"] for d in devices if d["confidence"] is not None})
     return {
         "method": windows.method,
@@ -430,8 +471,9 @@ def step_metrics(frame: pd.DataFrame, costs: pd.DataFrame, windows: StepWindows,
         "per_step": per_step,
         "critical_path": ranked[0][1] if ranked and ranked[0][0] > 0 else None,
         "critical_margin": (ranked[0][0] - ranked[1][0]) / ranked[0][0] if ranked and ranked[0][0] > 0 else None,
-        "host_critical_share": float((steady["critical_path"] == "host").mean()) if len(steady) else None,
-        "nongraph_launches": _costs(costs, len(steady)) if len(steady) else [],
+        "host_known_steps": len(known),
+        "host_critical_share": float((known["critical_path"] == "host").mean()) if len(known) else None,
+        "nongraph_launches": _costs(costs, len(known)) if len(known) else [],
     }
 
 

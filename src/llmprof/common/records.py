@@ -280,10 +280,11 @@ class StepMetrics(TypedDict):
     steady_steps: int  # the fewest over devices with steps (0 without steps)
     marked_iterations: int  # the workload's own ``iteration k`` ranges, which group steps
     latency: StepSpread | None
-    per_step: dict[str, float]  # median of each STEPS count and time over the steady steps
+    per_step: dict[str, float]  # medians over the steady steps (host times: over host_known_steps; absent without)
     critical_path: str | None  # host, gpu or communication: the largest median over steady steps
     critical_margin: float | None  # (first - runner-up) / first, of those medians
-    host_critical_share: float | None  # share of steady steps whose own critical path is the host
+    host_known_steps: int  # steady steps whose every kernel was joined to its launch call
+    host_critical_share: float | None  # share of those whose own critical path is the host
     nongraph_launches: list[LaunchCost]  # most host time first
 
 

@@ -222,9 +222,12 @@ def _step_blocks(m: Metrics) -> list[Block]:
             ("Latency (median, p10–p90)", f"{_ms(latency['median_ns'])} ({_ms(latency['p10_ns'])}–"
              f"{_ms(latency['p90_ns'])})"),
             ("Kernels (in CUDA graphs)", f"{per['kernels']:.0f} ({per['graph_kernels']:.0f})"),
-            ("GPU kernel time", _ms(per["kernel_ns"])),
-            ("Host: launch calls + between", f"{_ms(per['host_launch_ns'])} + {_ms(per['host_between_ns'])}"),
-            ("Non-graph kernels: host / GPU", f"{_ms(per['nongraph_host_ns'])} / {_ms(per['nongraph_kernel_ns'])}"),
+            ("GPU kernel time (communication)", f"{_ms(per['kernel_ns'])} ({_ms(per['communication_ns'])})"),
+            ("Copies and memsets", _ms(per["copy_ns"])),
+            ("Host: launch calls + between", f"{_ms(per['host_launch_ns'])} + {_ms(per['host_between_ns'])}"
+             if steps["host_known_steps"] else "not known: kernels without their launch call"),
+            ("Non-graph kernels: host / GPU", f"{_ms(per['nongraph_host_ns'])} / {_ms(per['nongraph_kernel_ns'])}"
+             if steps["host_known_steps"] else f"n/a / {_ms(per['nongraph_kernel_ns'])}"),
             ("Critical path (margin)", f"{steps['critical_path'] or 'unknown'} "
              f"({_pct(steps['critical_margin'])})"),
         )
