@@ -8,6 +8,7 @@ whose kernels do not repeat must get no steps, not invented ones.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import pytest
 from llmprof.analysis import findings as rules
 from llmprof.analysis import steps as steps_module
 from llmprof.analysis.findings import RULES, RunResults
-from llmprof.analysis.iterations import MIN_STEADY_STEPS, STEPS, Waits, critical_paths
+from llmprof.analysis.iterations import MIN_STEADY_STEPS, STEPS, Waits, critical_paths, write_steps
 from llmprof.analysis.steps import (
     MIN_MATCH,
     iteration_windows,
@@ -27,7 +28,10 @@ from llmprof.analysis.steps import (
     step_windows,
     waits_on_gpu,
 )
+from llmprof.analysis.tables import CUDA_API
 from llmprof.common.records import Metrics, load_metrics
+from llmprof.render.document import to_markdown
+from llmprof.render.report import build_report
 
 DEMO = "vllm_inproc_h100_3iter/vllm"
 HOOK = ("samples/vllm-llama1b-bs1", "samples/vllm-llama1b-bs16")
@@ -215,3 +219,19 @@ def test_a_sample_from_the_middle_finds_the_same_steps(
     assert opening.signature.startswith("void <unnamed>::elementwise_kernel_with_index<int, at::native::arange")
     assert detections[0].kernels == 2048 and detections[0].signature == opening.signature
     assert np.array_equal(sampled[0].start_ns, whole[0].start_ns) and len(sampled[0].start_ns) == 192
+
+
+def test_without_cuda_calls_steps_are_found_and_the_host_side_is_unknown(
+    extracted: dict[str, Path], tmp_path: Path
+) -> None:
+    stage = tmp_path / "extract"
+    shutil.copytree(extracted[DEMO], stage)
+    pq.write_table(CUDA_API.empty_table(), stage / "cuda_api.parquet")
+    rows, steps = write_steps(stage)
+    assert rows == 192 and steps["steady_steps"] == 177  # the kernels alone: the gap before each step opens it
+    assert steps["host_known_steps"] == 0 and steps["critical_path"] is None and "host_ns" not in steps["per_step"]
+    m = load_metrics(extracted[DEMO])
+    m["steps"] = steps
+    assert not RULE["launch_bound_steps"].apply(RunResults(m))
+    text = to_markdown(build_report("demo", m, [], []))
+    assert "| Host: launch calls + between | not known: kernels without their launch call |" in text

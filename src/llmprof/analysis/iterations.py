@@ -85,6 +85,11 @@ STEPS = pa.schema(
 _COUNTS = ("kernels", "graph_kernels", "kernel_ns", "graph_kernel_ns", "communication_ns", "matched_kernels")
 
 
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """Arrays read batch by batch, end to end (an empty int64 array when no batch held rows)."""
+    return np.concatenate(parts) if parts else np.zeros(0, dtype="int64")
+
+
 @dataclass
 class Waits:
     """Calls in which a launching thread waits on the GPU (synchronizations, synchronous copies), per thread."""
@@ -146,13 +151,13 @@ class LaunchCalls:
                              end[keep], thread[keep], (kind[keep] == "graph").astype("int64")))
             blocked = np.flatnonzero(waits_on_gpu(kind, name))
             waits.append((thread[blocked], start[blocked], end[blocked]))
-        key, start, end, thread, graph = (np.concatenate([p[i] for p in launches]) for i in range(5))
+        key, start, end, thread, graph = (_joined([p[i] for p in launches]) for i in range(5))
         order = np.argsort(key, kind="stable")
         threads, codes = np.unique(thread, return_inverse=True)
         size = len(key)
         calls = cls(key[order], start[order], end[order], codes.astype("int32")[order], graph[order].astype(bool),
                     np.full(size, -1, "int32"), np.full(size, -1, "int32"), np.zeros(size, "int64"))
-        calls.waits = Waits(threads, *(np.concatenate([w[i] for w in waits]) for i in range(3)))
+        calls.waits = Waits(threads, *(_joined([w[i] for w in waits]) for i in range(3)))
         return calls
 
     def find(self, pid: np.ndarray, correlation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
