@@ -71,15 +71,16 @@ class Detection:
 class IterationWindows:
     """The step windows of one device: start and end (ns) of the GPU work of each step, in time order.
 
-    A step runs from its first GPU operation to the last one before the next step starts;
-    the time from one step's start to the next's is its latency.
+    A step starts where it opens (its signature kernel, or the first GPU work its vLLM range
+    launched) and ends with the last kernel that starts before the next step opens; the time
+    from one step's start to the next's is its latency.
     """
 
     device_id: int
     start_ns: np.ndarray
     end_ns: np.ndarray
     method: str  # vllm_step_ranges, kernel_sequence
-    confidence: str  # high, medium, low
+    confidence: str  # high (vLLM's ranges, or a clean repeat), medium
     phase: list[str | None] = field(default_factory=list)  # prefill/decode/mixed where vLLM's ranges say
     detection: Detection | None = None
 
@@ -207,11 +208,13 @@ def _signature_starts(stage: Path, signatures: dict[int, str]) -> dict[int, np.n
     found: dict[int, list[np.ndarray]] = {device: [] for device in signatures}
     for batch in kernel_batches(stage, ["device_id", "start_ns", "name"]):
         device = int_column(batch.column("device_id"))
-        names = pc.cast(batch.column("name"), pa.string())
-        start = int_column(batch.column("start_ns"))
+        names = batch.column("name")
+        if not pa.types.is_dictionary(names.type):
+            names = pc.dictionary_encode(names)
+        codes, start = int_column(names.indices), int_column(batch.column("start_ns"))
         for value, signature in signatures.items():
-            mine = (device == value) & pc.fill_null(pc.equal(names, signature), False).to_numpy(zero_copy_only=False)
-            found[value].append(start[mine])
+            code = pc.index(names.dictionary, signature).as_py()  # -1 where this batch lacks the name
+            found[value].append(start[(device == value) & (codes == code) & (code >= 0)])
     return {device: np.sort(np.concatenate(parts)) if parts else np.zeros(0, "int64")
             for device, parts in found.items()}
 
