@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import SAMPLES
 
 from llmprof.analysis import findings as rules
 from llmprof.analysis import steps as steps_module
@@ -29,7 +30,7 @@ from llmprof.analysis.steps import (
     waits_on_gpu,
 )
 from llmprof.analysis.tables import CUDA_API
-from llmprof.common.records import Metrics, load_metrics
+from llmprof.common.records import Metrics, load_metrics, load_run_record
 from llmprof.render.document import to_markdown
 from llmprof.render.report import build_report
 
@@ -235,3 +236,20 @@ def test_without_cuda_calls_steps_are_found_and_the_host_side_is_unknown(
     assert not RULE["launch_bound_steps"].apply(RunResults(m))
     text = to_markdown(build_report("demo", m, [], []))
     assert "| Host: launch calls + between | not known: kernels without their launch call |" in text
+
+
+def test_launch_bound_steps_confirmed_by_the_untraced_run(extracted: dict[str, Path]) -> None:
+    """bs16, hook mode: untraced, a step (iteration median over its 33 steps) still lasts about twice its GPU work,
+    so the host leads without the tracer too; were the untraced step as short as its GPU work, it may not."""
+    m = load_metrics(extracted["samples/vllm-llama1b-bs16"])
+    folder = SAMPLES / "vllm-llama1b-bs16"
+    traced, untraced = load_run_record(folder / "run.json"), load_run_record(folder / "baseline.json")
+    (found,) = RULE["launch_bound_steps"].apply(RunResults(m, traced, untraced))
+    assert m["steps"]["steps_per_iteration"] == 33
+    assert found.confidence == "high" and "the GPU still waits on the host" in found.evidence
+    assert found.numbers["untraced_step_ns"] > 2 * found.numbers["gpu_work_ns_per_step"]
+    gpu_work = found.numbers["gpu_work_ns_per_step"]
+    for iteration in untraced["iterations"]:
+        iteration["latency_s"] = float(gpu_work) * 33 / 1e9  # untraced steps exactly as long as their GPU work
+    (found,) = RULE["launch_bound_steps"].apply(RunResults(m, traced, untraced))
+    assert found.confidence == "low" and "the host may only lead under the tracer" in found.evidence

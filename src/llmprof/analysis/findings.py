@@ -469,6 +469,28 @@ def _named_launches(run: RunResults) -> str:
     )
 
 
+def _untraced_step(run: RunResults) -> tuple[str, str, dict[str, float]]:
+    """Whether the GPU still waits in an untraced step: its sentence, the finding's confidence, the numbers.
+
+    An untraced step lasts the untraced iteration's median latency over the steps of a marked iteration;
+    its GPU work is taken to be the traced one (the tracer slows host calls, not kernels). Without an
+    untraced run the confidence is medium: the tracer inflates the host side by an unknown amount.
+    """
+    steps, per = run.metrics["steps"], run.metrics["steps"]["per_step"]
+    untraced = run_timing(run.metrics, run.traced, run.untraced)["untraced_latency"]
+    per_iteration = steps["steps_per_iteration"]
+    if untraced is None or not per_iteration:
+        return "Traced host calls are slower than untraced ones, so the margin is an upper bound.", "medium", {}
+    step_ns = untraced["median_s"] * 1e9 / per_iteration
+    gpu_work = per["kernel_ns"] + per["copy_ns"]
+    numbers = {"untraced_step_ns": step_ns, "gpu_work_ns_per_step": gpu_work}
+    if step_ns >= gpu_work * (1 + LAUNCH_BOUND_MARGIN):
+        return (f"Untraced, a step lasts {_us(step_ns)} (median iteration over {per_iteration:.0f} steps) against "
+                f"{_us(gpu_work)} of GPU work: the GPU still waits on the host.", "high", numbers)
+    return (f"Untraced, a step lasts {_us(step_ns)}, about its {_us(gpu_work)} of GPU work: the host may only "
+            "lead under the tracer.", "low", numbers)
+
+
 def launch_bound_steps(run: RunResults) -> Iterator[Observation]:
     """The host's launching is the step's critical path; the kernels launched outside CUDA graphs are named.
 
@@ -493,11 +515,12 @@ def launch_bound_steps(run: RunResults) -> Iterator[Observation]:
     )
     if steps["nongraph_launches"]:
         evidence += f" Most host time: {_named_launches(run)}."
+    untraced, confidence, checked = _untraced_step(run)
     yield Observation(
         "warning",
         f"Steps launch-bound: host {_us(per['host_ns'])} per step against {_us(per['gpu_ns'])} on the GPU; "
         f"{outside:.0f} kernels per step launched outside CUDA graphs",
-        evidence + " Traced host calls are slower than untraced ones, so the margin is an upper bound.",
+        f"{evidence} {untraced}",
         "Move the named kernels into the CUDA graph or fuse them (input preparation and sampling: vLLM's "
         "full CUDA-graph mode, torch.compile), cut Python work between launches, and overlap the next step's "
         "preparation with the GPU (async scheduling).",
@@ -510,8 +533,9 @@ def launch_bound_steps(run: RunResults) -> Iterator[Observation]:
             "nongraph_kernels_per_step": outside,
             "nongraph_host_ns_per_step": per["nongraph_host_ns"],
             "steady_steps": steps["steady_steps"],
+            **checked,
         },
-        "medium",
+        confidence,
     )
 
 

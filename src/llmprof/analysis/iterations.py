@@ -455,6 +455,14 @@ def _device_records(frame: pd.DataFrame, windows: StepWindows) -> list[StepDevic
     return out
 
 
+def _steps_per_iteration(frame: pd.DataFrame) -> float | None:
+    """Median number of steps in a marked iteration, over devices and iterations (None without marks)."""
+    marked = frame[frame["iteration"] >= 0] if len(frame) else frame
+    if not len(marked):
+        return None
+    return float(marked.groupby(["device_id", "iteration"]).size().median())
+
+
 def step_metrics(frame: pd.DataFrame, costs: pd.DataFrame, windows: StepWindows, marked: int) -> StepMetrics:
     """The ``steps`` section of metrics.json: how steps were found, their latency and what bounds them."""
     devices = _device_records(frame, windows)
@@ -472,6 +480,7 @@ def step_metrics(frame: pd.DataFrame, costs: pd.DataFrame, windows: StepWindows,
         "steps": len(frame),
         "steady_steps": min(counts) if counts else 0,
         "marked_iterations": marked,
+        "steps_per_iteration": _steps_per_iteration(frame),
         "latency": latency_spread(steady["interval_ns"].to_numpy("float64")) if len(steady) else None,
         "per_step": per_step,
         "critical_path": ranked[0][1] if ranked and ranked[0][0] > 0 else None,

@@ -279,6 +279,7 @@ class StepMetrics(TypedDict):
     steps: int
     steady_steps: int  # the fewest over devices with steps (0 without steps)
     marked_iterations: int  # the workload's own ``iteration k`` ranges, which group steps
+    steps_per_iteration: float | None  # median steps in a marked iteration (None without marks)
     latency: StepSpread | None
     per_step: dict[str, float]  # medians over the steady steps (host times: over host_known_steps; absent without)
     critical_path: str | None  # host, gpu or communication: the largest median over steady steps
