@@ -14,6 +14,12 @@ iterations are never invented.
 The workload's own ``iteration k`` ranges, where present, group the steps (they
 are generate calls of many steps, not steps).
 
+Limits: a step longer than ``MAX_PERIOD`` kernels is not looked for; and a step
+whose layers repeat with few other kernels between steps can match itself at one
+layer's lag almost as well as at the step's, within ``MATCH_TOLERANCE``, in which
+case layers would be taken for steps (the bundled 16-layer captures are far from
+it: 84% at the layer's lag against 93% at the step's).
+
 Memory: the period is found on a sample of at most ``SAMPLE`` kernels per device
 (the middle of the capture, where the steady state is); the signature's instances
 are then collected and step ends found in two streaming passes over the kernels.
