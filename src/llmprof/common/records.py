@@ -282,11 +282,21 @@ class StepMetrics(TypedDict):
     steps_per_iteration: float | None  # median steps in a marked iteration (None without marks)
     latency: StepSpread | None
     per_step: dict[str, float]  # medians over the steady steps (host times: over host_known_steps; absent without)
-    critical_path: str | None  # host, gpu or communication: the largest median over steady steps
+    critical_path: str | None  # host, gpu, communication or copy: the largest median over steady steps
     critical_margin: float | None  # (first - runner-up) / first, of those medians
     host_known_steps: int  # steady steps whose every kernel was joined to its launch call
     host_critical_share: float | None  # share of those whose own critical path is the host
     nongraph_launches: list[LaunchCost]  # most host time first
+
+
+class ExpertRuleRecord(TypedDict):
+    """One of Nsight Systems' expert rules (``nsys analyze``) run on the capture with nsys's defaults."""
+
+    rule: str
+    title: str
+    rows: int  # every row the rule found (nsys shows the first 50)
+    skipped: str | None  # why the export cannot give it, as nsys words it
+    top: list[dict[str, int | float | str | None]]  # the first rows, columns as in the rule's table (ns, bytes)
 
 
 class Metrics(CaptureMetrics):
@@ -298,6 +308,7 @@ class Metrics(CaptureMetrics):
     schema_version: int
     multi_gpu: MultiGpuMetrics  # per device and process, and collectives matched across ranks
     steps: StepMetrics  # iterations found (step ranges or kernel sequence) and what bounds them
+    nsys_rules: list[ExpertRuleRecord]  # nsys analyze's expert rules, with its thresholds
 
 
 # model.json and run.json: what was run, and how fast

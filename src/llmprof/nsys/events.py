@@ -89,6 +89,10 @@ def _case(column: str, labels: Mapping[int, str]) -> str:
     return f"CASE {column} {whens} ELSE 'Unknown' END"
 
 
+#: The same two helpers for the other readers of this subpackage.
+column_or_null, enum_case = _col, _case
+
+
 def kernel_name_column(export: Export) -> str:
     """The kernel name column nsys prints by default: demangled where the export has it."""
     return export.first_column(KERNEL, "demangledName", "shortName") or "shortName"
@@ -225,6 +229,12 @@ class EventQuery:
     names: Mapping[str, str] = field(default_factory=dict)
     #: Columns the query yields after the table's own, for the summaries' scan only (not written).
     extra: tuple[str, ...] = ()
+
+    def source_rows(self, export: Export) -> int | None:
+        """Rows of the source table (what reading it goes through), or None where rows come from several."""
+        if self.source is None or self.source not in export.columns:
+            return None
+        return int(export.scalar(f'SELECT count(*) FROM "{self.source}"'))
 
     def rows_sql(self, export: Export) -> str | None:
         """The query of this table's rows; None when the export holds none.
