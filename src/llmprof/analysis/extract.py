@@ -33,6 +33,7 @@ from llmprof.analysis.collectives import write_collectives
 from llmprof.analysis.devices import multi_gpu_metrics
 from llmprof.analysis.expert import expert_rule_records
 from llmprof.analysis.grouped import GroupedValues
+from llmprof.analysis.iterations import write_steps
 from llmprof.analysis.launches import LaunchResults, LaunchScan
 from llmprof.analysis.metrics import capture_window, compute_metrics, gpu_activity
 from llmprof.analysis.stats import REPORTS, ReportSkipped, SharedScans, report_table
@@ -256,6 +257,7 @@ def extract(
     with open_export(sqlite) as export, staged_directory(Path(out), force, "extract") as stage:
         row_counts, scans, activity = _write_event_tables(export, stage, classifier, progress)
         row_counts["collectives"] = write_collectives(stage)  # from the kernels table just written
+        row_counts["steps"], steps = write_steps(stage)
         summary_rows, skipped = _write_summaries(scans, stage, Path(sqlite).name)
         capture = compute_metrics(export, stage, classifier, activity)
         metrics: Metrics = {
@@ -265,6 +267,7 @@ def extract(
             "skipped_summaries": skipped,
             "schema_version": tables.SCHEMA_VERSION,
             "multi_gpu": multi_gpu_metrics(stage),
+            "steps": steps,
             "nsys_rules": expert_rule_records(export),
         }
         write_json(stage / "metrics.json", metrics)
