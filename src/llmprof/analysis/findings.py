@@ -37,6 +37,8 @@ SHORT_KERNEL_NS = 10_000
 SHORT_KERNEL_MIN_COUNT = 1_000
 #: Traced throughput this far below untraced makes traced timings unrepresentative.
 OVERHEAD_SHARE = 0.10
+#: A serving load's p99 time to first token this many times its median means requests queue before prefill.
+TTFT_TAIL_RATIO = 3.0
 
 NEXT_FOR_FAMILY = {
     "gemm": "GEMM-bound: check that shapes keep tensor cores busy (batch size, padding to multiples of 8/16), "
@@ -420,6 +422,29 @@ def nsys_overhead(run: RunResults) -> Iterator[Observation]:
     )
 
 
+def ttft_tail(run: RunResults) -> Iterator[Observation]:
+    """A serving load whose slowest first tokens take several times the median: requests wait to be scheduled."""
+    untraced = run.untraced.get("serving") if run.untraced is not None else None
+    traced = run.traced.get("serving") if run.traced is not None else None
+    load, which = (untraced, "untraced") if untraced is not None else (traced, "traced")
+    if load is None:
+        return
+    p50, p99 = load["ttft"]["p50_ms"], load["ttft"]["p99_ms"]
+    if p50 is None or p99 is None or p50 <= 0 or p99 / p50 < TTFT_TAIL_RATIO:
+        return
+    rate = f"{load['request_rate']:g} requests/s" if load["request_rate"] else "every request at once"
+    yield Observation(
+        "warning",
+        f"Time to first token: p99 {p99 / p50:.1f}× the median at {rate}",
+        f"TTFT p50 {p50:,.1f} ms, p99 {p99:,.1f} ms ({which} load of {load['completed']:,} requests); TPOT p50 "
+        f"{load['tpot']['p50_ms'] or 0:,.2f} ms. The slowest requests wait before their prefill is scheduled.",
+        "The server is near its capacity at this load: compare TTFT along a request-rate sweep to find the knee, "
+        "and look at the engine steps beside the latency (requests per step, prefill steps) in the report.",
+        {"ttft_p50_ms": p50, "ttft_p99_ms": p99, "ratio": p99 / p50},
+        "high" if which == "untraced" else "medium",
+    )
+
+
 #: The rules of one run, in the order their findings are listed (after warnings come first).
 RULES: tuple[Rule[RunResults], ...] = (
     Rule("no_gpu_work", "The capture holds no kernel, copy or memset.", {}, no_gpu_work),
@@ -478,6 +503,12 @@ RULES: tuple[Rule[RunResults], ...] = (
         "Throughput under nsys against the same workload without it; a warning when the loss is large.",
         {"loss_share": OVERHEAD_SHARE},
         nsys_overhead,
+    ),
+    Rule(
+        "ttft_tail",
+        "A serving load's p99 time to first token is several times its median (untraced where measured).",
+        {"ratio": TTFT_TAIL_RATIO},
+        ttft_tail,
     ),
 )
 
