@@ -14,10 +14,12 @@ import pytest
 from conftest import DATA, SAMPLES
 
 from llmprof.analysis.serving import engine_steps, mean_batch_requests, phase_steps
+from llmprof.analysis.study import RunEntry, numeric_sweeps, study_findings, study_table, swept_parameter
 from llmprof.capture.serve import serving_record
 from llmprof.common.config import run_spec
 from llmprof.common.records import load_metrics
 from llmprof.render.report import write_report
+from llmprof.render.study import write_study
 
 HOOK = "samples/vllm-llama1b-bs16"
 INPROC = "vllm_inproc_h100_3iter/vllm"
@@ -82,3 +84,49 @@ def test_offline_report_has_no_serving_section(extracted: dict[str, Path], tmp_p
     write_report(extracted[HOOK], tmp_path / "r", record=folder / "run.json", baseline=folder / "baseline.json")
     text = (tmp_path / "r" / "report.md").read_text()
     assert "Serving: latency" not in text and "| Captured iteration |" in text
+
+
+def _serving_entry(tmp: Path, extracted: dict[str, Path], size: int, rate: float, slower: float) -> RunEntry:
+    """A serving run at ``rate`` requests/s from the bundled capture of batch ``size``; latency ``slower`` × the
+    documented result's, throughput ``rate``."""
+    settings = run_spec("srv", {"model": "m", "mode": "serve", "serve": {"request_rate": rate, "num_prompts": 16}})
+    paths = []
+    for name in ("run", "baseline"):
+        record: dict[str, Any] = json.loads((SAMPLES / f"vllm-llama1b-bs{size}" / f"{name}.json").read_text())
+        record["spec"].update(mode="serve", serve=settings["serve"])
+        result = {k: v * slower if k.endswith("_ms") else v for k, v in json.loads(RESULT.read_text()).items()}
+        result["request_throughput"] = rate
+        record["serving"] = serving_record(result, settings, RESULT)
+        paths.append(tmp / f"rate{rate}-{name}.json")
+        paths[-1].write_text(json.dumps(record))
+    sweep = {"name": "srv", "values": {"serve.request_rate": rate}}
+    return RunEntry(f"srv-rate{rate:g}", extracted[f"samples/vllm-llama1b-bs{size}"], paths[0], paths[1], None, sweep)
+
+
+def test_study_sweeps_the_request_rate(extracted: dict[str, Path], tmp_path: Path) -> None:
+    entries = [_serving_entry(tmp_path, extracted, 1, 2.0, 1.0), _serving_entry(tmp_path, extracted, 16, 8.0, 3.0)]
+    table = study_table(entries)
+    assert table["mode"].tolist() == ["serve", "serve"] and table["request_rate"].tolist() == [2.0, 8.0]
+    assert swept_parameter(table) == "request_rate"
+    assert table["ttft_p99_ms_untraced"].tolist() == [33.5, pytest.approx(100.5)]
+    assert table["request_per_s_untraced"].tolist() == [2.0, 8.0] and table["mean_batch_requests"].notna().all()
+    (found,) = [f for f in study_findings(table) if f.id == "latency_throughput"]
+    assert found.title == "From request rate 2.0 to 8.0: requests/s 4.0×, TTFT p99 3.0×, TPOT p50 3.0×"
+    assert "request rate 2.0: 2.00 requests/s, TTFT p99 33.5 ms" in found.evidence
+    write_study(entries, tmp_path / "study")
+    assert (tmp_path / "study" / "figures" / "serving.png").stat().st_size > 0
+    text = (tmp_path / "study" / "report.md").read_text()
+    assert "ttft_p99_ms_untraced" in text and "| srv-rate8 | ok |" in text
+
+
+def test_study_refuses_to_mix_offline_and_serving_runs(extracted: dict[str, Path], tmp_path: Path) -> None:
+    offline = RunEntry(
+        "offline-bs16",
+        extracted["samples/vllm-llama1b-bs16"],
+        SAMPLES / "vllm-llama1b-bs16" / "run.json",
+        SAMPLES / "vllm-llama1b-bs16" / "baseline.json",
+    )
+    table = study_table([offline, _serving_entry(tmp_path, extracted, 1, 2.0, 1.0)])
+    assert table["comparison_group"].tolist() == ["mode=offline", "mode=serve"]
+    assert numeric_sweeps(table) == ()
+    assert [f.id for f in study_findings(table)] == ["comparison_split"]

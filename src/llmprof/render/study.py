@@ -39,6 +39,20 @@ SHOWN_COLUMNS = (
     ("h2d_bytes", "bytes"),
     ("top_kernel", ""),
 )
+#: The columns added to the table when the study has serving runs.
+SERVING_SHOWN = (
+    ("mode", ""),
+    ("request_rate", ""),
+    ("max_concurrency", ""),
+    ("request_per_s_untraced", "rate"),
+    ("request_per_s_traced", "rate"),
+    ("ttft_p50_ms_untraced", "ms"),
+    ("ttft_p99_ms_untraced", "ms"),
+    ("tpot_p50_ms_untraced", "ms"),
+    ("itl_p99_ms_untraced", "ms"),
+    ("ttft_p99_ms_traced", "ms"),
+    ("mean_batch_requests", "rate"),
+)
 
 
 def _cell(value: object, kind: str = "") -> str:
@@ -51,6 +65,10 @@ def _cell(value: object, kind: str = "") -> str:
         return pct(float(value))
     if kind == "tok":
         return f"{float(value):,.0f}"
+    if kind == "ms":
+        return f"{float(value):,.2f} ms"
+    if kind == "rate":
+        return f"{float(value):,.2f}"
     return f"{float(value) / 1e6:,.2f} MB"
 
 
@@ -58,14 +76,15 @@ def study_blocks(
     table: pd.DataFrame, found: list[Finding], parameter: str | None, figures: list[tuple[str, str]]
 ) -> list[Block]:
     """The study report: the runs, the comparison findings and the figures ((path, caption) of each)."""
-    rows = tuple(tuple(_cell(row[c], k) for c, k in SHOWN_COLUMNS) for _, row in table.iterrows())
+    shown = SHOWN_COLUMNS + (SERVING_SHOWN if (table["mode"] == "serve").any() else ())
+    rows = tuple(tuple(_cell(row[c], k) for c, k in shown) for _, row in table.iterrows())
     return [
         Heading("llmprof study", 1),
         Paragraph(
             f"{len(table)} runs, {int((table['status'] == 'ok').sum())} complete; compared over `{parameter or 'run'}`."
         ),
         Heading("Runs"),
-        Table(tuple(c for c, _ in SHOWN_COLUMNS), rows),
+        Table(tuple(c for c, _ in shown), rows),
         Heading("Findings"),
         *finding_blocks(found, "No comparison finding: fewer than two complete runs differ in a run parameter."),
         Heading("Figures"),
