@@ -8,6 +8,7 @@ After every run, failed or not, no process of the server's group is left and no 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sys
 from pathlib import Path
@@ -15,13 +16,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import DATA, ROOT
+from conftest import DATA, ROOT, snakemake
 
 from llmprof.capture.loadgen import RequestResult, arrival_times, result_document
 from llmprof.capture.model import fetch_model
 from llmprof.capture.serve import client_command, serve_baseline, serve_profile, server_command, serving_record
 from llmprof.cli import main
-from llmprof.common.config import run_spec
+from llmprof.common.config import expand_sweeps, load, run_spec
 from llmprof.common.errors import ConfigError, InputError, LlmprofError
 from llmprof.common.records import RunSpec, load_run_record
 
@@ -245,3 +246,16 @@ def test_metrics_follow_vllm_bench_definitions() -> None:
     assert document["mean_tpot_ms"] == pytest.approx(20)  # (latency - ttft) / (tokens - 1) for each request
     assert document["p99_itl_ms"] == pytest.approx(29.7)  # linear percentile over every gap of every request
     assert document["mean_e2el_ms"] == pytest.approx(240)
+
+
+def test_gpu_serving_study_is_a_request_rate_sweep_in_the_dag(cli_env: dict[str, str], tmp_path: Path) -> None:
+    for config in ("serve.yaml", "serve-builtin.yaml"):
+        args = ["-n", "--quiet", "rules", "--configfile", str(ROOT / "tests" / "gpu" / config)]
+        result = snakemake(args, cli_env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.MULTILINE))
+        assert counts["fetch_model"] == "1" and counts["compare_runs"] == "1", config
+        assert counts["profile_run"] == counts["baseline_run"] == counts["render_report"] == "3", config
+    expanded = expand_sweeps(load(ROOT / "tests" / "gpu" / "serve.yaml"))["runs"]
+    assert sorted(expanded) == ["serve-rate2", "serve-rate32", "serve-rate8"]
+    assert {run_spec(name, entry)["serve"]["client"] for name, entry in expanded.items()} == {"vllm"}

@@ -214,7 +214,7 @@ def client_command(spec: RunSpec, base_url: str, path: Path, result: Path, *, pr
     prefix = serve["client_command"] or [*VLLM_CLI, "bench", "serve"]
     own = ["--backend", "openai", "--base-url", base_url, "--model", spec["model"], "--tokenizer", str(path)]
     own += ["--dataset-name", "random", "--random-input-len", lengths[0], "--random-output-len", lengths[1]]
-    own += ["--ignore-eos", "--disable-tqdm", "--num-warmups", "0", "--save-result"]
+    own += ["--ignore-eos", "--temperature", "0", "--disable-tqdm", "--num-warmups", "0", "--save-result"]
     own += ["--result-dir", str(result.parent), "--result-filename", result.name]
     own += ["--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99"]
     return [*prefix, *own, *load]
