@@ -259,3 +259,10 @@ def test_gpu_serving_study_is_a_request_rate_sweep_in_the_dag(cli_env: dict[str,
     expanded = expand_sweeps(load(ROOT / "tests" / "gpu" / "serve.yaml"))["runs"]
     assert sorted(expanded) == ["serve-rate2", "serve-rate32", "serve-rate8"]
     assert {run_spec(name, entry)["serve"]["client"] for name, entry in expanded.items()} == {"vllm"}
+
+
+def test_client_that_outlasts_its_timeout_is_stopped(model_dir: Path, pids: Path, tmp_path: Path) -> None:
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    with pytest.raises(LlmprofError, match=r"the load client did not finish within 1 s \(serve.client_timeout_s\)"):
+        serve_baseline(spec(client_command=sleeper, client_timeout_s=1), model_dir, tmp_path / "run.json")
+    assert not (tmp_path / "run.json").exists() and running(pids) == []

@@ -111,16 +111,18 @@ def stop_processes(process: subprocess.Popen[bytes], first: int, grace_s: float)
     """Stop a process started in its own session, with its group and descendants: ``first``, then SIGKILL."""
     pgid, known = process.pid, {process.pid}
     for signum, wait_s in ((first, grace_s), (signal.SIGKILL, KILL_WAIT_S)):
-        known |= live_processes(pgid, process.pid, known)
         alive = live_processes(pgid, process.pid, known)
         if not alive:
             break
+        known |= alive
         _signal(pgid, alive, signum)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             process.poll()
-            if not live_processes(pgid, process.pid, known):
+            still = live_processes(pgid, process.pid, known)
+            if not still:
                 break
+            known |= still  # descendants met while stopping, kept after their parent is gone
             time.sleep(POLL_S)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=KILL_WAIT_S)
