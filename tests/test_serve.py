@@ -266,3 +266,41 @@ def test_client_that_outlasts_its_timeout_is_stopped(model_dir: Path, pids: Path
     with pytest.raises(LlmprofError, match=r"the load client did not finish within 1 s \(serve.client_timeout_s\)"):
         serve_baseline(spec(client_command=sleeper, client_timeout_s=1), model_dir, tmp_path / "run.json")
     assert not (tmp_path / "run.json").exists() and running(pids) == []
+
+
+def test_serving_workflow_end_to_end_with_stand_ins(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """The whole DAG of a two-rate serving sweep: model, profile and baseline (stand-in server, nsys and the
+    built-in client), export (the stand-in nsys gives a real export of vLLM engine steps), extract, figures,
+    reports, provenance and the study."""
+    base = {
+        "model": "tiny",
+        "mode": "serve",
+        "workload": {"input_len": 8, "output_len": 5},
+        "serve": {
+            "client": "builtin",
+            "num_prompts": 6,
+            "warmup_requests": 1,
+            "stop_timeout_s": 5,
+            "server_command": [sys.executable, str(SERVING / "fake_server.py")],
+        },
+    }
+    config = {
+        "models": {
+            "tiny": {"source": "synthetic", "architecture": str(ROOT / "resources/architectures/tiny-llama.json")}
+        },
+        "sweeps": {"srv": {"base": base, "over": {"serve.request_rate": [20, 80]}}},
+        "nsys": {"executable": str(SERVING / "fake_nsys.py")},
+    }
+    path = tmp_path / "serve.yaml"
+    path.write_text(json.dumps(config))
+    env = {**cli_env, "FAKE_NSYS_EXPORT": str(STEP_CAPTURE)}
+    result = snakemake(["--cores", "1", "--configfile", str(path)], env, tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = tmp_path / "results"
+    for run in ("srv-rate20", "srv-rate80"):
+        traced = load_run_record(results / run / "profile" / "run.json")
+        untraced = load_run_record(results / run / "baseline" / "run.json")
+        assert traced["serving"]["completed"] == untraced["serving"]["completed"] == 6
+        assert "## Serving: latency and the GPU behind it" in (results / run / "report" / "report.md").read_text()
+    study = (results / "study" / "report.md").read_text()
+    assert "ttft_p99_ms_untraced" in study and "latency_throughput" in (results / "study" / "findings.json").read_text()
