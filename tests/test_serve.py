@@ -188,13 +188,18 @@ def test_commands_carry_the_engine_and_the_load(tmp_path: Path) -> None:
             "mode": "serve",
             "engine": {"enforce_eager": True, "max_model_len": 512},
             "workload": {"input_len": 64, "output_len": 16, "seed": 7},
-            "serve": {"request_rate": 2.5, "max_concurrency": 4, "num_prompts": 20},
+            "serve": {
+                "request_rate": 2.5,
+                "max_concurrency": 4,
+                "num_prompts": 20,
+                "extra_args": ["--max-num-seqs", "8"],
+            },
         },
     )
     server = server_command(settings, tmp_path, 8123, profile=True)
     assert server[1:5] == ["-m", "vllm.entrypoints.cli.main", "serve", str(tmp_path)]
     assert {"--enforce-eager", "--max-model-len", "512", "--port", "8123", "--served-model-name", "m"} <= set(server)
-    assert server[-2:] == ["--profiler-config", '{"profiler": "cuda"}']
+    assert server[-4:] == ["--max-num-seqs", "8", "--profiler-config", '{"profiler": "cuda"}']
     assert "--profiler-config" not in server_command(settings, tmp_path, 8123, profile=False)
     client = client_command(settings, "http://127.0.0.1:8123", tmp_path, tmp_path / "r.json", profile=True)
     text = " ".join(client)

@@ -157,6 +157,7 @@ def server_command(spec: RunSpec, path: Path, port: int, *, profile: bool) -> li
     command += ["--gpu-memory-utilization", str(engine["gpu_memory_utilization"])]
     command += ["--max-model-len", str(engine["max_model_len"]), "--seed", str(engine["seed"])]
     command += ["--enforce-eager"] if engine["enforce_eager"] else []
+    command += serve.get("extra_args", [])
     return command + (["--profiler-config", json.dumps({"profiler": "cuda"})] if profile else [])
 
 

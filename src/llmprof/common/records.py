@@ -310,6 +310,7 @@ class ServeSettings(TypedDict):
     stop_timeout_s: float
     server_command: list[str]
     client_command: list[str]
+    extra_args: list[str]  # further server arguments
 
 
 class NsysSettings(TypedDict):
