@@ -99,6 +99,7 @@ def test_baseline_drives_the_load_and_records_latency_percentiles(model_dir: Pat
 def test_profile_runs_the_server_under_nsys_and_the_client_opens_the_capture(
     model_dir: Path, pids: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The stand-in nsys loses its report when it is signalled itself: the stage stops the server, not nsys."""
     monkeypatch.setenv("FAKE_NSYS_EXPORT", str(STEP_CAPTURE))
     out = tmp_path / "profile"
     record = serve_profile(spec(), model_dir, out, nsys=str(SERVING / "fake_nsys.py"))

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """A stand-in for the nsys CLI, enough for the serving stage: ``profile [flags] -o OUT CMD...`` runs CMD as its
-child (passing SIGINT and SIGTERM on, as nsys does) and writes OUT.nsys-rep when CMD ends; ``export ... -o OUT
+child and writes OUT.nsys-rep when CMD ends (a SIGINT or SIGTERM to the stand-in itself ends CMD and loses the
+report, as it can with nsys); ``export ... -o OUT
 REPORT`` writes the export named in $FAKE_NSYS_EXPORT (a real SQLite export) to OUT; ``--version`` prints one."""
 
 from __future__ import annotations
@@ -13,11 +14,18 @@ import sys
 
 
 def profile(args: list[str]) -> int:
+    """Like nsys: the report is written when the application ends; a signal to nsys itself loses it."""
     out = args[args.index("-o") + 1]
     command = args[args.index("-o") + 2 :]
     child = subprocess.Popen(command)
+
+    def interrupted(received: int, _: object) -> None:
+        child.send_signal(received)
+        child.wait()
+        sys.exit(128 + received)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda received, _: child.send_signal(received))
+        signal.signal(signum, interrupted)
     code = child.wait()
     with open(out + ".nsys-rep", "w") as report:
         report.write(f"stand-in report of {command[0]}\n")

@@ -128,6 +128,29 @@ def stop_processes(process: subprocess.Popen[bytes], first: int, grace_s: float)
         process.wait(timeout=KILL_WAIT_S)
 
 
+def with_pid_file(pid_file: Path, command: list[str]) -> list[str]:
+    """``command`` run by a shell that first writes its pid to ``pid_file`` and then becomes the command (exec keeps
+    the pid): how the server's own process is known when nsys stands between it and the stage."""
+    return ["/bin/sh", "-c", 'echo $$ > "$1"; shift; exec "$@"', "sh", str(pid_file), *command]
+
+
+def stop_server(process: subprocess.Popen[bytes], pid_file: Path, grace_s: float) -> None:
+    """Stop the server after a successful load: SIGINT to the server itself, as Ctrl-C would, and wait for ``process``.
+
+    Under nsys, ``process`` is nsys: it writes its report once the server has exited, and a signal of its own could
+    cut that short, so nsys is left alone for ``grace_s``; then everything still running is stopped.
+    """
+    try:
+        server = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        server = process.pid
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(server, signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace_s)
+    stop_processes(process, signal.SIGTERM, KILL_WAIT_S)  # what is left: nothing, when the server and nsys ended
+
+
 def start_process(command: list[str], log: IO[str]) -> subprocess.Popen[bytes]:
     """Start ``command`` in a new session (its own process group), its output into ``log``."""
     log.write("$ " + shlex.join(command) + "\n")
@@ -377,8 +400,8 @@ def serve_load(spec: RunSpec, model_dir: str | Path, work: Path, *, nsys_prefix:
     settings, model_dir = spec["serve"], Path(model_dir).resolve()
     path, port = model_path(model_dir), claim_port(settings["port"])
     base_url, profile = f"http://127.0.0.1:{port}", nsys_prefix is not None
-    command = [*(nsys_prefix or []), *server_command(spec, path, port, profile=profile)]
-    log, result = work / "server.log", work / "client-result.json"
+    log, result, pid_file = work / "server.log", work / "client-result.json", work / "server.pid"
+    command = [*(nsys_prefix or []), *with_pid_file(pid_file, server_command(spec, path, port, profile=profile))]
     timings: dict[str, Any] = {"started_at": _now()}
     with log.open("w") as handle:
         server, stopped = start_process(command, handle), False
@@ -387,11 +410,12 @@ def serve_load(spec: RunSpec, model_dir: str | Path, work: Path, *, nsys_prefix:
             timings["warmup"] = warm_up(spec, base_url, _vocab_size(path))
             client = client_command(spec, base_url, path, result, profile=profile)
             run_client(client, work / "client.log", settings["client_timeout_s"], spec["run"])
-            stop_processes(server, signal.SIGINT, settings["stop_timeout_s"])
+            stop_server(server, pid_file, settings["stop_timeout_s"])
             stopped = True
         finally:
             if not stopped:
                 stop_processes(server, signal.SIGTERM, settings["stop_timeout_s"])
+            pid_file.unlink(missing_ok=True)
     serving = serving_record(load_json(result, "the load client"), spec, result)
     return serving_run_record(spec, model_dir, serving, profile=profile, timings=timings)
 
