@@ -6,9 +6,10 @@ on the server so that ``/start_profile`` calls cudaProfilerStart in the engine p
 The stage waits for ``/v1/models`` to answer, sends warmup requests outside the capture,
 then runs the load client, which opens the capture right before the load and closes it
 right after (``vllm bench serve --profile`` does the same), so the capture holds the load
-and not the client's own start. The server is stopped in every case: SIGINT to its
-process group on success (as Ctrl-C would, so that nsys writes its report), SIGTERM on
-failure, SIGKILL to whatever is left after ``serve.stop_timeout_s``. The run record is
+and not the client's own start. The server is stopped in every case: on success SIGINT to
+the server process itself (as Ctrl-C would; nsys, not signalled, writes its report once
+the server has exited), on failure SIGTERM to its process group and descendants, SIGKILL
+to whatever is left after ``serve.stop_timeout_s``. The run record is
 written only when everything succeeded.
 """
 
