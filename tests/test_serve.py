@@ -20,7 +20,14 @@ from conftest import DATA, ROOT, snakemake
 
 from llmprof.capture.loadgen import RequestResult, arrival_times, result_document
 from llmprof.capture.model import fetch_model
-from llmprof.capture.serve import client_command, serve_baseline, serve_profile, server_command, serving_record
+from llmprof.capture.serve import (
+    claim_port,
+    client_command,
+    serve_baseline,
+    serve_profile,
+    server_command,
+    serving_record,
+)
 from llmprof.cli import main
 from llmprof.common.config import expand_sweeps, load, run_spec
 from llmprof.common.errors import ConfigError, InputError, LlmprofError
@@ -310,3 +317,13 @@ def test_serving_workflow_end_to_end_with_stand_ins(cli_env: dict[str, str], tmp
         assert "## Serving: latency and the GPU behind it" in (results / run / "report" / "report.md").read_text()
     study = (results / "study" / "report.md").read_text()
     assert "ttft_p99_ms_untraced" in study and "latency_throughput" in (results / "study" / "findings.json").read_text()
+
+
+def test_loadgen_without_a_profiling_server_is_one_error_line(tmp_path: Path) -> None:
+    port = claim_port(0)  # free, and nobody listens there
+    args = ["loadgen", "--base-url", f"http://127.0.0.1:{port}", "--model", "m", "--num-prompts", "1"]
+    args += ["--input-len", "4", "--output-len", "2", "--vocab-size", "64", "--profile", "-o", str(tmp_path / "r.json")]
+    result = CliRunner().invoke(main, [*args, "--quiet"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert f"Error: http://127.0.0.1:{port}/start_profile:" in result.output and "--profiler-config" in result.output
+    assert not (tmp_path / "r.json").exists()
