@@ -393,8 +393,8 @@ def throughput_scaling(study: StudyResults) -> Iterator[Observation]:
                     f"{first[parameter]} to {last[parameter]} ({which}){sweep.where}",
                     f"{first[column]:,.0f} → {last[column]:,.0f} output tok/s; "
                     f"{label} grows {last[parameter] / first[parameter]:.1f}×.",
-                    "Sublinear scaling marks where the GPU saturates; pick the batch size at the knee "
-                    "for latency-bound serving.",
+                    "Sublinear scaling marks where the GPU saturates; pick the batch size (or request rate) at the "
+                    "knee for latency-bound serving.",
                 )
                 break
 
