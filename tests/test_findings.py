@@ -445,3 +445,17 @@ def test_ttft_tail(m: Metrics) -> None:
     assert silent("ttft_tail", m, traced, untraced)  # the untraced load is the one judged where it exists
     untraced["serving"] = _serving(10.0, 10.0 * rules.TTFT_TAIL_RATIO + 0.01)  # type: ignore[typeddict-item]
     assert fired("ttft_tail", m, traced, untraced).confidence == "high"
+
+
+def test_profiler_overhead_of_a_serving_run_is_per_token(m: Metrics) -> None:
+    """At a fixed request rate throughput hides the tracer's cost; the median TPOT shows it."""
+    traced, untraced = _records()
+    traced["serving"], untraced["serving"] = _serving(10, 20), _serving(10, 20)  # type: ignore[typeddict-item]
+    untraced["serving"]["tpot"]["p50_ms"] = 6.0  # type: ignore[typeddict-item]
+    traced["serving"]["tpot"]["p50_ms"] = 6.0 / (1 - rules.OVERHEAD_SHARE) - 0.001  # type: ignore[typeddict-item]
+    found = fired("profiler_overhead", m, traced, untraced)
+    assert found.severity == "info" and found.title.endswith("of per-token speed under nsys")
+    traced["serving"]["tpot"]["p50_ms"] = 6.0 / (1 - rules.OVERHEAD_SHARE) + 0.001  # type: ignore[typeddict-item]
+    found = fired("profiler_overhead", m, traced, untraced)
+    assert found.severity == "warning" and found.title == "Profiler overhead: 10.0% of per-token speed under nsys"
+    assert found.evidence.startswith("Median time per output token 6.67 ms traced against 6.00 ms untraced")

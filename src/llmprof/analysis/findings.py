@@ -399,10 +399,37 @@ def library_nvtx_only(run: RunResults) -> Iterator[Observation]:
     )
 
 
+def _serving_tpot(traced: RunRecord, untraced: RunRecord) -> tuple[float, float] | None:
+    """Median TPOT (ms) traced and untraced of a serving run: its speed per token, which a fixed request rate does
+    not hide as it hides throughput."""
+    a, b = traced.get("serving"), untraced.get("serving")
+    if a is None or b is None:
+        return None
+    t, u = a["tpot"]["p50_ms"], b["tpot"]["p50_ms"]
+    return (t, u) if t and u else None
+
+
 def profiler_overhead(traced: RunRecord, untraced: RunRecord) -> float | None:
-    """Relative throughput lost under nsys: 1 - traced tok/s / untraced tok/s."""
+    """Relative throughput lost under nsys: 1 - traced tok/s / untraced tok/s; for a serving run, where the request
+    rate sets the throughput, the speed per token lost: 1 - untraced / traced median TPOT."""
+    tpot = _serving_tpot(traced, untraced)
+    if tpot is not None:
+        return 1 - tpot[1] / tpot[0]
     t, u = traced["output_tokens_per_s"], untraced["output_tokens_per_s"]
     return 1 - t / u if t and u else None
+
+
+def _overhead_evidence(traced: RunRecord, untraced: RunRecord) -> str:
+    tpot = _serving_tpot(traced, untraced)
+    if tpot is not None:
+        return (
+            f"Median time per output token {tpot[0]:,.2f} ms traced against {tpot[1]:,.2f} ms untraced, same load, "
+            "same machine (the request rate, not the server, sets a serving run's throughput)."
+        )
+    return (
+        f"{traced['output_tokens_per_s']:,.0f} output tok/s traced against "
+        f"{untraced['output_tokens_per_s']:,.0f} untraced, same workload, same machine."
+    )
 
 
 def nsys_overhead(run: RunResults) -> Iterator[Observation]:
@@ -411,11 +438,11 @@ def nsys_overhead(run: RunResults) -> Iterator[Observation]:
     loss = profiler_overhead(run.traced, run.untraced)
     if loss is None:
         return
+    what = "per-token speed" if _serving_tpot(run.traced, run.untraced) is not None else "throughput"
     yield Observation(
         "warning" if loss >= OVERHEAD_SHARE else "info",
-        f"Profiler overhead: {pct(loss)} of throughput under nsys",
-        f"{run.traced['output_tokens_per_s']:,.0f} output tok/s traced against "
-        f"{run.untraced['output_tokens_per_s']:,.0f} untraced, same workload, same machine.",
+        f"Profiler overhead: {pct(loss)} of {what} under nsys",
+        _overhead_evidence(run.traced, run.untraced),
         "Quote the untraced throughput and the corrected busy share; read traced kernel times as relative. The cost "
         "is CUDA tracing itself (benchmarks/overhead/LADDER.md): no flag that still times every kernel lowers it "
         "measurably, and --cuda-graph-trace=graph lowers it by no longer timing the kernels inside CUDA graphs.",

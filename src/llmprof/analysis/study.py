@@ -427,7 +427,7 @@ def overhead_range(study: StudyResults) -> Iterator[Observation]:
         yield Observation(
             "info",
             f"Profiler overhead {pct(overheads.min())}–{pct(overheads.max())} across runs{sweep.where}",
-            f"Traced against untraced output tok/s of the same workload.{latency}",
+            f"Traced against untraced output tok/s of the same workload (median TPOT for serving runs).{latency}",
             "Compare runs on untraced throughput; use traced timings for where the time goes, not how much.",
         )
 
