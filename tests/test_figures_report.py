@@ -139,6 +139,10 @@ EVIDENCE: dict[str, Callable[[str, Metrics], tuple[list[float], list[float]]]] =
         _numbers(r"([\d.]+) ms", text),
         [_ms(call["time_ns"]) for call in m["osrt"]["top"][:3]],
     ),
+    "nsys_expert_rules": lambda text, m: (
+        _numbers(r"lowest ([\d.]+)%", text) + _numbers(r"over ([\d.]+) ms", text),
+        [m["nsys_rules"][-1]["top"][0]["in_use_pct"], _ms(m["nsys_rules"][-1]["top"][0]["duration_ns"])],
+    ),
 }
 
 

@@ -31,6 +31,7 @@ from llmprof.analysis import tables
 from llmprof.analysis.categories import API_KIND, Classifier, kernel_classifier
 from llmprof.analysis.collectives import write_collectives
 from llmprof.analysis.devices import multi_gpu_metrics
+from llmprof.analysis.expert import expert_rule_records
 from llmprof.analysis.grouped import GroupedValues
 from llmprof.analysis.launches import LaunchResults, LaunchScan
 from llmprof.analysis.metrics import capture_window, compute_metrics, gpu_activity
@@ -261,6 +262,7 @@ def extract(
             "skipped_summaries": skipped,
             "schema_version": tables.SCHEMA_VERSION,
             "multi_gpu": multi_gpu_metrics(stage),
+            "nsys_rules": expert_rule_records(export),
         }
         write_json(stage / "metrics.json", metrics)
     return metrics

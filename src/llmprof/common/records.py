@@ -233,6 +233,16 @@ class IterationTiming(TypedDict):
     assumption: str
 
 
+class ExpertRuleRecord(TypedDict):
+    """One of Nsight Systems' expert rules (``nsys analyze``) run on the capture with nsys's defaults."""
+
+    rule: str
+    title: str
+    rows: int  # every row the rule found (nsys shows the first 50)
+    skipped: str | None  # why the export cannot give it, as nsys words it
+    top: list[dict[str, int | float | str | None]]  # the first rows, columns as in the rule's table (ns, bytes)
+
+
 class Metrics(CaptureMetrics):
     """``metrics.json``: the capture's metrics and what extraction wrote beside them."""
 
@@ -241,6 +251,7 @@ class Metrics(CaptureMetrics):
     skipped_summaries: dict[str, str]  # summary name → why the export cannot give it
     schema_version: int
     multi_gpu: MultiGpuMetrics  # per device and process, and collectives matched across ranks
+    nsys_rules: list[ExpertRuleRecord]  # nsys analyze's expert rules, with its thresholds
 
 
 # model.json and run.json: what was run, and how fast
