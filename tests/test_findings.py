@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import SAMPLES
+from conftest import DATA, SAMPLES
 
 from llmprof.analysis import findings as rules
 from llmprof.analysis.findings import RULES, Finding, RunResults, findings
@@ -28,6 +28,8 @@ from llmprof.analysis.study import (
     study_table,
 )
 from llmprof.analysis.timing import ASSUMPTION
+from llmprof.capture.serve import serving_record
+from llmprof.common.config import run_spec
 from llmprof.common.records import Metrics, RunRecord, load_metrics, load_run_record
 
 DEMO = "vllm_inproc_h100_3iter/vllm"
@@ -86,6 +88,7 @@ def test_rules_are_listed_once_with_what_they_read() -> None:
         "launch_bound_steps",
         "profiler_overhead",
         "nsys_expert_rules",
+        "ttft_tail",
     ]
     assert all(r.description.endswith(".") for r in RULES)
     assert RULE["gpu_idle"].thresholds == {"idle_share": rules.GPU_IDLE_SHARE}
@@ -442,3 +445,38 @@ def test_runs_of_another_capture_mode_are_split_apart(extracted: dict[str, Path]
     ]
     idle = [f.title for f in found if f.id == "idle_trend"]
     assert [t.split(" (")[1] for t in idle] == ["capture_mode=vllm_hook)", "capture_mode=in_process)"]
+
+
+def _serving(p50_ms: float, p99_ms: float) -> dict[str, object]:
+    """A serving record of the documented client result (tests/data/vllm_bench_serve_result) with the given TTFT."""
+    document = json.loads((DATA / "vllm_bench_serve_result" / "result.json").read_text())
+    document.update(p50_ttft_ms=p50_ms, p99_ttft_ms=p99_ms)
+    settings = run_spec("srv", {"model": "m", "mode": "serve", "serve": {"request_rate": 4, "num_prompts": 16}})
+    return dict(serving_record(document, settings, DATA / "result.json"))
+
+
+def test_ttft_tail(m: Metrics) -> None:
+    traced, untraced = _records()
+    assert silent("ttft_tail", m, traced, untraced)  # offline runs have no serving load
+    traced["serving"] = _serving(10.0, 10.0 * rules.TTFT_TAIL_RATIO + 0.01)  # type: ignore[typeddict-item]
+    found = fired("ttft_tail", m, traced)
+    assert found.confidence == "medium" and found.title == "Time to first token: p99 3.0× the median at 4 requests/s"
+    assert found.numbers["ttft_p99_ms"] == 30.01 and "traced load of 16 requests" in found.evidence
+    untraced["serving"] = _serving(10.0, 10.0 * rules.TTFT_TAIL_RATIO - 0.01)  # type: ignore[typeddict-item]
+    assert silent("ttft_tail", m, traced, untraced)  # the untraced load is the one judged where it exists
+    untraced["serving"] = _serving(10.0, 10.0 * rules.TTFT_TAIL_RATIO + 0.01)  # type: ignore[typeddict-item]
+    assert fired("ttft_tail", m, traced, untraced).confidence == "high"
+
+
+def test_profiler_overhead_of_a_serving_run_is_per_token(m: Metrics) -> None:
+    """At a fixed request rate throughput hides the tracer's cost; the median TPOT shows it."""
+    traced, untraced = _records()
+    traced["serving"], untraced["serving"] = _serving(10, 20), _serving(10, 20)  # type: ignore[typeddict-item]
+    untraced["serving"]["tpot"]["p50_ms"] = 6.0  # type: ignore[typeddict-item]
+    traced["serving"]["tpot"]["p50_ms"] = 6.0 / (1 - rules.OVERHEAD_SHARE) - 0.001  # type: ignore[typeddict-item]
+    found = fired("profiler_overhead", m, traced, untraced)
+    assert found.severity == "info" and found.title.endswith("of per-token speed under nsys")
+    traced["serving"]["tpot"]["p50_ms"] = 6.0 / (1 - rules.OVERHEAD_SHARE) + 0.001  # type: ignore[typeddict-item]
+    found = fired("profiler_overhead", m, traced, untraced)
+    assert found.severity == "warning" and found.title == "Profiler overhead: 10.0% of per-token speed under nsys"
+    assert found.evidence.startswith("Median time per output token 6.67 ms traced against 6.00 ms untraced")

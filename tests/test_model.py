@@ -106,3 +106,27 @@ def test_huggingface_offline_without_cache_is_a_clear_error(tmp_path: Path, monk
     assert result.exit_code == 1
     assert "meta-llama/Llama-3.2-1B@4e20de36" in result.output and "offline" in result.output
     assert not (tmp_path / "m").exists()
+
+
+def test_synthetic_tokenizer_covers_the_vocabulary(tmp_path: Path) -> None:
+    _synthetic(tmp_path, "tok")
+    folder = tmp_path / "tok"
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    assert sorted(vocab.values()) == list(range(512))  # tiny-llama's vocab_size: one word per id
+    assert vocab["<unk>"] == 0 and vocab["<s>"] == 1 and vocab["</s>"] == 2 and vocab["w511"] == 511
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    assert settings["bos_token"] == "<s>" and settings["eos_token"] == "</s>"
+    tokenizers = pytest.importorskip("tokenizers")
+    loaded = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+    ids = np.random.default_rng(0).integers(3, 512, 64).tolist()
+    assert loaded.encode(loaded.decode(ids)).ids == ids  # a client's text prompt has exactly the tokens it chose
+
+
+def test_one_id_for_begin_and_end_gets_one_token(tmp_path: Path) -> None:
+    architecture = json.loads(TINY.read_text())
+    architecture["config"].update(bos_token_id=7, eos_token_id=7)
+    (tmp_path / "arch.json").write_text(json.dumps(architecture))
+    fetch_model("same", {"source": "synthetic", "architecture": str(tmp_path / "arch.json")}, tmp_path / "same")
+    vocab = json.loads((tmp_path / "same" / "tokenizer.json").read_text())["model"]["vocab"]
+    assert vocab["<|endoftext|>"] == 7 and "<s>" not in vocab and len(vocab) == 512

@@ -402,11 +402,15 @@ def model(name: str, spec: str, out: Path, force: bool) -> None:
 @click.option("--nsys", default="nsys", show_default=True, help="The nsys executable.")
 @common_options
 def profile(run: str, spec: str, model_dir: Path, out: Path, nsys: str, force: bool) -> None:
-    """Profile a run's steady-state vLLM generate under nsys (needs a GPU and nsys)."""
+    """Profile a run's steady state under nsys: vLLM generate, or `vllm serve` under load in mode serve (needs a
+    GPU and nsys)."""
     from llmprof.capture.profile import profile_run
+    from llmprof.capture.serve import serve_profile
     from llmprof.common.config import run_spec
 
-    record = profile_run(run_spec(run, _json_option(spec, "--spec")), model_dir, out, nsys=nsys, force=force)
+    settings = run_spec(run, _json_option(spec, "--spec"))
+    stage = serve_profile if settings.get("mode") == "serve" else profile_run
+    record = stage(settings, model_dir, out, nsys=nsys, force=force)
     log.info(
         "%s: %.1f output tok/s traced, %d kernels captured",
         run,
@@ -422,11 +426,14 @@ def profile(run: str, spec: str, model_dir: Path, out: Path, nsys: str, force: b
 @out_option("The run record (JSON) to write.")
 @common_options
 def baseline(run: str, spec: str, model_dir: Path, out: Path, force: bool) -> None:
-    """Run the same workload without nsys, to measure the profiler's overhead (needs a GPU)."""
+    """Run the same workload (or serving load) without nsys, to measure the profiler's overhead (needs a GPU)."""
     from llmprof.capture.profile import baseline_run
+    from llmprof.capture.serve import serve_baseline
     from llmprof.common.config import run_spec
 
-    record = baseline_run(run_spec(run, _json_option(spec, "--spec")), model_dir, out, force=force)
+    settings = run_spec(run, _json_option(spec, "--spec"))
+    stage = serve_baseline if settings.get("mode") == "serve" else baseline_run
+    record = stage(settings, model_dir, out, force=force)
     log.info("%s: %.1f output tok/s untraced", run, record["output_tokens_per_s"])
 
 
@@ -455,6 +462,44 @@ def run_command(spec_file: Path, model_dir: Path, out: Path, with_profile: bool,
     with staged_file(out, force, "run-record") as partial:
         record = run_workload(spec, model_dir, partial, profile=with_profile)
     log.info("%s: %.1f output tok/s", record["run"], record["output_tokens_per_s"])
+
+
+@main.command()
+@click.option("--base-url", required=True, help="The server, e.g. http://127.0.0.1:8000.")
+@click.option("--model", "model_name", required=True, help="The served model name.")
+@click.option("--num-prompts", type=click.IntRange(min=1), required=True, help="Requests to send.")
+@click.option("--input-len", type=click.IntRange(min=1), required=True, help="Prompt tokens per request.")
+@click.option("--output-len", type=click.IntRange(min=1), required=True, help="Tokens to generate per request.")
+@click.option("--vocab-size", type=click.IntRange(min=2), required=True, help="The model's vocabulary (prompt ids).")
+@click.option("--request-rate", type=click.FloatRange(min=0, min_open=True), help="Requests/s (default: all at once).")
+@click.option("--max-concurrency", type=click.IntRange(min=1), help="Most requests in flight (default: no limit).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the prompts and arrival times.")
+@click.option("--profile", "with_profile", is_flag=True, help="Open the capture range around the load.")
+@out_option("The result JSON to write (the format of `vllm bench serve --save-result`).")
+@common_options
+def loadgen(
+    base_url: str,
+    model_name: str,
+    num_prompts: int,
+    input_len: int,
+    output_len: int,
+    vocab_size: int,
+    request_rate: float | None,
+    max_concurrency: int | None,
+    seed: int,
+    with_profile: bool,
+    out: Path,
+    force: bool,
+) -> None:
+    """Drive a serving load (streaming completions of token-id prompts) and measure TTFT, TPOT and ITL."""
+    from llmprof.capture.loadgen import Load, generate_load
+    from llmprof.common.outputs import write_json
+
+    load = Load(num_prompts, input_len, output_len, vocab_size, request_rate, max_concurrency, seed)
+    with staged_file(out, force, "load-result") as partial:
+        result = generate_load(base_url.rstrip("/"), model_name, load, profile=with_profile)
+        write_json(partial, result)
+    log.info("%s: %d of %d requests completed", out, result["completed"], num_prompts)
 
 
 if __name__ == "__main__":  # pragma: no cover

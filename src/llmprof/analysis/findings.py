@@ -44,6 +44,8 @@ OVERHEAD_SHARE = 0.10
 LAUNCH_BOUND_MARGIN = 0.10
 #: Kernels launched outside CUDA graphs named by the launch-bound finding.
 NAMED_LAUNCHES = 5
+#: A serving load's p99 time to first token this many times its median means requests queue before prefill.
+TTFT_TAIL_RATIO = 3.0
 
 NEXT_FOR_FAMILY = {
     "gemm": "GEMM-bound: check that shapes keep tensor cores busy (batch size, padding to multiples of 8/16), "
@@ -405,10 +407,37 @@ def library_nvtx_only(run: RunResults) -> Iterator[Observation]:
     )
 
 
+def _serving_tpot(traced: RunRecord, untraced: RunRecord) -> tuple[float, float] | None:
+    """Median TPOT (ms) traced and untraced of a serving run: its speed per token, which a fixed request rate does
+    not hide as it hides throughput."""
+    a, b = traced.get("serving"), untraced.get("serving")
+    if a is None or b is None:
+        return None
+    t, u = a["tpot"]["p50_ms"], b["tpot"]["p50_ms"]
+    return (t, u) if t and u else None
+
+
 def profiler_overhead(traced: RunRecord, untraced: RunRecord) -> float | None:
-    """Relative throughput lost under nsys: 1 - traced tok/s / untraced tok/s."""
+    """Relative throughput lost under nsys: 1 - traced tok/s / untraced tok/s; for a serving run, where the request
+    rate sets the throughput, the speed per token lost: 1 - untraced / traced median TPOT."""
+    tpot = _serving_tpot(traced, untraced)
+    if tpot is not None:
+        return 1 - tpot[1] / tpot[0]
     t, u = traced["output_tokens_per_s"], untraced["output_tokens_per_s"]
     return 1 - t / u if t and u else None
+
+
+def _overhead_evidence(traced: RunRecord, untraced: RunRecord) -> str:
+    tpot = _serving_tpot(traced, untraced)
+    if tpot is not None:
+        return (
+            f"Median time per output token {tpot[0]:,.2f} ms traced against {tpot[1]:,.2f} ms untraced, same load, "
+            "same machine (the request rate, not the server, sets a serving run's throughput)."
+        )
+    return (
+        f"{traced['output_tokens_per_s']:,.0f} output tok/s traced against "
+        f"{untraced['output_tokens_per_s']:,.0f} untraced, same workload, same machine."
+    )
 
 
 def nsys_overhead(run: RunResults) -> Iterator[Observation]:
@@ -417,11 +446,11 @@ def nsys_overhead(run: RunResults) -> Iterator[Observation]:
     loss = profiler_overhead(run.traced, run.untraced)
     if loss is None:
         return
+    what = "per-token speed" if _serving_tpot(run.traced, run.untraced) is not None else "throughput"
     yield Observation(
         "warning" if loss >= OVERHEAD_SHARE else "info",
-        f"Profiler overhead: {pct(loss)} of throughput under nsys",
-        f"{run.traced['output_tokens_per_s']:,.0f} output tok/s traced against "
-        f"{run.untraced['output_tokens_per_s']:,.0f} untraced, same workload, same machine.",
+        f"Profiler overhead: {pct(loss)} of {what} under nsys",
+        _overhead_evidence(run.traced, run.untraced),
         "Quote the untraced throughput and the corrected busy share; read traced kernel times as relative. The cost "
         "is CUDA tracing itself (benchmarks/overhead/LADDER.md): no flag that still times every kernel lowers it "
         "measurably, and --cuda-graph-trace=graph lowers it by no longer timing the kernels inside CUDA graphs.",
@@ -585,6 +614,29 @@ def nsys_expert_rules(run: RunResults) -> Iterator[Observation]:
         )
 
 
+def ttft_tail(run: RunResults) -> Iterator[Observation]:
+    """A serving load whose slowest first tokens take several times the median: requests wait to be scheduled."""
+    untraced = run.untraced.get("serving") if run.untraced is not None else None
+    traced = run.traced.get("serving") if run.traced is not None else None
+    load, which = (untraced, "untraced") if untraced is not None else (traced, "traced")
+    if load is None:
+        return
+    p50, p99 = load["ttft"]["p50_ms"], load["ttft"]["p99_ms"]
+    if p50 is None or p99 is None or p50 <= 0 or p99 / p50 < TTFT_TAIL_RATIO:
+        return
+    rate = f"{load['request_rate']:g} requests/s" if load["request_rate"] else "every request at once"
+    yield Observation(
+        "warning",
+        f"Time to first token: p99 {p99 / p50:.1f}× the median at {rate}",
+        f"TTFT p50 {p50:,.1f} ms, p99 {p99:,.1f} ms ({which} load of {load['completed']:,} requests); TPOT p50 "
+        f"{load['tpot']['p50_ms'] or 0:,.2f} ms. The slowest requests wait before their prefill is scheduled.",
+        "The server is near its capacity at this load: compare TTFT along a request-rate sweep to find the knee, "
+        "and look at the engine steps beside the latency (requests per step, prefill steps) in the report.",
+        {"ttft_p50_ms": p50, "ttft_p99_ms": p99, "ratio": p99 / p50},
+        "high" if which == "untraced" else "medium",
+    )
+
+
 #: The rules of one run, in the order their findings are listed (after warnings come first).
 RULES: tuple[Rule[RunResults], ...] = (
     Rule("no_gpu_work", "The capture holds no kernel, copy or memset.", {}, no_gpu_work),
@@ -661,6 +713,12 @@ RULES: tuple[Rule[RunResults], ...] = (
         "What Nsight Systems' own expert rules (nsys analyze) report, with nsys's defaults.",
         {"gpu_gap_ms": GAP_MS, "gpu_time_util_pct": UTIL_THRESHOLD_PCT},
         nsys_expert_rules,
+    ),
+    Rule(
+        "ttft_tail",
+        "A serving load's p99 time to first token is several times its median (untraced where measured).",
+        {"ratio": TTFT_TAIL_RATIO},
+        ttft_tail,
     ),
 )
 

@@ -23,12 +23,23 @@ import yaml
 from llmprof.analysis.categories import CATEGORY_ORDER
 from llmprof.analysis.findings import Finding, Observation, Rule, pct, profiler_overhead, run_rules
 from llmprof.analysis.metrics import records
+from llmprof.analysis.serving import engine_steps, mean_batch_requests, serving
 from llmprof.analysis.timing import iteration_timing
 from llmprof.common.errors import InputError, brief
-from llmprof.common.records import ManifestEntry, RunRecord, load_metrics, load_run_record, shape_problem
+from llmprof.common.records import (
+    ManifestEntry,
+    RunRecord,
+    ServingRecord,
+    load_metrics,
+    load_run_record,
+    shape_problem,
+)
 
 #: Run parameters compared across runs, from the run record's settings (in this order).
 PARAMETERS = (
+    ("request_rate", "serve", pa.float64()),
+    ("max_concurrency", "serve", pa.int64()),
+    ("num_prompts", "serve", pa.int64()),
     ("batch_size", "workload", pa.int64()),
     ("input_len", "workload", pa.int64()),
     ("output_len", "workload", pa.int64()),
@@ -38,7 +49,15 @@ PARAMETERS = (
 )
 #: What a run must share with another to be placed on one axis with it: runs differing in any of these are
 #: split into comparison groups (their values, from the traced run record, are columns of the study table).
-GROUP_FIELDS = ("capture_mode", "nsys_arguments", "model", "gpu_name", "vllm_version")
+GROUP_FIELDS = ("mode", "capture_mode", "nsys_arguments", "model", "gpu_name", "vllm_version")
+#: A serving run's client measurements in the study table, traced and untraced: column stem → (latency, key).
+SERVING_COLUMNS = {
+    "ttft_p50_ms": ("ttft", "p50_ms"),
+    "ttft_p99_ms": ("ttft", "p99_ms"),
+    "tpot_p50_ms": ("tpot", "p50_ms"),
+    "itl_p50_ms": ("itl", "p50_ms"),
+    "itl_p99_ms": ("itl", "p99_ms"),
+}
 #: A kernel category's share of GPU time must move this much between the ends of a sweep to be reported.
 SHARE_CHANGE = 0.05
 
@@ -49,6 +68,7 @@ STUDY_SCHEMA = pa.schema(
         pa.field("reason", pa.string()),
         pa.field("sweep", pa.string()),
         pa.field("swept_values", pa.string()),  # JSON object of the swept keys
+        pa.field("mode", pa.string()),  # offline or serve
         *(pa.field(name, kind) for name, _, kind in PARAMETERS),
         pa.field("model", pa.string()),
         pa.field("gpu_name", pa.string()),
@@ -70,6 +90,12 @@ STUDY_SCHEMA = pa.schema(
         pa.field("h2d_bytes", pa.int64()),
         pa.field("top_kernel", pa.string()),
         pa.field("top_kernel_share", pa.float64()),
+        *(
+            pa.field(f"{stem}_{which}", pa.float64())
+            for stem in ("request_per_s", *SERVING_COLUMNS)
+            for which in ("traced", "untraced")
+        ),
+        pa.field("mean_batch_requests", pa.float64()),  # requests per engine step (steps that scheduled any)
     ]
 )
 
@@ -146,10 +172,12 @@ def _record_columns(traced: RunRecord | None, untraced: RunRecord | None) -> dic
     row: dict[str, object] = {}
     if traced is not None:
         spec = traced["spec"]
+        row["mode"] = spec.get("mode", "offline")
         sections: dict[str | None, Mapping[str, object]] = {
             None: spec,
             "workload": spec["workload"],
             "engine": spec["engine"],
+            "serve": spec.get("serve", {}) if row["mode"] == "serve" else {},
         }
         for name, section, _ in PARAMETERS:
             row[name] = sections[section].get(name)
@@ -167,6 +195,18 @@ def _record_columns(traced: RunRecord | None, untraced: RunRecord | None) -> dic
         row["mean_iteration_latency_s_untraced"] = statistics.fmean(untraced_latencies) if untraced_latencies else None
     if traced is not None and untraced is not None:
         row["profiler_overhead"] = profiler_overhead(traced, untraced)
+    for which, record in (("traced", traced), ("untraced", untraced)):
+        row.update(_serving_columns(serving(record), which))
+    return row
+
+
+def _serving_columns(load: ServingRecord | None, which: str) -> dict[str, object]:
+    """A serving load's throughput and latency percentiles as study columns (none for offline runs)."""
+    if load is None:
+        return {}
+    row: dict[str, object] = {f"request_per_s_{which}": load["request_throughput_per_s"]}
+    for stem, (metric, key) in SERVING_COLUMNS.items():
+        row[f"{stem}_{which}"] = load[metric][key]  # type: ignore[literal-required]
     return row
 
 
@@ -188,6 +228,8 @@ def run_row(entry: RunEntry) -> dict[str, object]:
     for category in m["kernels"]["categories"]:
         row[f"share_{category['category'].replace('/', '_')}"] = category["share"]
     top = m["kernels"]["top"][0] if m["kernels"]["top"] else None
+    if row.get("mode") == "serve":
+        row["mean_batch_requests"] = mean_batch_requests(engine_steps(entry.extract))
     row.update(
         status="ok",
         kernel_count=m["kernels"]["count"],
@@ -310,8 +352,8 @@ def comparison_split(study: StudyResults) -> Iterator[Observation]:
     yield Observation(
         "info",
         f"Runs split into {len(groups)} comparison groups by {', '.join(fields)}",
-        f"{members}. Runs that differ in capture mode, nsys arguments, model, GPU or vLLM version are not placed "
-        "on one axis; trends are found within each group.",
+        f"{members}. Runs that differ in mode (offline or serve), capture mode, nsys arguments, model, GPU or vLLM "
+        "version are not placed on one axis; trends are found within each group.",
         "Sweep one parameter at a time with the rest of the setup fixed, so that every run lands in one group.",
     )
 
@@ -365,8 +407,8 @@ def throughput_scaling(study: StudyResults) -> Iterator[Observation]:
                     f"{first[parameter]} to {last[parameter]} ({which}){sweep.where}",
                     f"{first[column]:,.0f} → {last[column]:,.0f} output tok/s; "
                     f"{label} grows {last[parameter] / first[parameter]:.1f}×.",
-                    "Sublinear scaling marks where the GPU saturates; pick the batch size at the knee "
-                    "for latency-bound serving.",
+                    "Sublinear scaling marks where the GPU saturates; pick the batch size (or request rate) at the "
+                    "knee for latency-bound serving.",
                 )
                 break
 
@@ -399,8 +441,40 @@ def overhead_range(study: StudyResults) -> Iterator[Observation]:
         yield Observation(
             "info",
             f"Profiler overhead {pct(overheads.min())}–{pct(overheads.max())} across runs{sweep.where}",
-            f"Traced against untraced output tok/s of the same workload.{latency}",
+            f"Traced against untraced output tok/s of the same workload (median TPOT for serving runs).{latency}",
             "Compare runs on untraced throughput; use traced timings for where the time goes, not how much.",
+        )
+
+
+def _measured(sweep: Sweep, stem: str) -> str | None:
+    """The column of ``stem`` every run of the sweep has: untraced where all have it, else traced."""
+    for which in ("untraced", "traced"):
+        if sweep.runs[f"{stem}_{which}"].notna().all():
+            return f"{stem}_{which}"
+    return None
+
+
+def latency_throughput(study: StudyResults) -> Iterator[Observation]:
+    """Along a serving sweep: how request throughput and latency move together, and the GPU's busy share."""
+    for sweep in study.sweeps:
+        rate, ttft, tpot = (_measured(sweep, s) for s in ("request_per_s", "ttft_p99_ms", "tpot_p50_ms"))
+        if rate is None or ttft is None or tpot is None:
+            continue
+        runs, label, busy = records(sweep.runs), sweep.label, _busy_basis(sweep)[0]
+        points = "; ".join(
+            f"{label} {r[sweep.parameter]}: {r[rate]:,.2f} requests/s, TTFT p99 {r[ttft]:,.1f} ms, TPOT p50 "
+            f"{r[tpot]:,.2f} ms, GPU busy {pct(r[busy]) if r[busy] is not None else 'n/a'}"
+            for r in runs
+        )
+        first, last = sweep.first, sweep.last
+        yield Observation(
+            "info",
+            f"From {label} {first[sweep.parameter]} to {last[sweep.parameter]}{sweep.where}: requests/s "
+            f"{last[rate] / first[rate]:.1f}×, TTFT p99 {last[ttft] / first[ttft]:.1f}×, "
+            f"TPOT p50 {last[tpot] / first[tpot]:.1f}×",
+            f"{points} ({rate.rsplit('_', 1)[1]} latency; busy: {busy.replace('_', ' ')}).",
+            "Where requests/s stops growing while TTFT keeps rising, the server is saturated: serve below that "
+            "rate, or raise its capacity (batch limits, CUDA graphs, more GPUs) and sweep again.",
         )
 
 
@@ -409,7 +483,7 @@ STUDY_RULES: tuple[Rule[StudyResults], ...] = (
     Rule("run_failed", "A run of the study left no metrics; its logs say why.", {}, run_failed),
     Rule(
         "comparison_split",
-        "Runs that differ in capture mode, nsys arguments, model, GPU or vLLM version are compared apart.",
+        "Runs that differ in mode, capture mode, nsys arguments, model, GPU or vLLM version are compared apart.",
         {},
         comparison_split,
     ),
@@ -420,6 +494,12 @@ STUDY_RULES: tuple[Rule[StudyResults], ...] = (
         idle_trend,
     ),
     Rule("throughput_scaling", "How output throughput grows along the sweep.", {}, throughput_scaling),
+    Rule(
+        "latency_throughput",
+        "Along a serving sweep: request throughput, TTFT and TPOT together, and the GPU's busy share.",
+        {},
+        latency_throughput,
+    ),
     Rule(
         "category_shift",
         "A kernel family's share of GPU time moves between the ends of the sweep.",

@@ -7,6 +7,10 @@ Three sources:
   function of those three, so kernels can be profiled with no download and no
   gated weights. Weights are drawn per tensor from a generator seeded by
   (seed, tensor name) and written as one safetensors file, one tensor at a time.
+  It carries a word-level tokenizer (``tokenizer.json``: token ``i`` is the word
+  ``w<i>``, plus unknown, begin and end tokens), so that text clients such as
+  ``vllm bench serve`` can send prompts of an exact length: any sequence of
+  token ids decodes to words that encode back to the same ids.
 - ``huggingface``: a repository at a pinned commit, restricted to the files vLLM
   needs; offline mode (``HF_HUB_OFFLINE=1``) is honoured.
 - ``local``: a folder already on disk, used in place.
@@ -151,6 +155,62 @@ def load_architecture(path: str | Path) -> dict[str, Any]:
     return config
 
 
+def _special_tokens(config: dict[str, Any]) -> dict[int, str]:
+    """Id → text of the special tokens: unknown at 0, and the begin and end ids of the architecture."""
+    specials = {0: "<unk>"}
+    bos, eos = config.get("bos_token_id"), config.get("eos_token_id")
+    if isinstance(bos, int):
+        specials[bos] = "<s>" if bos != eos else "<|endoftext|>"
+    if isinstance(eos, int):
+        specials[eos] = "</s>" if bos != eos else "<|endoftext|>"
+    return specials
+
+
+def word_level_tokenizer(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``tokenizer.json`` and ``tokenizer_config.json`` of a word-level tokenizer over the whole vocabulary.
+
+    Words split on whitespace and decode joined by spaces, so decoding ids and encoding the text gives the
+    same ids back; no begin token is added on encoding.
+    """
+    specials = _special_tokens(config)
+    vocab = {specials.get(i, f"w{i}"): i for i in range(int(config["vocab_size"]))}
+    added = [
+        {
+            "id": i,
+            "content": text,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+        for i, text in sorted(specials.items())
+    ]
+    tokenizer = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": None,
+        "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": None,
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": False},
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"},
+    }
+    settings = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": int(config.get("max_position_embeddings", 2048)),
+        "clean_up_tokenization_spaces": False,
+        "unk_token": "<unk>",
+        **{
+            name: specials[config[key]]
+            for name, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"))
+            if isinstance(config.get(key), int)
+        },
+    }
+    return tokenizer, settings
+
+
 def _synthetic(spec: dict[str, Any], stage: Path) -> dict[str, Any]:
     architecture = Path(spec["architecture"])
     config = load_architecture(architecture)
@@ -162,6 +222,9 @@ def _synthetic(spec: dict[str, Any], stage: Path) -> dict[str, Any]:
     write_json(stage / "config.json", {**config, "torch_dtype": dtype})
     generation = {k: config[k] for k in ("bos_token_id", "eos_token_id") if k in config}
     write_json(stage / "generation_config.json", generation)
+    tokenizer, tokenizer_settings = word_level_tokenizer(config)
+    (stage / "tokenizer.json").write_text(json.dumps(tokenizer, separators=(",", ":")) + "\n")
+    write_json(stage / "tokenizer_config.json", tokenizer_settings)
     parameters = write_synthetic_safetensors(stage / "model.safetensors", specs, dtype, seed)
     return {
         "architecture": {"file": architecture.name, "sha256": file_record(architecture, architecture.parent)["sha256"]},

@@ -56,7 +56,8 @@ def workload_command(spec_path: Path, model_dir: Path, record: Path, *, profile:
     return command + (["--profile"] if profile else [])
 
 
-def _tail(log: Path) -> str:
+def log_tail(log: Path) -> str:
+    """The last lines of a log, joined into one line."""
     lines = log.read_text(errors="replace").splitlines() if log.exists() else []
     return " | ".join(line.strip() for line in lines[-LOG_TAIL_LINES:] if line.strip())
 
@@ -67,6 +68,26 @@ def nsys_version(nsys: str) -> str | None:
         return result.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def captured_kernels(report: Path, spec: RunSpec, nsys: str) -> int:
+    """The number of kernels in a fresh capture; CaptureError when there is no report or no kernel in it."""
+    if not report.exists():
+        raise CaptureError(
+            f"run {spec['run']}: nsys wrote no report: the capture range never opened "
+            f"(capture_mode={spec['capture_mode']}: check that the profiler start reaches the engine process)"
+        )
+    with tempfile.TemporaryDirectory() as scratch:
+        with open_export(export_sqlite(report, Path(scratch) / "check.sqlite", nsys=nsys)) as export:
+            kernels = count_kernels(export)
+    if kernels == 0:
+        hint = (
+            "with capture_mode=in_process VLLM_ENABLE_V1_MULTIPROCESSING=0 must be set before vLLM is imported"
+            if spec["capture_mode"] == "in_process"
+            else "with capture_mode=vllm_hook the worker must be traced (--trace-fork-before-exec=true)"
+        )
+        raise CaptureError(f"run {spec['run']}: the capture holds no CUDA kernel: it missed the GPU work; {hint}")
+    return kernels
 
 
 def profile_run(
@@ -100,24 +121,9 @@ def profile_run(
             )
         if result.returncode != 0 or not record_path.exists():
             raise WorkloadError(
-                f"run {spec['run']}: the workload under nsys failed (exit {result.returncode}): {_tail(log)}"
+                f"run {spec['run']}: the workload under nsys failed (exit {result.returncode}): {log_tail(log)}"
             )
-        report = stage / "profile.nsys-rep"
-        if not report.exists():
-            raise CaptureError(
-                f"run {spec['run']}: nsys wrote no report: the capture range never opened "
-                f"(capture_mode={spec['capture_mode']}: check that the profiler start reaches the engine process)"
-            )
-        with tempfile.TemporaryDirectory() as scratch:
-            with open_export(export_sqlite(report, Path(scratch) / "check.sqlite", nsys=executable)) as export:
-                kernels = count_kernels(export)
-        if kernels == 0:
-            hint = (
-                "with capture_mode=in_process VLLM_ENABLE_V1_MULTIPROCESSING=0 must be set before vLLM is imported"
-                if spec["capture_mode"] == "in_process"
-                else "with capture_mode=vllm_hook the worker must be traced (--trace-fork-before-exec=true)"
-            )
-            raise CaptureError(f"run {spec['run']}: the capture holds no CUDA kernel: it missed the GPU work; {hint}")
+        kernels = captured_kernels(stage / "profile.nsys-rep", spec, executable)
         record = load_run_record(record_path)
         record["nsys"] = {
             "version": nsys_version(executable),
@@ -141,7 +147,7 @@ def baseline_run(spec: RunSpec, model_dir: str | Path, out: str | Path, *, force
             )
         if result.returncode != 0 or not record_path.exists():
             raise WorkloadError(
-                f"run {spec['run']}: the baseline workload failed (exit {result.returncode}): {_tail(log)}"
+                f"run {spec['run']}: the baseline workload failed (exit {result.returncode}): {log_tail(log)}"
             )
         shutil.copyfile(record_path, partial)
     return load_run_record(out)

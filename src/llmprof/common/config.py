@@ -108,6 +108,10 @@ def validate_file_config(config: dict[str, Any], path: str | Path) -> dict[str, 
 
 #: Short labels of swept keys in expanded run names (llama1b-batch-bs16-in512).
 SWEEP_LABELS = {
+    "mode": "",
+    "serve.request_rate": "rate",
+    "serve.max_concurrency": "conc",
+    "serve.num_prompts": "n",
     "capture_mode": "",
     "engine.dtype": "",
     "engine.tensor_parallel_size": "tp",

@@ -364,6 +364,23 @@ class WorkloadSettings(TypedDict):
     seed: int
 
 
+class ServeSettings(TypedDict):
+    """The serving load of a run in mode serve (config/schema.yaml, runs.{run}.serve)."""
+
+    client: str  # vllm or builtin
+    request_rate: float | None  # requests/s; None: every request at once
+    max_concurrency: int | None
+    num_prompts: int
+    warmup_requests: int
+    port: int  # 0: a free one
+    ready_timeout_s: float
+    client_timeout_s: float
+    stop_timeout_s: float
+    server_command: list[str]
+    client_command: list[str]
+    extra_args: list[str]  # further server arguments
+
+
 class NsysSettings(TypedDict):
     trace: str
     cuda_graph_trace: str
@@ -390,10 +407,48 @@ class _RunSpecRequired(TypedDict):
 
 
 class RunSpec(_RunSpecRequired, total=False):
-    """A profiled run's settings with every default filled (``llmprof.common.config.run_spec``)."""
+    """A profiled run's settings with every default filled (``llmprof.common.config.run_spec``).
+
+    ``mode`` and ``serve`` are absent from records written before serving runs existed (mode offline).
+    """
 
     description: str
     sweep: SweepRecord
+    mode: str  # offline or serve
+    serve: ServeSettings
+
+
+class LatencyPercentiles(TypedDict):
+    """One per-request latency of a serving load, in milliseconds, as ``vllm bench serve`` reports it."""
+
+    mean_ms: float | None
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+
+
+class ServingRecord(TypedDict):
+    """What a serving load measured on the client (the result of ``vllm bench serve`` or ``llmprof loadgen``).
+
+    TTFT: time to the first token; TPOT: time per output token after the first (per request);
+    ITL: time between successive streamed tokens (per token); E2EL: the whole request.
+    """
+
+    client: str
+    num_prompts: int
+    completed: int
+    failed: int
+    request_rate: float | None  # configured; None: every request at once
+    max_concurrency: int | None
+    duration_s: float
+    total_input_tokens: int
+    total_output_tokens: int
+    request_throughput_per_s: float
+    output_tokens_per_s: float
+    ttft: LatencyPercentiles
+    tpot: LatencyPercentiles
+    itl: LatencyPercentiles
+    e2el: LatencyPercentiles
 
 
 class IterationRecord(TypedDict):
@@ -454,9 +509,14 @@ class WorkloadRecord(_WorkloadRequired, total=False):
 
 
 class RunRecord(WorkloadRecord, total=False):
-    """``run.json``: the workload's record; a profiled run's also says how nsys captured it."""
+    """``run.json``: the workload's record; a profiled run's also says how nsys captured it.
+
+    A serving run's record holds the load as its one iteration (the load's duration and output tokens)
+    and the client's latency percentiles in ``serving``.
+    """
 
     nsys: NsysRecord
+    serving: ServingRecord
 
 
 # provenance.json

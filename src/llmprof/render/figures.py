@@ -471,6 +471,37 @@ def study_top_kernels(table: pd.DataFrame, parameter: str | None, entries: list[
     ax.set(xlabel="", ylabel="", title="Top kernels: share of GPU time per run")
 
 
+def _serving_column(runs: pd.DataFrame, stem: str) -> tuple[str, str] | None:
+    """The column of ``stem`` every serving run has (untraced first) and its word, or None."""
+    for which in ("untraced", "traced"):
+        if runs[f"{stem}_{which}"].notna().all():
+            return f"{stem}_{which}", which
+    return None
+
+
+def study_serving(table: pd.DataFrame, parameter: str | None, entries: list[RunEntry], fig: Figure) -> None:
+    """Serving runs: latency against request throughput (the latency-throughput curve), and GPU busy share."""
+    left, right = fig.subplots(1, 2)
+    ok, label = _study_x(table, parameter)
+    runs = ok[ok["mode"] == "serve"]
+    rate = _serving_column(runs, "request_per_s") if not runs.empty else None
+    if rate is None:
+        _no_data(left, "No serving runs")
+        return _no_data(right, "in this study")
+    for stem, name in (("ttft_p50_ms", "TTFT p50"), ("ttft_p99_ms", "TTFT p99"), ("tpot_p50_ms", "TPOT p50")):
+        found = _serving_column(runs, stem)
+        if found is not None:
+            left.plot(runs[rate[0]], runs[found[0]], marker="o", label=f"{name} ({found[1]})")
+    tail = _serving_column(runs, "ttft_p99_ms")
+    for x, y, value in zip(runs[rate[0]], runs[tail[0] if tail else rate[0]], runs["x"]):
+        left.annotate(f"{label} {value}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    left.set(xlabel=f"requests / s ({rate[1]})", ylabel="latency (ms)", title="Latency against throughput")
+    left.legend(fontsize=8)
+    busy = runs["busy_share_corrected"].where(runs["busy_share_corrected"].notna(), runs["busy_share_raw"])
+    right.bar(runs["x"].astype(str), 100 * busy.fillna(0).to_numpy(), color=PALETTE["gemm"])
+    right.set(xlabel=label, ylabel="GPU busy (% of the load)", ylim=(0, 100), title="GPU busy share")
+
+
 #: A study figure: drawn from the study table, the swept parameter (None: runs by name) and the runs.
 StudyDrawing = Callable[[pd.DataFrame, str | None, list[RunEntry], Figure], None]
 
@@ -480,6 +511,7 @@ STUDY_FIGURES: dict[str, tuple[StudyDrawing, tuple[float, float], str]] = {
     "latency": (study_latency, (9, 4.5), "Mean latency of a generate call, without and under nsys"),
     "categories": (study_categories, (11, 4.5), "GPU time by kernel category per run"),
     "top_kernels": (study_top_kernels, (11, 7), "Top kernels' share of GPU time per run"),
+    "serving": (study_serving, (12, 4.5), "Serving runs: latency against request throughput, and GPU busy share"),
 }
 
 

@@ -12,13 +12,16 @@ import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from llmprof.analysis.categories import kernel_label
 from llmprof.analysis.findings import Finding, findings, pct, profiler_overhead, rank_label
 from llmprof.analysis.iterations import MIN_STEADY_STEPS
+from llmprof.analysis.serving import LATENCIES, PhaseSteps, engine_steps, latency_overhead, phase_steps, serving
 from llmprof.analysis.timing import run_timing
 from llmprof.common.errors import InputError
 from llmprof.common.outputs import staged_directory, write_json
-from llmprof.common.records import IterationTiming, Metrics, RunRecord, load_metrics, load_run_record
+from llmprof.common.records import IterationTiming, Metrics, RunRecord, ServingRecord, load_metrics, load_run_record
 from llmprof.render.document import Block, Figure, Heading, Paragraph, Table, embedded_images, to_html, to_markdown
 from llmprof.render.figures import FIGURES, figure_links
 
@@ -129,9 +132,27 @@ def _nvtx_table(m: Metrics) -> Table:
     return Table(("Range", "Style", "Instances", "Range time", "GPU projected", "GPU kernel time", "GPU ops"), rows)
 
 
+def _workload_text(traced: RunRecord) -> str:
+    """The workload in words: the generate batches, or the serving load."""
+    workload, load = traced["spec"]["workload"], serving(traced)
+    if load is None:
+        return (
+            f"batch {workload['batch_size']}, input {workload['input_len']} tokens, output "
+            f"{workload['output_len']} tokens; {len(traced['warmup_latency_s'])} warmup calls before the "
+            f"capture, {len(traced['iterations'])} captured"
+        )
+    rate = f"{load['request_rate']:g} requests/s (Poisson)" if load["request_rate"] else "all at once"
+    limit = f", at most {load['max_concurrency']} in flight" if load["max_concurrency"] else ""
+    return (
+        f"`vllm serve`: {load['num_prompts']} requests {rate}{limit}, input {workload['input_len']} tokens, output "
+        f"{workload['output_len']} tokens, client {load['client']}; {len(traced['warmup_latency_s'])} warmup "
+        "requests before the capture, the load captured"
+    )
+
+
 def _workload_rows(traced: RunRecord, untraced: RunRecord | None) -> tuple[tuple[str, str], ...]:
     """What ran, how fast with and without nsys, and on what."""
-    model, workload, versions = traced["model"], traced["spec"]["workload"], traced["versions"]
+    model, versions = traced["model"], traced["versions"]
     nsys = traced.get("nsys")
     loss = profiler_overhead(traced, untraced) if untraced is not None else None
     return (
@@ -141,12 +162,7 @@ def _workload_rows(traced: RunRecord, untraced: RunRecord | None) -> tuple[tuple
             + (f", {model['parameters'] / 1e9:.2f}B parameters)" if model.get("parameters") else ")"),
         ),
         ("Capture mode", traced["capture_mode"]),
-        (
-            "Workload",
-            f"batch {workload['batch_size']}, input {workload['input_len']} tokens, output "
-            f"{workload['output_len']} tokens; {len(traced['warmup_latency_s'])} warmup calls before the "
-            f"capture, {len(traced['iterations'])} captured",
-        ),
+        ("Workload", _workload_text(traced)),
         ("Throughput traced", f"{traced['output_tokens_per_s']:,.0f} output tok/s"),
         ("Throughput untraced", f"{untraced['output_tokens_per_s']:,.0f} output tok/s" if untraced else "not measured"),
         ("Profiler overhead", _pct(loss)),
@@ -170,10 +186,86 @@ def _workload_blocks(traced: RunRecord, untraced: RunRecord | None) -> list[Bloc
         )
         for i in traced["iterations"]
     )
+    blocks: list[Block] = [Heading("Workload"), Table(("Item", "Value"), _workload_rows(traced, untraced))]
+    if serving(traced) is None:
+        blocks.append(Table(("Captured iteration", "Latency", "Output tokens", "tok/s"), latency))
+    return blocks
+
+
+def _latency_cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.2f} ms"
+
+
+def _latency_table(traced: ServingRecord, untraced: ServingRecord | None) -> Table:
+    """Each client latency's p50, p90 and p99, traced and untraced, and how much longer p50 and p99 are traced."""
+    rows = []
+    for metric, label in LATENCIES:
+        a = traced[metric]  # type: ignore[literal-required]
+        b = untraced[metric] if untraced is not None else None  # type: ignore[literal-required]
+        spread = [
+            f"{_latency_cell(a[k])} / {_latency_cell(b[k] if b else None)}" for k in ("p50_ms", "p90_ms", "p99_ms")
+        ]
+        overhead = [_pct(latency_overhead(a, b, k)) if b else "not measured" for k in ("p50_ms", "p99_ms")]
+        rows.append((label, *spread, *overhead))
+    header = ("Latency", "p50 traced / untraced", "p90 traced / untraced", "p99 traced / untraced")
+    return Table((*header, "p50 overhead", "p99 overhead"), tuple(rows))
+
+
+def _side_by_side(load: ServingRecord, which: str, phases: list[PhaseSteps]) -> Table:
+    """The client's latency percentiles beside the engine steps of the capture, phase by phase."""
+    left = [
+        (label, *(_latency_cell(load[m][k]) for k in ("p50_ms", "p90_ms", "p99_ms")))  # type: ignore[literal-required]
+        for m, label in LATENCIES
+    ]
+    right = [
+        (
+            p.phase,
+            f"{p.steps:,}",
+            f"{p.median_batch_requests:g} ({p.max_batch_requests:,} max)",
+            f"{p.median_batch_tokens:g}",
+            _ms(p.median_gpu_time_ns),
+            _pct(p.gpu_time_share),
+            _pct(p.median_gpu_busy_share),
+        )
+        for p in phases
+    ]
+    blank_left, blank_right = ("",) * 4, ("",) * 7
+    rows = tuple(
+        (*(left[i] if i < len(left) else blank_left), *(right[i] if i < len(right) else blank_right))
+        for i in range(max(len(left), len(right)))
+    )
+    header = (f"Latency ({which})", "p50", "p90", "p99", "Engine steps", "Steps", "Requests per step (median)")
+    return Table(
+        (*header, "Tokens per step (median)", "GPU time per step", "Share of step GPU time", "GPU busy per step"), rows
+    )
+
+
+def _serving_blocks(traced: RunRecord, untraced: RunRecord | None, steps: pd.DataFrame | None) -> list[Block]:
+    """The serving load's latency percentiles beside the engine steps that served it."""
+    load, baseline = serving(traced), serving(untraced)
+    if load is None:
+        return []
+    shown, which = (baseline, "untraced") if baseline is not None else (load, "traced")
+    phases = phase_steps(steps) if steps is not None else []
+    throughput = ", ".join(
+        f"{record['request_throughput_per_s']:,.2f} requests/s and {record['output_tokens_per_s']:,.0f} output tok/s "
+        f"{name}"
+        for name, record in (("untraced", baseline), ("traced", load))
+        if record is not None
+    )
     return [
-        Heading("Workload"),
-        Table(("Item", "Value"), _workload_rows(traced, untraced)),
-        Table(("Captured iteration", "Latency", "Output tokens", "tok/s"), latency),
+        Heading("Serving: latency and the GPU behind it"),
+        Paragraph(
+            f"{load['completed']:,} requests completed: {throughput}. Latency is what the client measured per "
+            "request (TTFT: to the first token; TPOT: per output token after the first; ITL: between streamed "
+            "tokens; E2EL: the whole request). The engine steps are vLLM's NVTX ranges in the traced capture: "
+            "requests and tokens per step from the range's name, GPU time of the kernels the step launched, and "
+            "GPU busy per step (that time over the step's span, inflated by the tracer)."
+        ),
+        _side_by_side(shown, which, phases)
+        if phases
+        else Paragraph("The capture holds no vLLM engine-step range: the GPU side cannot be split by step."),
+        _latency_table(load, baseline),
     ]
 
 
@@ -297,10 +389,12 @@ def build_report(
     figures: Sequence[tuple[str, str]],
     traced: RunRecord | None = None,
     untraced: RunRecord | None = None,
+    steps: pd.DataFrame | None = None,
 ) -> list[Block]:
     """The report's blocks for one run (with its workload when the run records are given).
 
-    ``figures``: (path relative to the report, caption) of each figure shown.
+    ``figures``: (path relative to the report, caption) of each figure shown; ``steps``: the capture's
+    engine steps (:func:`llmprof.analysis.serving.engine_steps`), shown beside a serving run's latency.
     """
     source, timing = m["source"], run_timing(m, traced, untraced)
     blocks: list[Block] = [
@@ -314,6 +408,7 @@ def build_report(
         _headline(m, timing),
         _timing_note(timing),
         *(_workload_blocks(traced, untraced) if traced is not None else []),
+        *(_serving_blocks(traced, untraced, steps) if traced is not None else []),
         Heading("Findings"),
         *finding_blocks(found, "No rule fired: no finding is supported by these numbers."),
     ]
@@ -371,7 +466,8 @@ def write_report(
     found = findings(metrics, traced, untraced)
     figures = _figures_beside(Path(figures_dir), out) if figures_dir is not None else []
     name = run or extract_dir.resolve().parent.name
-    blocks = build_report(name, metrics, found, figures, traced, untraced)
+    steps = engine_steps(extract_dir) if serving(traced) is not None else None
+    blocks = build_report(name, metrics, found, figures, traced, untraced, steps)
     with staged_directory(out, force, "report") as stage:
         (stage / "report.md").write_text(to_markdown(blocks))
         images = embedded_images(blocks, out)

@@ -45,6 +45,21 @@ GPU_COLUMNS = (
 )
 #: Kernel names in the table are cut to this many characters, so the table fits the page.
 NAME_WIDTH = 40
+#: The serving table, shown when the study has serving runs (latencies without nsys unless said).
+SERVING_COLUMNS = (
+    ("run", "run", ""),
+    ("mode", "mode", ""),
+    ("request_rate", "request rate (req/s)", ""),
+    ("max_concurrency", "max concurrency", ""),
+    ("request_per_s_untraced", "req/s without nsys", "rate"),
+    ("request_per_s_traced", "req/s under nsys", "rate"),
+    ("ttft_p50_ms_untraced", "TTFT p50", "ms"),
+    ("ttft_p99_ms_untraced", "TTFT p99", "ms"),
+    ("tpot_p50_ms_untraced", "TPOT p50", "ms"),
+    ("itl_p99_ms_untraced", "ITL p99", "ms"),
+    ("ttft_p99_ms_traced", "TTFT p99 under nsys", "ms"),
+    ("mean_batch_requests", "requests per engine step", "rate"),
+)
 
 
 def _cell(value: object, kind: str = "") -> str:
@@ -60,6 +75,10 @@ def _cell(value: object, kind: str = "") -> str:
         return pct(float(value))
     if kind == "tok":
         return f"{float(value):,.0f}"
+    if kind == "ms":
+        return f"{float(value):,.2f} ms"
+    if kind == "rate":
+        return f"{float(value):,.2f}"
     return f"{float(value) / 1e6:,.2f}"
 
 
@@ -72,6 +91,9 @@ def study_blocks(
     table: pd.DataFrame, found: list[Finding], parameter: str | None, figures: list[tuple[str, str]]
 ) -> list[Block]:
     """The study report: the runs, the comparison findings and the figures ((path, caption) of each)."""
+    serving: list[Block] = []
+    if (table["mode"] == "serve").any():
+        serving = [Heading("Serving latency", 3), _table(table, SERVING_COLUMNS)]
     return [
         Heading("llmprof study", 1),
         Paragraph(
@@ -82,6 +104,7 @@ def study_blocks(
         _table(table, RUN_COLUMNS),
         Heading("Where the GPU time went", 3),
         _table(table, GPU_COLUMNS),
+        *serving,
         Heading("Findings"),
         *finding_blocks(found, "No comparison finding: fewer than two complete runs differ in a run parameter."),
         Heading("Figures"),
