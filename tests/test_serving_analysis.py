@@ -116,7 +116,7 @@ def test_study_sweeps_the_request_rate(extracted: dict[str, Path], tmp_path: Pat
     write_study(entries, tmp_path / "study")
     assert (tmp_path / "study" / "figures" / "serving.png").stat().st_size > 0
     text = (tmp_path / "study" / "report.md").read_text()
-    assert "ttft_p99_ms_untraced" in text and "| srv-rate8 | ok |" in text
+    assert "| TTFT p99 |" in text and "| srv-rate8 | ok |" in text
 
 
 def test_study_refuses_to_mix_offline_and_serving_runs(extracted: dict[str, Path], tmp_path: Path) -> None:
