@@ -223,8 +223,10 @@ def _busy_time(measured: np.ndarray, column: int) -> BusyTime:
     }
 
 
-def device_busy(device: int, sweep: DeviceSweep, window_ns: int) -> DeviceBusy:
-    """The busy split of one swept device, fractions of the capture window."""
+def device_busy(
+    device: int, sweep: DeviceSweep, window_ns: int, copied: tuple[dict[str, int], int] | None
+) -> DeviceBusy:
+    """The busy split of one swept device, fractions of the capture window; ``copied``: see :func:`_copy_bytes`."""
     total = _busy_time(sweep.measured, -1)
     span = max(window_ns, 1)
     iterations: list[IterationBusy] = [
@@ -243,6 +245,8 @@ def device_busy(device: int, sweep: DeviceSweep, window_ns: int) -> DeviceBusy:
         "copy_fraction": total["copy_ns"] / span,
         "union_fraction": total["union_ns"] / span,
         "copy_only_ns": total["union_ns"] - total["kernel_ns"],
+        "copy_bytes": copied[0] if copied is not None else {d: 0 for d in DIRECTIONS},
+        "pageable_host_bytes": copied[1] if copied is not None else 0,
         "iterations": iterations,
     }
 
@@ -311,6 +315,26 @@ def sweep_devices(stage: Path, window: CaptureWindow, iterations: Iterations) ->
     return found
 
 
+def _copy_bytes(stage: Path) -> dict[int, tuple[dict[str, int], int]]:
+    """Per device: bytes copied per direction, and the host-to-device or device-to-host bytes of pageable memory."""
+    parquet = pq.ParquetFile(stage / "memcpy.parquet")
+    columns = ["device_id", "direction", "src_kind", "dst_kind", "size_bytes"]
+    found: dict[int, tuple[dict[str, int], int]] = {}
+    if not all(c in parquet.schema_arrow.names for c in columns):
+        return found
+    for batch in parquet.iter_batches(columns=columns, batch_size=READ_ROWS):
+        frame = batch.to_pandas().fillna({"device_id": -1, "size_bytes": 0})
+        pageable = (frame["src_kind"] == "Pageable") | (frame["dst_kind"] == "Pageable")
+        host = frame["direction"].isin(["H2D", "D2H"]) & pageable
+        frame = frame.assign(pageable=np.where(host, frame["size_bytes"], 0))
+        for (device, direction), part in frame.groupby(["device_id", "direction"], dropna=False):
+            per_direction, pageable_bytes = found.setdefault(int(device), ({d: 0 for d in DIRECTIONS}, 0))
+            name = direction if direction in DIRECTIONS else "other"
+            per_direction[name] += int(part["size_bytes"].sum())
+            found[int(device)] = (per_direction, pageable_bytes + int(part["pageable"].sum()))
+    return found
+
+
 def _activity(device: int, sweep: DeviceSweep, span: int) -> DeviceActivity:
     busy = int(sweep.measured[DeviceSweep.UNION, -1])
     starts, ends, _ = sweep.idle_gaps.found
@@ -346,6 +370,7 @@ def gpu_time(stage: Path, window: CaptureWindow, iterations: Iterations | None =
         iterations, source = iteration_windows(stage)
     sweeps = sweep_devices(stage, window, iterations) if time_spanned(window) else {}
     span = max(int(window["duration_ns"]), 1)
+    copied = _copy_bytes(stage)
     devices = [_activity(device, sweep, span) for device, sweep in sorted(sweeps.items())]
     busy = sum(d["busy_ns"] for d in devices)
     fraction = busy / (span * len(devices)) if devices else 0.0
@@ -360,7 +385,7 @@ def gpu_time(stage: Path, window: CaptureWindow, iterations: Iterations | None =
         "window_ns": int(window["duration_ns"]),
         "iterations_source": source if len(iterations.starts) else None,
         "idle_gap_min_ns": IDLE_GAP_MIN_NS,
-        "devices": [device_busy(device, sweep, span) for device, sweep in sorted(sweeps.items())],
+        "devices": [device_busy(device, sweep, span, copied.get(device)) for device, sweep in sorted(sweeps.items())],
     }
     gaps = {device: sweep.sm_gaps.found for device, sweep in sorted(sweeps.items())}
     return GpuTime(activity, split, gaps, iterations)

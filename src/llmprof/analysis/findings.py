@@ -37,6 +37,16 @@ SHORT_KERNEL_NS = 10_000
 SHORT_KERNEL_MIN_COUNT = 1_000
 #: Traced throughput this far below untraced makes traced timings unrepresentative.
 OVERHEAD_SHARE = 0.10
+#: Share of the capture window a GPU spends running copies or memsets with no kernel beside them, from which
+#: its copy engines, not its SMs, account for its busy time.
+COPY_ONLY_SHARE = 0.50
+#: Share of host-to-device and device-to-host bytes copied from pageable host memory from which the copies
+#: count as staged by the host CPU.
+PAGEABLE_SHARE = 0.50
+#: Share of a GPU's idle time given to one host-side class from which the idle analysis names a dominant cause.
+IDLE_CAUSE_SHARE = 0.50
+#: Share of the capture window covered by the profiler's own work from which it is a finding.
+PROFILER_WINDOW_SHARE = 0.01
 
 NEXT_FOR_FAMILY = {
     "gemm": "GEMM-bound: check that shapes keep tensor cores busy (batch size, padding to multiples of 8/16), "
@@ -420,6 +430,153 @@ def nsys_overhead(run: RunResults) -> Iterator[Observation]:
     )
 
 
+def copies_fill_gpu(run: RunResults) -> Iterator[Observation]:
+    """Per GPU: copies or memsets ran with no kernel beside them most of the window; the SMs were mostly idle."""
+    busy = run.metrics["busy"]
+    window = busy["window_ns"]
+    for d in busy["devices"]:
+        share = d["copy_only_ns"] / window if window else 0.0
+        if share < COPY_ONLY_SHARE:
+            continue
+        host_bytes = d["copy_bytes"]["H2D"] + d["copy_bytes"]["D2H"]
+        pageable = d["pageable_host_bytes"] / host_bytes if host_bytes else 0.0
+        directions = ", ".join(
+            f"{name} {_bytes(d['copy_bytes'][name])} in {_ms(ns)} ({d['copy_bytes'][name] / ns:.1f} GB/s)"
+            for name, ns in d["copy_directions_ns"].items()
+            if ns >= window / 100
+        )
+        staged = pageable >= PAGEABLE_SHARE
+        critical = (
+            f"{pct(pageable)} of the host-to-device and device-to-host bytes are pageable host memory, which the "
+            "host CPU stages through pinned buffers: the host is the critical path."
+            if staged
+            else "The copies use pinned or device memory: the copy engines (the link), not the host, are the critical "
+            "path, and the host waits on them."
+        )
+        yield Observation(
+            "warning",
+            f"GPU {d['device_id']}: SMs idle {pct(1 - d['kernel_fraction'])} of the window; copies filled "
+            f"{pct(share)} of it",
+            f"Kernels ran {_ms(d['kernel_ns'])} of a {_ms(window)} window (compute busy {pct(d['kernel_fraction'])}); "
+            f"copies or memsets ran alone {_ms(d['copy_only_ns'])} ({directions}). Copies of this size are setup "
+            f"(weight loading), not steady state. {critical}",
+            "Start the capture after the weights are loaded (cudaProfilerStart after loading and warmup); for "
+            "loading itself, read weights into pinned memory (or use safetensors' direct GPU loading) and copy "
+            "asynchronously.",
+            {
+                "device_id": d["device_id"],
+                "kernel_ns": d["kernel_ns"],
+                "copy_only_ns": d["copy_only_ns"],
+                "window_ns": window,
+                "copy_only_share": share,
+                "h2d_bytes": d["copy_bytes"]["H2D"],
+                "pageable_share": pageable,
+            },
+            "medium" if staged else "high",
+        )
+
+
+#: What to do about each dominant cause of GPU idle time.
+NEXT_FOR_IDLE = {
+    "host": "The host runs Python between launches: capture the step in CUDA graphs (including input preparation "
+    "and sampling), batch more requests per step, or profile the host with --sample=cpu to see where it spends it.",
+    "launch": "The GPU waits for launch calls: fewer, larger kernels (fusion, torch.compile) and CUDA graphs cut "
+    "launch overhead.",
+    "sync": "The host blocks in synchronization and launches nothing meanwhile: remove .item()/.cpu() syncs from "
+    "the loop or overlap them with queued work.",
+    "rank_wait": "The host waits for a collective on another GPU: balance the ranks' work (see the collectives "
+    "finding).",
+    "cuda_api": "Other CUDA calls (event records, async copies, allocation) keep the host from launching: move them "
+    "out of the step or into CUDA graphs.",
+    "profiler": "The profiler's own work covers this idle time: it is not the workload's; quote the untraced "
+    "run's numbers.",
+    "unattributed": "The launching calls are missing from the export: trace with --trace=cuda to attribute gaps.",
+}
+
+
+def idle_cause(run: RunResults) -> Iterator[Observation]:
+    """Per GPU idle a large share of the window: the host-side class holding most of its idle time."""
+    idle, window = run.metrics["idle"], run.metrics["busy"]["window_ns"]
+    for d in idle["devices"]:
+        dominant = d["dominant"]
+        share = d["idle_ns"] / window if window else 0.0
+        if dominant is None or share < GPU_IDLE_SHARE or not d["idle_ns"]:
+            continue
+        classes = d["classes"]
+        part = classes[dominant] / d["idle_ns"]
+        if part < IDLE_CAUSE_SHARE:
+            continue
+        listed = "; ".join(
+            f"{name} {_ms(classes[name])} ({pct(classes[name] / d['idle_ns'])})"
+            for name in sorted(classes, key=lambda c: -classes[c])
+            if name != "copy" and classes[name]
+        )
+        yield Observation(
+            "warning",
+            f"GPU {d['device_id']} idle time mostly {IDLE_WORDS[dominant]}: {pct(part)} of {_ms(d['idle_ns'])} idle",
+            f"Nothing ran on GPU {d['device_id']} for {_ms(d['idle_ns'])} of a {_ms(window)} window "
+            f"({pct(share)}). By what the launching thread did in the {d['gaps']:,} gaps of at least "
+            f"{idle['gap_min_ns'] / 1e3:g} µs: {listed}; {pct(d['explained_share'] or 0.0)} of the idle time is "
+            f"explained, {_ms(d['short_gap_ns'])} lies in shorter gaps.",
+            NEXT_FOR_IDLE[dominant],
+            {
+                "device_id": d["device_id"],
+                "idle_ns": d["idle_ns"],
+                "window_ns": window,
+                "idle_share": share,
+                "cause": dominant,
+                "cause_ns": classes[dominant],
+                "cause_share": part,
+                "explained_share": d["explained_share"] or 0.0,
+            },
+            "medium",
+        )
+
+
+#: How findings name each idle class.
+IDLE_WORDS = {
+    "host": "the host between launches (Python, scheduling)",
+    "launch": "launch calls",
+    "sync": "host synchronization",
+    "rank_wait": "waiting on another rank",
+    "cuda_api": "other CUDA calls",
+    "profiler": "the profiler's own work",
+    "unattributed": "unattributed (no launching call)",
+}
+
+
+def profiler_work(run: RunResults) -> Iterator[Observation]:
+    """The profiler's own work (PROFILER_OVERHEAD) covers a visible share of the capture window."""
+    work, window = run.metrics["profiler"], run.metrics["capture_window"]["duration_ns"]
+    share = work["in_window_ns"] / window if window else 0.0
+    if not work["recorded"] or share < PROFILER_WINDOW_SHARE:
+        return
+    largest = work["largest"][0]
+    slowdown = run_timing(run.metrics, run.traced, run.untraced)["iteration_overhead"]
+    measured = (
+        f"The measured slowdown of a traced iteration is {pct(slowdown)}: most of it is the tracing of every call, "
+        "which these windows do not show."
+        if slowdown is not None
+        else "Only an untraced run of the same workload measures the tracer's whole slowdown."
+    )
+    yield Observation(
+        "info",
+        f"Profiler's own work: {_ms(work['in_window_ns'])} of the capture window ({pct(share)})",
+        f"{work['count']} windows of profiler work ({_ms(work['time_ns'])} summed over threads); the largest is "
+        f"{largest['name']} ({_ms(largest['duration_ns'])}{'' if largest['in_window'] else ', after the window'}). "
+        f"They cover {_ms(work['gpu_idle_ns'])} of GPU idle time, counted as profiler work, not idle. {measured}",
+        "Read the idle share without the profiler's windows (the idle analysis does); compare with the untraced run.",
+        {
+            "in_window_ns": work["in_window_ns"],
+            "window_ns": window,
+            "window_share": share,
+            "time_ns": work["time_ns"],
+            "gpu_idle_ns": work["gpu_idle_ns"],
+        },
+        "high",
+    )
+
+
 #: The rules of one run, in the order their findings are listed (after warnings come first).
 RULES: tuple[Rule[RunResults], ...] = (
     Rule("no_gpu_work", "The capture holds no kernel, copy or memset.", {}, no_gpu_work),
@@ -478,6 +635,25 @@ RULES: tuple[Rule[RunResults], ...] = (
         "Throughput under nsys against the same workload without it; a warning when the loss is large.",
         {"loss_share": OVERHEAD_SHARE},
         nsys_overhead,
+    ),
+    Rule(
+        "copies_fill_gpu",
+        "Per GPU: copies or memsets ran with no kernel beside them most of the window (the SMs idle); "
+        "pageable host memory makes the host the critical path.",
+        {"copy_only_share": COPY_ONLY_SHARE, "pageable_share": PAGEABLE_SHARE},
+        copies_fill_gpu,
+    ),
+    Rule(
+        "idle_cause",
+        "Per GPU idle a large share of the window: the host-side cause holding most of the idle time.",
+        {"idle_share": GPU_IDLE_SHARE, "cause_share": IDLE_CAUSE_SHARE},
+        idle_cause,
+    ),
+    Rule(
+        "profiler_work",
+        "The profiler's own work recorded in the export covers a visible share of the capture window.",
+        {"window_share": PROFILER_WINDOW_SHARE},
+        profiler_work,
     ),
 )
 

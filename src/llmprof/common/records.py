@@ -110,6 +110,8 @@ class DeviceBusy(BusyTime):
     copy_fraction: float
     union_fraction: float
     copy_only_ns: int  # something ran, but no kernel: copies or memsets alone
+    copy_bytes: dict[str, int]  # bytes copied per direction
+    pageable_host_bytes: int  # host-to-device and device-to-host bytes from or to pageable memory
     iterations: list[IterationBusy]
 
 
