@@ -62,8 +62,10 @@ def test_the_demo_findings_and_their_order(m: Metrics) -> None:
     assert [(f.id, f.severity) for f in findings(m)] == [
         ("gpu_idle", "warning"),
         ("dominant_kernel_family", "warning"),
+        ("idle_cause", "warning"),
         ("short_kernels", "info"),
         ("cpu_threads_waiting", "info"),
+        ("profiler_work", "info"),
     ]
 
 
@@ -81,6 +83,9 @@ def test_rules_are_listed_once_with_what_they_read() -> None:
         "setup_outliers",
         "library_nvtx_only",
         "profiler_overhead",
+        "copies_fill_gpu",
+        "idle_cause",
+        "profiler_work",
     ]
     assert all(r.description.endswith(".") for r in RULES)
     assert RULE["gpu_idle"].thresholds == {"idle_share": rules.GPU_IDLE_SHARE}
@@ -131,6 +136,8 @@ def test_host_blocked_in_sync(m: Metrics) -> None:
 
 def test_gpu_idle(m: Metrics) -> None:
     activity = m["gpu_activity"]
+    assert fired("gpu_idle", m).title == "GPU idle 58.1% of the capture window"  # 62.2% less the profiler's 4.1%
+    m["profiler"]["gpu_idle_ns"] = 0
     activity["idle_fraction"] = rules.GPU_IDLE_SHARE - 0.001
     assert silent("gpu_idle", m)
     activity["idle_fraction"] = rules.GPU_IDLE_SHARE + 0.001
@@ -164,14 +171,14 @@ def test_gpu_idle_of_an_untraced_iteration(bs16: Metrics) -> None:
     assert found.title == f"GPU idle {rules.pct(1 - busy_ns / 2 / untraced_ns)} of an untraced iteration"
     assert found.title == "GPU idle 50.2% of an untraced iteration"  # raw: 76.8% of the traced window
     assert found.evidence.startswith(
-        f"Raw {rules.pct(bs16['gpu_activity']['idle_fraction'] or 0)} idle of the traced window, inflated by the "
+        f"Raw {rules.pct(rules._idle_without_profiler(bs16) or 0)} idle of the traced window, inflated by the "
         f"tracer by {rules.pct(traced_ns / untraced_ns - 1)} per iteration. GPU busy {busy_ns / 2e6:.2f} ms per "
         f"captured iteration (2 captured) against an untraced median iteration of {untraced_ns / 1e6:.2f} ms"
     )
-    assert "Raw 76.8% idle" in found.evidence and "by 81.2% per iteration" in found.evidence
+    assert "Raw 61.0% idle" in found.evidence and "by 81.2% per iteration" in found.evidence
     assert found.evidence.endswith(ASSUMPTION)
     _untraced_latency(untraced, busy_ns / 2 / 1e9 / (1 - rules.GPU_IDLE_SHARE + 0.001))
-    assert silent("gpu_idle", bs16, traced, untraced)  # the raw share (76.8%) no longer decides
+    assert silent("gpu_idle", bs16, traced, untraced)  # the raw share (61.0%) no longer decides
     _untraced_latency(untraced, busy_ns / 2 / 1e9 / (1 - rules.GPU_IDLE_SHARE - 0.001))
     assert fired("gpu_idle", bs16, traced, untraced).title == "GPU idle 20.1% of an untraced iteration"
 
@@ -272,8 +279,10 @@ def test_warnings_come_first_then_rule_order(bs16: Metrics) -> None:
         "gpu_idle",
         "dominant_kernel_family",
         "profiler_overhead",
+        "idle_cause",
         "short_kernels",
         "cpu_threads_waiting",
+        "profiler_work",
     ]
     assert found[2].title == "Profiler overhead: 44.8% of throughput under nsys"
     assert found[2].evidence.startswith("3,224 output tok/s traced against 5,843 untraced")

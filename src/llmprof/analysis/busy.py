@@ -72,8 +72,8 @@ def iteration_windows(stage: Path) -> tuple[Iterations, str | None]:
     :class:`Iterations` to :func:`gpu_time` instead.
     """
     table = pq.read_table(stage / "nvtx.parquet", columns=["name", "start_ns", "end_ns"]).to_pandas()
-    text = table["name"].astype(str).str.partition(":")[2]
-    mine = table[text.str.fullmatch(r"iteration \d+")].sort_values(["start_ns", "end_ns"], kind="stable")
+    named = table["name"].astype(str).str.fullmatch(r"[^:]*:iteration \d+")
+    mine = table[named.fillna(False).astype(bool)].sort_values(["start_ns", "end_ns"], kind="stable")
     if mine.empty:
         return Iterations.none(), None
     return Iterations(mine["start_ns"].to_numpy("int64"), mine["end_ns"].to_numpy("int64")), "nvtx_iteration_ranges"

@@ -164,6 +164,7 @@ def no_gpu_work(run: RunResults) -> Iterator[Observation]:
         "Check that the capture range started where the work runs (cudaProfilerStart reached with "
         "--capture-range=cudaProfilerApi), that --trace includes cuda, and that GPU activity can be traced "
         "on this platform (under WSL2 it often is not).",
+        {"kernels": 0, "cuda_api_calls": m["cuda_api"]["count"]},
     )
 
 
@@ -176,6 +177,7 @@ def nvtx_absent(run: RunResults) -> Iterator[Observation]:
         "The export holds no NVTX push/pop or start/end ranges, so GPU time cannot be attributed to phases.",
         "Wrap warmup, generate and each iteration in NVTX ranges (the `nvtx` package or torch.cuda.nvtx.range) "
         "and trace with --trace=cuda,nvtx.",
+        {"nvtx_ranges": 0},
     )
 
 
@@ -198,6 +200,7 @@ def setup_in_capture(run: RunResults) -> Iterator[Observation]:
         "they distort steady-state numbers.",
         "Start the capture after loading and warmup: nsys --capture-range=cudaProfilerApi with "
         "cudaProfilerStart/Stop around the steady-state loop only.",
+        {"h2d_bytes": h2d, "alloc_share": alloc},
     )
 
 
@@ -214,6 +217,8 @@ def host_blocked_in_sync(run: RunResults) -> Iterator[Observation]:
         f"of {_ms(api['time_ns'])} in CUDA calls.",
         "Find the syncs in the loop (.item(), .cpu(), .tolist(), torch.cuda.synchronize) and remove or defer them; "
         "use pinned memory and non_blocking copies.",
+        {"sync_share": share, "sync_ns": sync["time_ns"], "cuda_api_ns": api["time_ns"], "sync_calls": sync["count"]},
+        "medium",
     )
 
 
@@ -230,6 +235,8 @@ def _not_measured(what: str) -> Observation:
         f"The capture was made with --cuda-graph-trace=graph: {GRAPHS_WHOLE.partition(' (')[0]}, so the "
         "kernels table holds only the work launched outside graphs.",
         "Capture again with --cuda-graph-trace=node (nsys.cuda_graph_trace: node) to see kernels inside graphs.",
+        {"cuda_graph_trace": "graph"},
+        "low",
     )
 
 
@@ -245,6 +252,15 @@ def _idle_evidence(timing: IterationTiming, raw_idle: float, untraced_s: float, 
     )
 
 
+def _idle_without_profiler(m: Metrics) -> float | None:
+    """The idle share of the capture window, less the GPU idle time the profiler's own work covers."""
+    activity, window = m["gpu_activity"], m["capture_window"]["duration_ns"]
+    if activity["idle_fraction"] is None:
+        return None
+    devices = max(len(activity["devices"]), 1)
+    return activity["idle_fraction"] - m["profiler"]["gpu_idle_ns"] / max(window * devices, 1)
+
+
 def gpu_idle(run: RunResults) -> Iterator[Observation]:
     m = run.metrics
     activity = m["gpu_activity"]
@@ -252,7 +268,7 @@ def gpu_idle(run: RunResults) -> Iterator[Observation]:
         yield _not_measured("GPU idle share")
         return
     timing = run_timing(m, run.traced, run.untraced)
-    raw_idle, corrected = activity["idle_fraction"], timing["busy_share_corrected"]
+    raw_idle, corrected = _idle_without_profiler(m), timing["busy_share_corrected"]
     idle = raw_idle if corrected is None else 1 - corrected
     if not activity["captured"] or raw_idle is None or idle is None or idle < GPU_IDLE_SHARE:
         return
@@ -264,8 +280,10 @@ def gpu_idle(run: RunResults) -> Iterator[Observation]:
     else:
         title = f"GPU idle {pct(idle)} of the capture window"
         evidence = (
-            f"GPU busy {_ms(activity['busy_ns'])} of a {_ms(m['capture_window']['duration_ns'])} window; "
-            f"largest gap between GPU operations {_ms(largest)}. The raw share is {timing['note']}."
+            f"GPU busy {_ms(activity['busy_ns'])} of a {_ms(m['capture_window']['duration_ns'])} window"
+            + (f", {_ms(m['profiler']['gpu_idle_ns'])} of profiler work not counted as idle"
+               if m["profiler"]["gpu_idle_ns"] else "")
+            + f"; largest gap between GPU operations {_ms(largest)}. The raw share is {timing['note']}."
         )
     yield Observation(
         "warning",
@@ -273,6 +291,8 @@ def gpu_idle(run: RunResults) -> Iterator[Observation]:
         evidence,
         "The GPU waits on the host: raise the batch size or concurrency, capture decode steps in CUDA graphs, "
         "and remove host synchronization between steps.",
+        {"idle_share": idle, "raw_idle_share": raw_idle, "busy_ns": activity["busy_ns"], "largest_gap_ns": largest},
+        "high" if corrected is not None else "medium",
     )
 
 
@@ -298,6 +318,7 @@ def dominant_kernel_family(run: RunResults) -> Iterator[Observation]:
         f"{name} kernels {pct(top['share'])} of GPU time{detail}",
         evidence,
         NEXT_FOR_FAMILY[family],
+        {"category": family, "share": top["share"], "time_ns": top["time_ns"], "kernel_time_ns": kernels["time_ns"]},
     )
 
 
@@ -313,6 +334,8 @@ def short_kernels(run: RunResults) -> Iterator[Observation]:
         f"Many short kernels: mean {mean / 1e3:.1f} µs over {count:,} kernels",
         "Kernels this short are dominated by launch overhead unless launched from CUDA graphs.",
         "Fuse small kernels (torch.compile) and keep CUDA graphs enabled (avoid enforce_eager).",
+        {"mean_ns": mean, "count": count},
+        "medium",
     )
 
 
@@ -328,6 +351,7 @@ def cpu_threads_waiting(run: RunResults) -> Iterator[Observation]:
         f"Largest OS runtime calls: {top}.",
         "Helper threads idling in poll/condition waits is normal; if the GPU is also idle, the main thread is "
         "the bottleneck: profile it with --sample=cpu to see where it spends its time.",
+        {"waiting_share": share, "osrt_ns": osrt["time_ns"]},
     )
 
 
@@ -355,6 +379,7 @@ def collective_balance(run: RunResults) -> Iterator[Observation]:
             f"Matched across ranks, the fastest rank's time (transfer) is {_ms(verdict['transfer_ns'])} of "
             f"{_ms(matched)}; the rest is ranks waiting for each other.",
             "Communication-bound: check tensor-parallel size, NVLink topology and overlap of collectives with compute.",
+            {"transfer_share": verdict["transfer_share"], "transfer_ns": verdict["transfer_ns"], "matched_ns": matched},
         )
     own = verdict["waiting_collective_ns"]
     if verdict["verdict"] != "skew" or not own or verdict["pair_wait_ns"] / own < SKEW_WAIT_SHARE:
@@ -370,6 +395,7 @@ def collective_balance(run: RunResults) -> Iterator[Observation]:
         f"{transfer} of {_ms(matched)} matched collective time: this is skew, not bandwidth.",
         f"Find why {straggler} arrives late: compare what runs before each collective on that rank (load imbalance, "
         "host delays, another kernel mix); faster links would not help.",
+        {"skew_wait_share": share, "pair_wait_ns": verdict["pair_wait_ns"], "waiting_collective_ns": own},
     )
 
 
@@ -388,6 +414,10 @@ def setup_outliers(run: RunResults) -> Iterator[Observation]:
         "Largest: " + "; ".join(named[:3]) + ". They are kept out of the per-GPU steady-state shares.",
         "Start the capture after startup and warmup (--capture-range=cudaProfilerApi around the steady state), "
         "so barriers and uploads do not weigh on the numbers.",
+        {
+            "instances": len(named),
+            "largest_ns": max([c["duration_ns"] for c in collectives] + [k["duration_ns"] for k in kernels]),
+        },
     )
 
 
@@ -404,6 +434,7 @@ def library_nvtx_only(run: RunResults) -> Iterator[Observation]:
         "workload's own phases (warmup, prefill, decode, iterations).",
         "Wrap the phases in NVTX ranges (the `nvtx` package or torch.cuda.nvtx.range) and open a capture range "
         "around the steady state only (cudaProfilerStart/Stop with --capture-range=cudaProfilerApi).",
+        {"nvtx_ranges": run.metrics["nvtx"]["range_count"], "library_domains": ", ".join(domains)},
     )
 
 
@@ -427,6 +458,11 @@ def nsys_overhead(run: RunResults) -> Iterator[Observation]:
         "Quote the untraced throughput and the corrected busy share; read traced kernel times as relative. The cost "
         "is CUDA tracing itself (benchmarks/overhead/LADDER.md): no flag that still times every kernel lowers it "
         "measurably, and --cuda-graph-trace=graph lowers it by no longer timing the kernels inside CUDA graphs.",
+        {
+            "loss_share": loss,
+            "traced_tok_per_s": run.traced["output_tokens_per_s"] or 0.0,
+            "untraced_tok_per_s": run.untraced["output_tokens_per_s"] or 0.0,
+        },
     )
 
 
