@@ -301,6 +301,14 @@ def _idle_blocks(m: Metrics) -> list[Block]:
         )
         for g in idle["largest"][:5]
     )
+    shown = [c for c in idle["classes"] if any(d["classes"][c] for d in idle["devices"])]
+    iterations = tuple(
+        (f"GPU {d['device_id']}", str(i["index"]), *(_ms(i["classes"][c]) for c in shown))
+        for d in idle["devices"]
+        for i in d["iterations"]
+    )
+    header = ("GPU", "Iteration", *(CLASS_HEADERS[c] for c in shown))
+    per_iteration: list[Block] = [Paragraph("Per iteration window:"), Table(header, iterations)] if iterations else []
     return [
         Heading("Idle time explained"),
         Paragraph(
@@ -310,6 +318,7 @@ def _idle_blocks(m: Metrics) -> list[Block]:
             "code). Shares are of the time with nothing running on the GPU."
         ),
         Table(("GPU", "Cause", "Time", "Share of idle"), tuple(rows)),
+        *per_iteration,
         Table(("GPU", "Largest gap", "Iteration", "Cause", "Ended by"), gaps),
     ]
 
@@ -324,6 +333,19 @@ CLASS_WORDS = {
     "cuda_api": "host inside other CUDA calls",
     "host": "host between launches (Python, scheduling)",
     "unattributed": "unattributed (no launching call)",
+}
+
+
+#: Short names of the idle classes, for table headers.
+CLASS_HEADERS = {
+    "copy": "Copies",
+    "profiler": "Profiler",
+    "rank_wait": "Rank wait",
+    "sync": "Sync",
+    "launch": "Launch calls",
+    "cuda_api": "Other CUDA calls",
+    "host": "Host",
+    "unattributed": "Unattributed",
 }
 
 
