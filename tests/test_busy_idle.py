@@ -9,9 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import CAPTURES
 
+from llmprof.analysis import busy, idle
 from llmprof.analysis import findings as rules
 from llmprof.analysis.findings import RULES, RunResults
 from llmprof.analysis.idle import CLASSES, IDLE_GAPS
+from llmprof.analysis.metrics import capture_window
 from llmprof.common.records import Metrics, load_metrics
 from llmprof.render.document import to_markdown
 from llmprof.render.report import build_report
@@ -130,3 +132,19 @@ def test_every_finding_carries_its_numbers_and_its_rule_thresholds(extracted: di
         assert record["numbers"], (capture, finding.id)
         assert record["thresholds"] == dict(sorted(thresholds[finding.id].items()))
         assert record["confidence"] in ("high", "medium", "low")
+
+
+def test_small_budgets_give_the_same_split_and_classes(
+    extracted: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the budgets, the sweep and the idle classes go a time window at a time: the results do not change."""
+    stage = extracted[VLLM]
+    window = capture_window(stage)
+    whole = busy.gpu_time(stage, window)
+    first = idle.explain_idle(stage, whole, tmp_path / "whole.parquet")
+    monkeypatch.setattr(busy, "SWEEP_BUDGET", 5_000)  # 81,510 kernel events: about 17 windows
+    monkeypatch.setattr(idle, "NEAR_BUDGET", 1_000)  # about 15,000 calls and copies near gaps: 15 windows
+    windowed = busy.gpu_time(stage, window)
+    assert windowed.busy == whole.busy and windowed.activity == whole.activity
+    assert idle.explain_idle(stage, windowed, tmp_path / "windowed.parquet") == first
+    assert (tmp_path / "whole.parquet").read_bytes() == (tmp_path / "windowed.parquet").read_bytes()

@@ -41,7 +41,7 @@ KERNEL, MEMSET, BOUND = 0, 1 + len(DIRECTIONS), 2 + len(DIRECTIONS)
 COPIES = range(1, 1 + len(DIRECTIONS))
 KIND_BITS = 4
 CODE_BITS = 1 + KIND_BITS  # the low bits of an event: kind, then the end flag
-SWEEP_BUDGET = 1 << 22  # events sorted at once (32 MiB); more are taken a time window at a time
+SWEEP_BUDGET = 1 << 20  # events sorted at once (8 MiB); more are taken a time window at a time
 READ_ROWS = 1 << 18
 TOP_GAPS = 5
 #: SM gaps (no kernel running on a device) shorter than this are counted but not listed or explained.
@@ -116,8 +116,7 @@ class _Runs:
         self.min_ns, self.top = min_ns, top
         self.keep_from = np.iinfo("int64").min
         self.open: tuple[int, int, int] | None = None
-        self.found = np.zeros((3, 0), dtype="int64")
-        self.total_ns = 0
+        self.chunks: list[np.ndarray] = []
 
     def add(self, begin: np.ndarray, finish: np.ndarray, idle: np.ndarray, copying: np.ndarray) -> None:
         if not len(idle):
@@ -149,12 +148,20 @@ class _Runs:
     def _emit(self, start: np.ndarray, end: np.ndarray, copy: np.ndarray) -> None:
         duration = end - start
         keep = (duration >= self.min_ns) & (start >= self.keep_from)
-        self.total_ns += int(duration[keep].sum())
-        found = np.concatenate([self.found, np.stack([start[keep], end[keep], copy[keep]])], axis=1)
+        if not keep.any():
+            return
+        found = np.stack([start[keep], end[keep], copy[keep]])
         if self.top is not None:
+            found = np.concatenate([*self.chunks, found], axis=1)
             order = np.lexsort((found[0], found[0] - found[1]))[: self.top]  # longest first, then earliest
-            found = found[:, order]
-        self.found = found
+            self.chunks = [found[:, order]]
+        else:
+            self.chunks.append(found)
+
+    @property
+    def found(self) -> np.ndarray:
+        """Every run kept so far: rows start, end, copy time (3 x n)."""
+        return np.concatenate(self.chunks, axis=1) if self.chunks else np.zeros((3, 0), dtype="int64")
 
 
 class DeviceSweep:
@@ -251,11 +258,20 @@ def device_busy(
     }
 
 
+def distinct(values: np.ndarray) -> list[int]:
+    """The distinct values of an integer column, in order; fast for the usual one (a single device)."""
+    if not len(values):
+        return []
+    if values.min() == values.max():
+        return [int(values[0])]
+    return [int(v) for v in np.unique(values)]
+
+
 def _histograms(stage: Path, low: int, shift: int, bins: int) -> dict[int, np.ndarray]:
     """Per device: how many operation starts and ends fall in each time bin (2**shift ns from ``low``)."""
     found: dict[int, np.ndarray] = {}
     for device, _, start, end in _batches(stage):
-        for value in np.unique(device).tolist():
+        for value in distinct(device):
             mine = device == value
             counts = found.setdefault(value, np.zeros(bins, dtype="int64"))
             counts += np.bincount((start[mine] - low) >> shift, minlength=bins)
@@ -268,7 +284,7 @@ def _file_events(stage: Path, low: int, windows: dict[int, np.ndarray], paths: d
     handles = {device: [path.open("wb") for path in listed] for device, listed in paths.items()}
     try:
         for device, kind, start, end in _batches(stage):
-            for value in np.unique(device).tolist():
+            for value in distinct(device):
                 mine = device == value
                 for times, end_flag in ((start[mine], 0), (end[mine], 1)):
                     events = ((times - low) << CODE_BITS) | (kind[mine] << 1) | end_flag

@@ -20,6 +20,7 @@ each thread's gaps are classified with sorted merges (no cross join).
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from llmprof.analysis.busy import IDLE_GAP_MIN_NS, GpuTime, Iterations
+from llmprof.analysis.grouped import bin_ranges, bin_shift, int_column, write_partitions
 from llmprof.common.outputs import write_table
 from llmprof.common.records import DeviceIdle, IdleGap, IdleMetrics, IterationIdle
 
@@ -38,6 +41,10 @@ HOST_CLASSES = CLASSES[1:-1]  # what the host side explains
 READ_ROWS = 1 << 18
 TOP_GAPS = 10
 GPU_TABLES = ("kernels", "memcpy", "memset")
+#: Sources of the intervals read near the gaps; a call's source is its kind.
+COPY, PROFILER, COLLECTIVE, BLOCKING, LAUNCHING, OTHER_CALL = range(6)
+RECORD = np.dtype([("start", "i8"), ("end", "i8"), ("code", "i8"), ("source", "i1")])
+NEAR_BUDGET = 1 << 20  # records near gaps held at once (25 MiB); more are taken a time window at a time
 #: A call blocks its thread until the GPU is done: any ``*Synchronize``, and copies and memsets that are not async.
 _BLOCKING = r"Synchronize|^cu(?:da)?Mem(?:cpy|set)(?!.*Async)"
 _LAUNCH = r"Launch"
@@ -153,48 +160,106 @@ def _overlapping(gap_starts: np.ndarray, gap_ends: np.ndarray, starts: np.ndarra
     return np.searchsorted(gap_ends, starts, side="right") < np.searchsorted(gap_starts, ends, side="left")
 
 
-def _call_kind(names: pd.Series) -> np.ndarray:
-    """0: blocking (sync), 1: launching, 2: another CUDA call."""
-    text = names.astype(str)
-    return np.where(text.str.contains(_BLOCKING), 0, np.where(text.str.contains(_LAUNCH), 1, 2))
-
-
-def _host_calls(stage: Path, threads: dict[tuple[int, int], _Union]) -> dict[tuple[int, int], list[_Union]]:
-    """Per thread with gaps: its blocking, launching and other CUDA calls that overlap one of its gaps."""
-    kept: dict[tuple[int, int], list[pd.DataFrame]] = {key: [] for key in threads}
-    for calls in _call_batches(stage, ["pid", "tid", "start_ns", "end_ns", "name"]):
-        calls = calls.dropna(subset=["pid", "tid"])
-        for (pid, tid), part in calls.groupby(["pid", "tid"], sort=False):
-            gaps = threads.get((_int(pid), _int(tid)))
-            if gaps is None:
-                continue
-            starts, ends = part["start_ns"].to_numpy("int64"), part["end_ns"].to_numpy("int64")
-            kept[(_int(pid), _int(tid))].append(part[_overlapping(gaps.starts, gaps.ends, starts, ends)])
-    found = {}
-    for key, parts in kept.items():
-        every = pd.concat(parts) if parts else pd.DataFrame({"start_ns": [], "end_ns": [], "name": []})
-        kind = _call_kind(every["name"])
-        starts, ends = every["start_ns"].to_numpy("int64"), every["end_ns"].to_numpy("int64")
-        found[key] = [_Union(starts[kind == k], ends[kind == k]) for k in range(3)]
+def _call_kinds(names: pa.Array) -> np.ndarray:
+    """Per call: its source code, ``BLOCKING``, ``LAUNCHING`` or ``OTHER_CALL``, judged once per distinct name."""
+    if not isinstance(names, pa.DictionaryArray):
+        names = pc.dictionary_encode(names)
+    text = pd.Series(names.dictionary.to_pylist(), dtype=object).fillna("").astype(str)
+    launching = np.where(text.str.contains(_LAUNCH), LAUNCHING, OTHER_CALL)
+    kinds = np.append(np.where(text.str.contains(_BLOCKING), BLOCKING, launching), OTHER_CALL).astype("int8")
+    found: np.ndarray = kinds[int_column(names.indices, null=len(kinds) - 1)]  # no name: another call
     return found
 
 
-def _near(stage: Path, table: str, gaps: _Union, columns: list[str]) -> pd.DataFrame:
-    """The rows of a table of intervals that overlap a gap."""
-    parts = []
-    for batch in pq.ParquetFile(stage / f"{table}.parquet").iter_batches(columns=columns, batch_size=READ_ROWS):
-        frame = batch.to_pandas()
-        starts, ends = frame["start_ns"].to_numpy("int64"), frame["end_ns"].to_numpy("int64")
-        parts.append(frame[_overlapping(gaps.starts, gaps.ends, starts, ends)])
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+def _records(start: np.ndarray, end: np.ndarray, code: np.ndarray, source: np.ndarray | int) -> np.ndarray:
+    found = np.empty(len(start), dtype=RECORD)
+    found["start"], found["end"], found["code"], found["source"] = start, end, code, source
+    return found
 
 
-def _unions(frame: pd.DataFrame, key: str) -> dict[int, _Union]:
-    """One union of intervals per value of ``key``."""
-    return {
-        _int(value): _Union(part["start_ns"].to_numpy("int64"), part["end_ns"].to_numpy("int64"))
-        for value, part in frame.dropna(subset=[key]).groupby(key)
-    }
+class _Threads:
+    """The launching threads of the gaps: a code for each, and its gaps (merged over devices) to filter calls by."""
+
+    def __init__(self, gaps: pd.DataFrame) -> None:
+        known = gaps.dropna(subset=["pid", "tid"])
+        keys = (known["pid"].to_numpy("int64") << 24) | known["tid"].to_numpy("int64")
+        self.keys = np.unique(keys)
+        self.gaps = []
+        for key in self.keys.tolist():
+            mine = known[keys == key]
+            self.gaps.append(_Union(mine["start_ns"].to_numpy("int64"), mine["end_ns"].to_numpy("int64")))
+
+    def codes(self, pid: np.ndarray, tid: np.ndarray) -> np.ndarray:
+        """The code of each (pid, tid), -1 for a thread without gaps."""
+        keys = (pid << 24) | tid
+        at = np.minimum(np.searchsorted(self.keys, keys), max(len(self.keys) - 1, 0))
+        return np.where((len(self.keys) > 0) & (self.keys[at] == keys) & (pid >= 0) & (tid >= 0), at, -1)
+
+    def code(self, pid: int, tid: int) -> int:
+        return int(self.codes(np.array([pid]), np.array([tid]))[0])
+
+
+def _near(stage: Path, every: _Union, threads: _Threads) -> Iterator[np.ndarray]:
+    """Every interval the classes read that overlaps a gap, as records (see ``RECORD``), a batch at a time:
+    copies and memsets (code: device), profiler windows (pid), collective kernels (device), and the CUDA calls
+    of the gaps' threads (thread code; only those that overlap one of that thread's gaps)."""
+    sources = (
+        ("memcpy", "device_id", COPY),
+        ("memset", "device_id", COPY),
+        ("profiler_overhead", "pid", PROFILER),
+        ("collectives", "device_id", COLLECTIVE),
+    )
+    for table, key, source in sources:
+        parquet = pq.ParquetFile(stage / f"{table}.parquet")
+        for batch in parquet.iter_batches(columns=[key, "start_ns", "end_ns"], batch_size=READ_ROWS):
+            code, start, end = (int_column(batch.column(i)) for i in range(3))
+            near = _overlapping(every.starts, every.ends, start, end)
+            yield _records(start[near], end[near], code[near], source)
+    parquet = pq.ParquetFile(stage / "cuda_api.parquet", read_dictionary=["name"])
+    for batch in parquet.iter_batches(columns=["pid", "tid", "start_ns", "end_ns", "name"], batch_size=READ_ROWS):
+        pid, tid, start, end = (int_column(batch.column(i)) for i in range(4))
+        code = threads.codes(pid, tid)
+        near = np.zeros(len(code), dtype=bool)
+        for value in np.unique(code[code >= 0]).tolist():
+            mine = np.flatnonzero(code == value)
+            gaps = threads.gaps[value]
+            near[mine] = _overlapping(gaps.starts, gaps.ends, start[mine], end[mine])
+        rows = np.flatnonzero(near)
+        yield _records(start[rows], end[rows], code[rows], _call_kinds(batch.column("name").take(pa.array(rows))))
+
+
+def _filed(stage: Path, every: _Union, threads: _Threads, scratch: Path) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Time windows in order, each with the records that overlap it (at most about ``NEAR_BUDGET`` filed in each).
+
+    One pass counts records per time bin, one files them by the window of their start; a record that
+    reaches past its window's end is carried into the next ones.
+    """
+    low, high = int(every.starts[0]), int(every.ends[-1])
+    shift = bin_shift(low, high)
+    histogram = np.zeros(((high - low) >> shift) + 1, dtype="int64")
+    for records in _near(stage, every, threads):
+        histogram += np.bincount((np.clip(records["start"], low, high) - low) >> shift, minlength=len(histogram))
+    starts = np.array([low + (first << shift) for first, _ in bin_ranges(histogram, NEAR_BUDGET)], dtype="int64")
+    paths = [scratch / f"near-{i}" for i in range(len(starts))]
+    handles = [path.open("wb") for path in paths]
+    try:
+        for records in _near(stage, every, threads):
+            clipped = np.clip(records["start"], low, high)
+            write_partitions(records, np.searchsorted(starts, clipped, side="right") - 1, handles)
+    finally:
+        for handle in handles:
+            handle.close()
+    carried = np.zeros(0, dtype=RECORD)
+    for i, path in enumerate(paths):
+        end = int(starts[i + 1]) if i + 1 < len(starts) else high + 1
+        records = np.concatenate([carried, np.fromfile(path, dtype=RECORD)])
+        path.unlink()
+        yield int(starts[i]), end, records
+        carried = records[records["end"] > end]
+
+
+def _set(records: np.ndarray, mine: np.ndarray) -> _Union | None:
+    return _Union(records["start"][mine], records["end"][mine]) if mine.any() else None
 
 
 def _classify(
@@ -206,8 +271,10 @@ def _classify(
     ``known``: whether the gaps' thread is known (else their host side is ``unattributed``).
     """
     present = [s for s in sets if s is not None]
-    points = np.unique(np.concatenate([gs, ge, iterations.starts, iterations.ends, *(s.bounds() for s in present)]))
+    points = np.concatenate([gs, ge, iterations.starts, iterations.ends, *(s.bounds() for s in present)])
     points = points[(points >= gs[0]) & (points <= ge[-1])]
+    points.sort()  # a sort, not np.unique: hashing is far slower on millions of times
+    points = points[np.concatenate(([True], points[1:] != points[:-1]))]
     begin, end = points[:-1], points[1:]
     gap = np.searchsorted(gs, begin, side="right") - 1
     inside = (gap >= 0) & (begin < ge[np.maximum(gap, 0)])
@@ -237,40 +304,55 @@ def _with_threads(stage: Path, gaps: pd.DataFrame) -> pd.DataFrame:
     return joined.astype({"pid": "Int64", "tid": "Int64"})
 
 
-def _others(collectives: pd.DataFrame, device: int) -> _Union | None:
-    """The collective kernels running on any other device than ``device``."""
-    mine = collectives[collectives["device_id"] != device]
-    return _Union(mine["start_ns"].to_numpy("int64"), mine["end_ns"].to_numpy("int64")) if len(mine) else None
+class _Groups:
+    """The gaps by (device, launching thread), each group's gaps sorted by start, with their row in the table."""
+
+    def __init__(self, gaps: pd.DataFrame, threads: _Threads) -> None:
+        pid = gaps["pid"].fillna(-1).to_numpy("int64")
+        codes = threads.codes(pid, gaps["tid"].fillna(-1).to_numpy("int64"))
+        self.groups = []
+        for (device, code), part in gaps.assign(code=codes, pid_=pid).groupby(["device_id", "code"], sort=True):
+            ordered = part.sort_values("start_ns", kind="stable")
+            self.groups.append(
+                (
+                    _int(device),
+                    _int(code),
+                    _int(ordered["pid_"].iloc[0]),
+                    ordered["start_ns"].to_numpy("int64"),
+                    ordered["end_ns"].to_numpy("int64"),
+                    ordered.index.to_numpy(),
+                )
+            )
 
 
 def _classified(
     stage: Path, gaps: pd.DataFrame, iterations: Iterations
 ) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
-    """Class times of every gap (``{class}_ns`` columns), and per device per iteration (rows; last: outside all)."""
+    """Class times of every gap (``{class}_ns`` columns), and per device per iteration (rows; last: outside all).
+
+    Time window by time window (see :func:`_filed`), each group's gaps are cut to the window and classified
+    against the records overlapping it.
+    """
+    threads = _Threads(gaps)
     every = _Union(gaps["start_ns"].to_numpy("int64"), gaps["end_ns"].to_numpy("int64"))
-    span = ["start_ns", "end_ns"]
-    copies = _unions(pd.concat([_near(stage, t, every, ["device_id", *span]) for t in GPU_TABLES[1:]]), "device_id")
-    profiler = _unions(_near(stage, "profiler_overhead", every, ["pid", *span]), "pid")
-    collectives = _near(stage, "collectives", every, ["device_id", *span])
-    known = gaps.dropna(subset=["pid", "tid"])
-    threads = {
-        (_int(pid), _int(tid)): _Union(part["start_ns"].to_numpy("int64"), part["end_ns"].to_numpy("int64"))
-        for (pid, tid), part in known.groupby(["pid", "tid"])
-    }
-    host = _host_calls(stage, threads)
     per_gap = np.zeros((len(gaps), len(CLASSES)), dtype="int64")
     per_iteration: dict[int, np.ndarray] = {}
-    for (device, pid, tid), part in gaps.groupby(["device_id", "pid", "tid"], dropna=False, sort=True):
-        thread = None if _missing(pid) or _missing(tid) else (_int(pid), _int(tid))
-        calls = host[thread] if thread is not None else [None, None, None]
-        mine = profiler.get(_int(pid)) if thread else None
-        sets = [copies.get(_int(device)), mine, _others(collectives, _int(device))]
-        gap_ns, iteration_ns = _classify(
-            part["start_ns"].to_numpy("int64"), part["end_ns"].to_numpy("int64"), [*sets, *calls], bool(thread),
-            iterations,
-        )
-        per_gap[part.index.to_numpy()] = gap_ns
-        per_iteration[_int(device)] = per_iteration.get(_int(device), 0) + iteration_ns
+    groups = _Groups(gaps, threads).groups
+    with tempfile.TemporaryDirectory(prefix=".idle-", dir=stage) as scratch:
+        for low, high, records in _filed(stage, every, threads, Path(scratch)):
+            source, code = records["source"], records["code"]
+            for device, thread, pid, gs, ge, rows in groups:
+                first, last = np.searchsorted(ge, low, side="right"), np.searchsorted(gs, high, side="left")
+                if first >= last:
+                    continue
+                sets = [_set(records, (source == COPY) & (code == device))]
+                sets += [_set(records, (source == PROFILER) & (code == pid)) if thread >= 0 else None]
+                sets += [_set(records, (source == COLLECTIVE) & (code != device))]
+                sets += [_set(records, (source == k) & (code == thread)) for k in (BLOCKING, LAUNCHING, OTHER_CALL)]
+                cut_start, cut_end = np.maximum(gs[first:last], low), np.minimum(ge[first:last], high)
+                gap_ns, iteration_ns = _classify(cut_start, cut_end, sets, thread >= 0, iterations)
+                per_gap[rows[first:last]] += gap_ns
+                per_iteration[device] = per_iteration.get(device, 0) + iteration_ns
     return gaps.assign(**{f"{c}_ns": per_gap[:, i] for i, c in enumerate(CLASSES)}), per_iteration
 
 
