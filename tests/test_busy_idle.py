@@ -143,7 +143,7 @@ def test_small_budgets_give_the_same_split_and_classes(
     whole = busy.gpu_time(stage, window)
     first = idle.explain_idle(stage, whole, tmp_path / "whole.parquet")
     monkeypatch.setattr(busy, "SWEEP_BUDGET", 5_000)  # 81,510 kernel events: about 17 windows
-    monkeypatch.setattr(idle, "NEAR_BUDGET", 1_000)  # about 15,000 calls and copies near gaps: 15 windows
+    monkeypatch.setattr(idle, "NEAR_BUDGET", 1_000)  # the calls and copies near gaps: 8 windows
     windowed = busy.gpu_time(stage, window)
     assert windowed.busy == whole.busy and windowed.activity == whole.activity
     assert idle.explain_idle(stage, windowed, tmp_path / "windowed.parquet") == first
