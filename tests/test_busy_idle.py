@@ -50,7 +50,7 @@ def test_copies_do_not_count_as_compute(two_gpus: Metrics) -> None:
         "GPU 1: SMs idle 97.7% of the window; copies filled 97.0% of it",
     ]
     assert "the copy engines (the link), not the host, are the critical path" in found[0].evidence
-    assert "H2D 25.5 GB in 920.87 ms (27.7 GB/s)" in found[0].evidence
+    assert "H2D 25.5 GB in 920.87 ms at 27.7 GB/s" in found[0].evidence
 
 
 def test_copies_fill_gpu_threshold(two_gpus: Metrics, vllm: Metrics) -> None:

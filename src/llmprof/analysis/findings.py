@@ -477,7 +477,7 @@ def copies_fill_gpu(run: RunResults) -> Iterator[Observation]:
         host_bytes = d["copy_bytes"]["H2D"] + d["copy_bytes"]["D2H"]
         pageable = d["pageable_host_bytes"] / host_bytes if host_bytes else 0.0
         directions = ", ".join(
-            f"{name} {_bytes(d['copy_bytes'][name])} in {_ms(ns)} ({d['copy_bytes'][name] / ns:.1f} GB/s)"
+            f"{name} {_bytes(d['copy_bytes'][name])} in {_ms(ns)} at {d['copy_bytes'][name] / ns:.1f} GB/s"
             for name, ns in d["copy_directions_ns"].items()
             if ns >= window / 100
         )
@@ -487,7 +487,7 @@ def copies_fill_gpu(run: RunResults) -> Iterator[Observation]:
             "host CPU stages through pinned buffers: the host is the critical path."
             if staged
             else "The copies use pinned or device memory: the copy engines (the link), not the host, are the critical "
-            "path, and the host waits on them."
+            "path."
         )
         yield Observation(
             "warning",
@@ -496,9 +496,14 @@ def copies_fill_gpu(run: RunResults) -> Iterator[Observation]:
             f"Kernels ran {_ms(d['kernel_ns'])} of a {_ms(window)} window (compute busy {pct(d['kernel_fraction'])}); "
             f"copies or memsets ran alone {_ms(d['copy_only_ns'])} ({directions}). Copies of this size are setup "
             f"(weight loading), not steady state. {critical}",
-            "Start the capture after the weights are loaded (cudaProfilerStart after loading and warmup); for "
-            "loading itself, read weights into pinned memory (or use safetensors' direct GPU loading) and copy "
-            "asynchronously.",
+            "Start the capture after the weights are loaded (cudaProfilerStart after loading and warmup). To load "
+            "faster: "
+            + (
+                "read the weights into pinned memory and copy asynchronously."
+                if staged
+                else "the link is the limit, so copy less (load each weight once, in its final dtype) or overlap "
+                "loading with other work."
+            ),
             {
                 "device_id": d["device_id"],
                 "kernel_ns": d["kernel_ns"],
