@@ -153,6 +153,10 @@ EVIDENCE: dict[str, Callable[[str, Metrics], tuple[list[float], list[float]]]] =
         _numbers(r"work: ([\d,.]+) ms", text) + _numbers(r"cover ([\d,.]+) ms", text),
         [_ms(m["profiler"]["in_window_ns"]), _ms(m["profiler"]["gpu_idle_ns"])],
     ),
+    "nsys_expert_rules": lambda text, m: (
+        _numbers(r"lowest ([\d.]+)%", text) + _numbers(r"over ([\d.]+) ms", text),
+        [m["nsys_rules"][-1]["top"][0]["in_use_pct"], _ms(m["nsys_rules"][-1]["top"][0]["duration_ns"])],
+    ),
 }
 
 

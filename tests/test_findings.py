@@ -66,6 +66,7 @@ def test_the_demo_findings_and_their_order(m: Metrics) -> None:
         ("short_kernels", "info"),
         ("cpu_threads_waiting", "info"),
         ("profiler_work", "info"),
+        ("nsys_expert_rules", "info"),
     ]
 
 
@@ -86,6 +87,7 @@ def test_rules_are_listed_once_with_what_they_read() -> None:
         "copies_fill_gpu",
         "idle_cause",
         "profiler_work",
+        "nsys_expert_rules",
     ]
     assert all(r.description.endswith(".") for r in RULES)
     assert RULE["gpu_idle"].thresholds == {"idle_share": rules.GPU_IDLE_SHARE}
@@ -272,6 +274,20 @@ def test_profiler_overhead(m: Metrics) -> None:
     assert silent("profiler_overhead", m, traced, untraced)
 
 
+def test_nsys_expert_rules(m: Metrics, extracted: dict[str, Path]) -> None:
+    found = fired("nsys_expert_rules", m)
+    assert found.title == "nsys analyze gpu_time_util: 2 stretches under 50% GPU time utilization " + (
+        "(copies and the profiler's flushes count as use)"
+    )
+    assert "lowest 34.2% over 257.08 ms on GPU 0" in found.evidence and found.numbers == {"rows": 2}
+    sync_heavy = load_metrics(extracted["nsys2024_cloverleaf_a100/perlmutter-cloverleaf-cuda"])
+    titles = [f.title for f in RULE["nsys_expert_rules"].apply(RunResults(sync_heavy))]
+    assert titles[0].startswith("nsys analyze cuda_api_sync: ") and "synchronous copies" in titles[1]
+    for record in m["nsys_rules"]:
+        record["rows"] = 0
+    assert silent("nsys_expert_rules", m)
+
+
 def test_warnings_come_first_then_rule_order(bs16: Metrics) -> None:
     traced, untraced = _records()
     found = findings(bs16, traced, untraced)
@@ -283,6 +299,7 @@ def test_warnings_come_first_then_rule_order(bs16: Metrics) -> None:
         "short_kernels",
         "cpu_threads_waiting",
         "profiler_work",
+        "nsys_expert_rules",
     ]
     assert found[2].title == "Profiler overhead: 44.8% of throughput under nsys"
     assert found[2].evidence.startswith("3,224 output tok/s traced against 5,843 untraced")

@@ -136,6 +136,57 @@ def stats(sqlite: Path, reports: str, fmt: str, out: Path | None, force: bool) -
 
 
 @main.command()
+@click.argument("sqlite", type=click.Path(path_type=Path))
+@click.option(
+    "-r",
+    "--rule",
+    "rules",
+    default="all",
+    show_default=True,
+    help="Comma-separated rules with options, as for nsys analyze -r (gpu_gaps:gap=100,cuda_api_sync:rows=-1).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["column", "csv", "json"]),
+    default=None,
+    help="Default: column on the terminal, csv into files (as nsys analyze).",
+)
+@out_option("Write PREFIX_<rule>.<format> per rule instead of printing.", required=False)
+@common_options
+def analyze(sqlite: Path, rules: str, fmt: str | None, out: Path | None, force: bool) -> None:
+    """nsys analyze without nsys: Nsight Systems' expert rules on an SQLite export.
+
+    A rule whose data is absent is announced as SKIPPED (as nsys does) and is not an error.
+    """
+    from llmprof.analysis.expert import parse_rules, run_rule
+    from llmprof.common.outputs import write_text_files
+    from llmprof.nsys.export import open_export
+    from llmprof.render.expert import render
+
+    fmt = fmt or ("column" if out is None else "csv")
+    chosen = parse_rules(rules)
+    extension = {"column": "txt", "csv": "csv", "json": "json"}[fmt]
+    targets = {tag: Path(f"{out}_{tag}.{extension}") for _, _, tag in chosen}
+    if out is not None:
+        for target in targets.values():
+            refuse_existing(target, force, "analyze")
+    written: dict[Path, str] = {}
+    with open_export(sqlite) as export:
+        for name, options, tag in chosen:
+            result = run_rule(export, name, options)
+            click.echo(f"Processing [{printable(str(sqlite))}] with [{name}]... ")
+            if result.error is not None:
+                click.echo(f"SKIPPED: {printable(result.error)}\n")
+            elif out is not None:
+                written[targets[tag]] = render(result, fmt, options)
+            else:
+                click.echo(render(result, fmt, options), nl=False)
+    for path in write_text_files(written, force, "analyze"):
+        log.info("wrote %s", path)
+
+
+@main.command()
 @click.argument("report", type=click.Path(path_type=Path))
 @out_option("The .sqlite file to write.")
 @click.option("--nsys", default="nsys", show_default=True, help="The nsys executable.")

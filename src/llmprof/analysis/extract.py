@@ -32,6 +32,7 @@ from llmprof.analysis.busy import GpuTime, gpu_time
 from llmprof.analysis.categories import API_KIND, Classifier, kernel_classifier
 from llmprof.analysis.collectives import write_collectives
 from llmprof.analysis.devices import multi_gpu_metrics
+from llmprof.analysis.expert import expert_rule_records
 from llmprof.analysis.grouped import GroupedValues
 from llmprof.analysis.idle import explain_idle
 from llmprof.analysis.launches import LaunchResults, LaunchScan
@@ -269,6 +270,7 @@ def extract(
             "busy": gpu.busy,
             "idle": idle,
             "profiler": profiler_work(stage, capture["capture_window"], idle),
+            "nsys_rules": expert_rule_records(export),
         }
         write_json(stage / "metrics.json", metrics)
     return metrics

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, TypeVar
 
+from llmprof.analysis.expert import GAP_MS, UTIL_THRESHOLD_PCT
 from llmprof.analysis.timing import GRAPHS_WHOLE, run_timing
 from llmprof.common.records import FindingRecord, IterationTiming, Metrics, Rank, RunRecord
 
@@ -618,6 +619,51 @@ def profiler_work(run: RunResults) -> Iterator[Observation]:
     )
 
 
+#: What each of nsys's expert rules found, in words: a noun for its rows and the first row described.
+_EXPERT_WORDS: dict[str, tuple[str, Callable[[Mapping[str, object]], str]]] = {
+    "cuda_api_sync": ("synchronizing CUDA calls", lambda r: f"longest {r['api_name']}, {_ms(_num(r, 'duration_ns'))}"),
+    "cuda_memcpy_sync": ("synchronous copies", lambda r: f"longest {_copy(r)}"),
+    "cuda_memcpy_async": ("asynchronous copies from pageable memory", lambda r: f"longest {_copy(r)}"),
+    "cuda_memset_sync": ("synchronous memsets", lambda r: f"longest {_ms(_num(r, 'duration_ns'))} ({r['api_name']})"),
+    "gpu_gaps": (
+        "GPU gaps over 500 ms",
+        lambda r: f"longest {_ms(_num(r, 'duration_ns'))} on GPU {r['device_id']} (process {r['pid']})",
+    ),
+    "gpu_time_util": (
+        "stretches under 50% GPU time utilization (copies and the profiler's flushes count as use)",
+        lambda r: f"lowest {r['in_use_pct']}% over {_ms(_num(r, 'duration_ns'))} on GPU {r['device_id']}",
+    ),
+}
+
+
+def _num(row: Mapping[str, object], key: str) -> float:
+    value = row.get(key)
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _copy(row: Mapping[str, object]) -> str:
+    return (
+        f"{_bytes(int(_num(row, 'bytes')))} {row.get('src_kind')} to {row.get('dst_kind')} in "
+        f"{_ms(_num(row, 'duration_ns'))} ({row.get('api_name')})"
+    )
+
+
+def nsys_expert_rules(run: RunResults) -> Iterator[Observation]:
+    """One finding per ``nsys analyze`` rule that returned rows, with its first row, so the report
+    says what NVIDIA's own rules say about the same capture."""
+    for record in run.metrics["nsys_rules"]:
+        if record["skipped"] is not None or not record["rows"] or record["rule"] not in _EXPERT_WORDS:
+            continue
+        noun, first = _EXPERT_WORDS[record["rule"]]
+        yield Observation(
+            "info",
+            f"nsys analyze {record['rule']}: {record['rows']:,} {noun}",
+            f"{record['title']}: {first(record['top'][0])}.",
+            f"`llmprof analyze EXPORT -r {record['rule']}` (equal to `nsys analyze`) lists them all.",
+            {"rows": record["rows"]},
+        )
+
+
 #: The rules of one run, in the order their findings are listed (after warnings come first).
 RULES: tuple[Rule[RunResults], ...] = (
     Rule("no_gpu_work", "The capture holds no kernel, copy or memset.", {}, no_gpu_work),
@@ -695,6 +741,12 @@ RULES: tuple[Rule[RunResults], ...] = (
         "The profiler's own work recorded in the export covers a visible share of the capture window.",
         {"window_share": PROFILER_WINDOW_SHARE},
         profiler_work,
+    ),
+    Rule(
+        "nsys_expert_rules",
+        "What Nsight Systems' own expert rules (nsys analyze) report, with nsys's defaults.",
+        {"gpu_gap_ms": GAP_MS, "gpu_time_util_pct": UTIL_THRESHOLD_PCT},
+        nsys_expert_rules,
     ),
 )
 

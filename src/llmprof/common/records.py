@@ -344,6 +344,16 @@ class IterationTiming(TypedDict):
     assumption: str
 
 
+class ExpertRuleRecord(TypedDict):
+    """One of Nsight Systems' expert rules (``nsys analyze``) run on the capture with nsys's defaults."""
+
+    rule: str
+    title: str
+    rows: int  # every row the rule found (nsys shows the first 50)
+    skipped: str | None  # why the export cannot give it, as nsys words it
+    top: list[dict[str, int | float | str | None]]  # the first rows, columns as in the rule's table (ns, bytes)
+
+
 class Metrics(CaptureMetrics):
     """``metrics.json``: the capture's metrics and what extraction wrote beside them."""
 
@@ -355,6 +365,7 @@ class Metrics(CaptureMetrics):
     busy: BusyMetrics  # compute, copy and memset busy time per device and iteration
     idle: IdleMetrics  # SM gaps classified by what the host did
     profiler: ProfilerMetrics  # the profiler's own work recorded in the export
+    nsys_rules: list[ExpertRuleRecord]  # nsys analyze's expert rules, with its thresholds
 
 
 # model.json and run.json: what was run, and how fast

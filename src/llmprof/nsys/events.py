@@ -90,6 +90,10 @@ def _case(column: str, labels: Mapping[int, str]) -> str:
     return f"CASE {column} {whens} ELSE 'Unknown' END"
 
 
+#: The same two helpers for the other readers of this subpackage.
+column_or_null, enum_case = _col, _case
+
+
 def kernel_name_column(export: Export) -> str:
     """The kernel name column nsys prints by default: demangled where the export has it."""
     return export.first_column(KERNEL, "demangledName", "shortName") or "shortName"

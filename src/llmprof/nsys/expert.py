@@ -1,0 +1,172 @@
+"""The rows Nsight Systems' expert rules (``nsys analyze``) read, selected as those rules select them.
+
+Each reader returns the rows one rule looks at, with the same filters nsys applies
+(operations with a start time, the CUDA calls named like the rule's patterns, the
+copies and memsets joined to the call that issued them by correlation id alone,
+as nsys joins them), and nothing computed: the rules themselves live in
+``llmprof.analysis.expert``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import pyarrow as pa
+
+from llmprof.nsys import schema
+from llmprof.nsys.events import column_or_null, enum_case
+from llmprof.nsys.export import Export
+from llmprof.nsys.schema import KERNEL, MEMCPY, MEMSET, PROFILER_OVERHEAD, RUNTIME, STRINGS, pid_sql, tid_sql
+
+#: ``PROFILER_OVERHEAD`` rows that nsys's GPU rules count as GPU time the user cannot address
+#: (the names changed across versions; every spelling seen in exports from 2020.3 to 2026.2).
+CUDA_OVERHEAD_NAMES = (
+    "CUDA profiling data flush overhead",
+    "CUDA profiling stop overhead",
+    "CUDA profiling overhead",
+)
+
+
+class RuleDataAbsent(Exception):
+    """The export lacks what a rule reads; the message is the one nsys prints for it."""
+
+
+_SPAN_SCHEMA = pa.schema(
+    [
+        ("start_ns", pa.int64()),
+        ("end_ns", pa.int64()),
+        ("pid", pa.int64()),
+        ("device_id", pa.int64()),
+        ("context_id", pa.int64()),
+    ]
+)
+
+
+def gpu_operation_spans(export: Export) -> pd.DataFrame:
+    """Every kernel, copy and memset with a start time: its span, process id, device and context.
+
+    Raises:
+        RuleDataAbsent: the export has none of the three tables.
+    """
+    tables = [table for table in (KERNEL, MEMCPY, MEMSET) if table in export.columns]
+    if not tables:
+        raise RuleDataAbsent(
+            f"{export.path} could not be analyzed because it does not contain the required data. "
+            "Does the application launch GPU operations?"
+        )
+    batches = [
+        batch
+        for table in tables
+        for batch in export.arrow_batches(
+            f'SELECT start AS start_ns, "end" AS end_ns, {pid_sql("globalPid")} AS pid, deviceId AS device_id, '
+            f"{column_or_null(export, table, 'contextId', '0')} AS context_id FROM {table} t WHERE start > 0",
+            _SPAN_SCHEMA,
+        )
+    ]
+    spans: pd.DataFrame = pa.Table.from_batches(batches, _SPAN_SCHEMA).to_pandas()
+    return spans
+
+
+def profiler_overhead_spans(export: Export, names: Sequence[str] = CUDA_OVERHEAD_NAMES) -> pd.DataFrame:
+    """The profiler's own work named ``names``: ``start_ns``, ``end_ns`` and the ``pid`` it stalled."""
+    columns = ["start_ns", "end_ns", "pid"]
+    if not export.has(PROFILER_OVERHEAD, "start", "end", "globalTid", "nameId"):
+        return pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})
+    listed = ",".join("?" for _ in names)
+    rows = export.query(
+        f'SELECT o.start, o."end", {pid_sql("o.globalTid")} FROM {PROFILER_OVERHEAD} o '
+        f"JOIN {STRINGS} s ON s.id = o.nameId WHERE s.value IN ({listed})",
+        list(names),
+    )
+    return pd.DataFrame(rows, columns=columns, dtype="int64")
+
+
+def _name_ids(export: Export, like: str, unlike: str | None) -> str:
+    """The StringIds ids whose text matches ``like`` (and not ``unlike``), as an SQL list."""
+    exclude = f" AND value NOT LIKE '{unlike}'" if unlike else ""
+    ids = [row[0] for row in export.query(f"SELECT id FROM {STRINGS} WHERE value LIKE '{like}'{exclude}")]
+    return ",".join(str(int(i)) for i in ids) or "NULL"
+
+
+def runtime_calls_named(export: Export, patterns: Sequence[str]) -> pd.DataFrame:
+    """CUDA runtime calls whose name matches one of the LIKE ``patterns``: span, ids and name as recorded."""
+    columns = ["duration_ns", "start_ns", "pid", "tid", "api_name"]
+    for needed in (STRINGS, RUNTIME):
+        if needed not in export.columns:
+            _require(export, needed)
+    wanted = " OR ".join(f"value LIKE '{p}'" for p in patterns)
+    rows = export.query(
+        f'SELECT r."end" - r.start, r.start, {pid_sql("r.globalTid")}, {tid_sql("r.globalTid")}, s.value '
+        f"FROM {RUNTIME} r JOIN (SELECT id, value FROM {STRINGS} WHERE {wanted}) s ON s.id = r.nameId"
+    )
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _mem_kind(export: Export, column: str, table: str) -> str:
+    labels = export.enum_labels(schema.MEM_KINDS, schema.MEM_KIND_LABELS)
+    return enum_case(column_or_null(export, table, column), labels).replace("ELSE 'Unknown'", "ELSE NULL")
+
+
+#: What each copy and memset rule reads: the operations table, the issuing call's name pattern
+#: (and the pattern it must not match), and which operations count.
+ISSUED_SELECTIONS = {
+    "cuda_memcpy_sync": (
+        MEMCPY,
+        "cudaMemcpy%",
+        "%Async%",
+        "NOT (bytes <= 64000 AND copyKind = 1) AND NOT (srcDeviceId IS NOT NULL AND srcDeviceId = dstDeviceId)",
+    ),
+    "cuda_memcpy_async": (MEMCPY, "cudaMemcpy%Async%", None, "srcKind = 0 OR dstKind = 0"),
+    "cuda_memset_sync": (MEMSET, "cudaMemset%", "%async%", "memKind = 1 OR memKind = 4"),
+}
+
+
+def _require(export: Export, table: str) -> None:
+    needs = {
+        STRINGS: f"{export.path} file does not contain StringIds table.",
+        RUNTIME: f"{export.path} could not be analyzed because it does not contain the required CUDA data. "
+        "Does the application use CUDA runtime APIs?",
+        table: f"{export.path} could not be analyzed because it does not contain the required CUDA data. "
+        f"Does the application use CUDA {'memcpy' if table == MEMCPY else 'memset'} APIs?",
+        schema.MEM_KINDS: f"{export.path} does not contain {schema.MEM_KINDS} table.",
+    }
+    for needed, message in needs.items():
+        if needed not in export.columns:
+            raise RuleDataAbsent(message)
+    if not export.has(table, "greenContextId"):
+        raise RuleDataAbsent(
+            f"{export.path} could not be analyzed due to missing 'greenContextId'. "
+            "Please re-export the report file with a recent version of Nsight Systems."
+        )
+
+
+def issued_operations(export: Export, rule: str) -> pd.DataFrame:
+    """The copies or memsets the rule ``rule`` reads, with the name of the CUDA call that issued each.
+
+    Calls are matched by correlation id alone, as nsys's rules match them.
+
+    Raises:
+        RuleDataAbsent: the export lacks a table the rule reads.
+    """
+    table, call_like, call_unlike, where = ISSUED_SELECTIONS[rule]
+    _require(export, table)
+    kinds = (
+        f"{_mem_kind(export, 'srcKind', table)} AS src_kind, {_mem_kind(export, 'dstKind', table)} AS dst_kind"
+        if table == MEMCPY
+        else f"{_mem_kind(export, 'memKind', table)} AS memory_kind"
+    )
+    sql = f"""
+        SELECT t."end" - t.start AS duration_ns, t.start AS start_ns, {kinds}, t.bytes AS bytes,
+               {pid_sql("t.globalPid")} AS pid, t.deviceId AS device_id,
+               {column_or_null(export, table, "contextId")} AS context_id,
+               NULLIF({column_or_null(export, table, "greenContextId")}, 0) AS green_context_id,
+               {column_or_null(export, table, "streamId")} AS stream_id, s.value AS api_name
+        FROM (SELECT * FROM {table} WHERE {where}) t
+        JOIN {RUNTIME} r ON r.correlationId = t.correlationId
+        JOIN {STRINGS} s ON s.id = r.nameId AND s.id IN ({_name_ids(export, call_like, call_unlike)})
+    """
+    rows = export.query(sql)
+    names = ["duration_ns", "start_ns", *(["src_kind", "dst_kind"] if table == MEMCPY else ["memory_kind"])]
+    names += ["bytes", "pid", "device_id", "context_id", "green_context_id", "stream_id", "api_name"]
+    return pd.DataFrame(rows, columns=names)
