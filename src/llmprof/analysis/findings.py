@@ -549,9 +549,16 @@ def idle_cause(run: RunResults) -> Iterator[Observation]:
         if part < IDLE_CAUSE_SHARE:
             continue
         listed = "; ".join(
-            f"{name} {_ms(classes[name])} ({pct(classes[name] / d['idle_ns'])})"
+            f"{IDLE_SHORT[name]} {_ms(classes[name])} ({pct(classes[name] / d['idle_ns'])})"
             for name in sorted(classes, key=lambda c: -classes[c])
             if name != "copy" and classes[name]
+        )
+        largest = next((g for g in idle["largest"] if g["device_id"] == d["device_id"]), None)
+        detail = (
+            f" The longest gap, {_ms(largest['duration_ns'])}, ended with {largest['next_operation']} "
+            f"({largest['next_call'] or 'call not in the export'}); its cause: {IDLE_SHORT[largest['cause']]}."
+            if largest is not None and largest["next_operation"]
+            else ""
         )
         yield Observation(
             "warning",
@@ -559,7 +566,7 @@ def idle_cause(run: RunResults) -> Iterator[Observation]:
             f"Nothing ran on GPU {d['device_id']} for {_ms(d['idle_ns'])} of a {_ms(window)} window "
             f"({pct(share)}). By what the launching thread did in the {d['gaps']:,} gaps of at least "
             f"{idle['gap_min_ns'] / 1e3:g} µs: {listed}; {pct(d['explained_share'] or 0.0)} of the idle time is "
-            f"explained, {_ms(d['short_gap_ns'])} lies in shorter gaps.",
+            f"explained, {_ms(d['short_gap_ns'])} lies in shorter gaps.{detail}",
             NEXT_FOR_IDLE[dominant],
             {
                 "device_id": d["device_id"],
@@ -575,6 +582,17 @@ def idle_cause(run: RunResults) -> Iterator[Observation]:
         )
 
 
+#: Short names of the idle classes, for lists.
+IDLE_SHORT = {
+    "copy": "copies",
+    "host": "host code",
+    "launch": "launch calls",
+    "sync": "synchronization",
+    "rank_wait": "waiting on another rank",
+    "cuda_api": "other CUDA calls",
+    "profiler": "profiler's own work",
+    "unattributed": "unattributed",
+}
 #: How findings name each idle class.
 IDLE_WORDS = {
     "host": "the host between launches (Python, scheduling)",

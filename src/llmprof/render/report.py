@@ -273,10 +273,14 @@ def _busy_blocks(m: Metrics) -> list[Block]:
     )
     if iterations:
         blocks += [
-            Paragraph(f"Per iteration (windows from {busy['iterations_source']})."),
+            Paragraph(f"Per iteration ({ITERATION_SOURCES.get(busy['iterations_source'] or '', 'given windows')})."),
             Table(("GPU", "Iteration", "Window", "Kernels (compute)", "Copies"), iterations),
         ]
     return blocks
+
+
+#: Where iteration windows came from, in words.
+ITERATION_SOURCES = {"nvtx_iteration_ranges": "the capture's `iteration k` NVTX ranges"}
 
 
 def _idle_blocks(m: Metrics) -> list[Block]:
