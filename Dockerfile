@@ -1,5 +1,5 @@
 # llmprof: CUDA 13 + PyTorch 2.11 + vLLM 0.24.0 + Nsight Systems CLI + this package, pinned.
-# Build: docker build -t ghcr.io/llmprof/llmprof:0.1.0 .    Run: snakemake --use-singularity (see README).
+# Build: docker build -t ghcr.io/llmprof/llmprof:0.1.0 .    Run: snakemake --sdm apptainer (see README).
 FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 
 ARG NSYS_PACKAGE=nsight-systems-2025.3.1

@@ -11,13 +11,16 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-container: "docker://ghcr.io/llmprof/llmprof:0.1.0"
+include: "workflow/rules/common.smk"
+
+
+# The image of config key `container` (default ghcr.io/llmprof/llmprof:0.1.0), for --sdm apptainer.
+container: get_container_image()
 
 
 report: "workflow/report/workflow.rst"
 
 
-include: "workflow/rules/common.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/profile.smk"
 include: "workflow/rules/export.smk"

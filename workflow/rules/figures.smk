@@ -14,5 +14,7 @@ rule plot_figures:
         RUN.log("plot_figures"),
     benchmark:
         RUN.benchmark("plot_figures")
+    conda:
+        CPU_ENV
     shell:
         "llmprof figures {input:q} -o {output:q} --force --log {log:q}"

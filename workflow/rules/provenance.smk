@@ -8,6 +8,8 @@ rule record_provenance:
     params:
         config=get_run_config,
         record=get_traced_record_arg,
+    conda:
+        CPU_ENV
     shell:
         "llmprof provenance {wildcards.run:q} {input:q} --config {params.config} {params.record}"
         " -o {output:q} --force --log {log:q}"
@@ -24,6 +26,8 @@ rule record_study_provenance:
     params:
         config=get_study_config(),
         folder=subpath(input.study, parent=True),
+    conda:
+        CPU_ENV
     shell:
         "llmprof provenance study {params.folder:q} {input.runs:q} --config {params.config}"
         " -o {output:q} --force --log {log:q}"

@@ -19,6 +19,8 @@ rule render_report:
     params:
         out=subpath(output.html, parent=True),
         records=get_record_args,
+    conda:
+        CPU_ENV
     shell:
         "llmprof report {input.extract:q} -o {params.out:q} --figures {input.figures:q} --run {wildcards.run:q}"
         " {params.records} --force --log {log:q}"

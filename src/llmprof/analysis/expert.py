@@ -12,7 +12,7 @@ cannot close is not reported. A user can check llmprof's findings against NVIDIA
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,41 +73,60 @@ def issued_operations(rule: str) -> Callable[[Export, RuleOptions], pd.DataFrame
     return check
 
 
-def _gpu_spans(export: Export) -> pd.DataFrame:
-    """Every GPU operation, plus the profiler's flushes inside each process's span on each device."""
-    spans = rows.gpu_operation_spans(export)
-    groups = spans.groupby(["pid", "device_id"], sort=True).agg(
-        low=("start_ns", "min"), high=("end_ns", "max"), context_id=("context_id", "last")
+def _with_overhead(ops: rows.DeviceOperations, overhead: pd.DataFrame) -> rows.DeviceOperations:
+    """The device's operations plus the profiler's flushes of its process strictly inside their span
+    (a flush stalls every GPU of the process), which nsys counts as time the GPU was not idle."""
+    low, high = int(ops.starts.min()), int(ops.ends.max())
+    mine = overhead[(overhead.pid == ops.pid) & (overhead.start_ns > low) & (overhead.end_ns < high)]
+    if mine.empty:
+        return ops
+    context = np.full(len(mine), ops.contexts[-1], np.int64)
+    return rows.DeviceOperations(
+        ops.pid,
+        ops.device_id,
+        np.concatenate([mine.start_ns.to_numpy(np.int64), ops.starts]),
+        np.concatenate([mine.end_ns.to_numpy(np.int64), ops.ends]),
+        np.concatenate([context, ops.contexts]),
     )
+
+
+def _devices(export: Export) -> Iterator[rows.DeviceOperations]:
     overhead = rows.profiler_overhead_spans(export)
-    if overhead.empty:
-        return spans
-    placed = overhead.merge(groups.reset_index(), on="pid")
-    inside = placed[(placed.start_ns > placed.low) & (placed.end_ns < placed.high)]
-    return pd.concat([inside[spans.columns], spans], ignore_index=True)
+    for ops in rows.gpu_operations_by_device(export):
+        yield _with_overhead(ops, overhead)
+
+
+def _device_gaps(ops: rows.DeviceOperations, min_gap_ns: int) -> pd.DataFrame:
+    """Pairs the k-th end with the (k+1)-th start, both in time order, as nsys pairs them.
+
+    Sorts the group's own arrays in place (they are read once), so a device's ten million
+    operations cost no copies beyond one difference array.
+    """
+    ops.starts.sort()
+    if (ops.contexts == ops.contexts[0]).all():
+        ops.ends.sort()
+        contexts = ops.contexts
+    else:
+        order = np.argsort(ops.ends, kind="stable")
+        ops.ends[:] = ops.ends[order]
+        contexts = ops.contexts[order]
+    keep = np.flatnonzero(ops.starts[1:] - ops.ends[:-1] > min_gap_ns)
+    return pd.DataFrame(
+        {
+            "duration_ns": ops.starts[keep + 1] - ops.ends[keep],
+            "start_ns": ops.ends[keep],
+            "pid": ops.pid,
+            "device_id": ops.device_id,
+            "context_id": contexts[keep],
+        }
+    )
 
 
 def gpu_gaps(export: Export, options: RuleOptions) -> pd.DataFrame:
     """Stretches longer than ``gap_ms`` where a process's device runs nothing (nor the profiler's flush)."""
-    spans = _gpu_spans(export)
-    starts = spans.sort_values(["pid", "device_id", "start_ns"], kind="stable")
-    ends = spans.sort_values(["pid", "device_id", "end_ns"], kind="stable")
-    next_start = starts.start_ns.to_numpy()[1:]
-    end = ends.end_ns.to_numpy()[:-1]
-    same = (starts.pid.to_numpy()[1:] == ends.pid.to_numpy()[:-1]) & (
-        starts.device_id.to_numpy()[1:] == ends.device_id.to_numpy()[:-1]
-    )
-    duration = next_start - end
-    keep = same & (duration > options.gap_ms * 1_000_000)
-    gaps = pd.DataFrame(
-        {
-            "duration_ns": duration[keep],
-            "start_ns": end[keep],
-            "pid": ends.pid.to_numpy()[:-1][keep],
-            "device_id": ends.device_id.to_numpy()[:-1][keep],
-            "context_id": ends.context_id.to_numpy()[:-1][keep],
-        }
-    )
+    columns = ["duration_ns", "start_ns", "pid", "device_id", "context_id"]
+    found = [_device_gaps(ops, options.gap_ms * 1_000_000) for ops in _devices(export)]
+    gaps = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=columns)
     gaps = gaps.sort_values(["duration_ns", "start_ns"], ascending=[False, True], kind="stable")
     return _limited(gaps.reset_index(drop=True), options)
 
@@ -116,26 +135,30 @@ def _busy_before(starts: np.ndarray, ends: np.ndarray, times: np.ndarray) -> np.
     """Summed operation time before each of ``times`` (operations overlapping each other add up).
 
     All integers (ns, relative to the first time), so the sums stay exact for any capture length.
+    Works in place on ``starts`` and ``ends`` (a device's operations are read once per rule).
     """
     origin = int(times.min())
-    s, e, t = np.sort(starts - origin), np.sort(ends - origin), times - origin
-    s_sum = np.concatenate([[0], np.cumsum(s)])
-    e_sum = np.concatenate([[0], np.cumsum(e)])
-    n_s, n_e = np.searchsorted(s, t, side="left"), np.searchsorted(e, t, side="left")
-    busy: np.ndarray = (n_s * t - s_sum[n_s]) - (n_e * t - e_sum[n_e])
+    times = times - origin
+    busy = np.zeros(len(times), np.int64)
+    for values, sign in ((starts, 1), (ends, -1)):
+        values -= origin
+        values.sort()
+        before = np.searchsorted(values, times, side="left")
+        np.cumsum(values, out=values)
+        summed = np.where(before > 0, values[np.maximum(before - 1, 0)], 0)
+        busy += sign * (before * times - summed)
     return busy
 
 
-def _chunks(group: pd.DataFrame, options: RuleOptions) -> pd.DataFrame:
+def _chunks(ops: rows.DeviceOperations, options: RuleOptions) -> pd.DataFrame:
     """The equal chunks of one process's device span, each with its summed utilization (%)."""
-    low, high = int(group.start_ns.min()), int(group.end_ns.max())
+    low, high = int(ops.starts.min()), int(ops.ends.max())
     size = math.ceil((high - low) / options.chunks)
     first = np.arange(options.chunks, dtype=np.int64) * size + low
     last = np.minimum(first + size, high)
     live = first < last
     first, last = first[live], last[live]
-    starts, ends = group.start_ns.to_numpy(np.int64), group.end_ns.to_numpy(np.int64)
-    busy = _busy_before(starts, ends, np.concatenate([first, last]))
+    busy = _busy_before(ops.starts, ops.ends, np.concatenate([first, last]))
     used = busy[len(first) :] - busy[: len(first)]
     return pd.DataFrame(
         {
@@ -169,14 +192,12 @@ def gpu_time_util(export: Export, options: RuleOptions) -> pd.DataFrame:
     """Stretches of each process's device span where GPU operations fill less than ``threshold_pct`` of the time."""
     if not 1 <= options.chunks <= 1000:
         raise InputError("gpu_time_util: argument chunks: value must be between 1 and 1000")
-    spans = _gpu_spans(export)
     found = []
-    for _, group in spans.groupby(["pid", "device_id"], sort=True):
-        chunks = _chunks(group, options)
+    for ops in _devices(export):
+        chunks = _chunks(ops, options)
         low = chunks[chunks.percent < options.threshold_pct]
         if not low.empty:
-            last = group.iloc[-1]
-            found.append(_coalesced(low).assign(pid=last.pid, device_id=last.device_id, context_id=last.context_id))
+            found.append(_coalesced(low).assign(pid=ops.pid, device_id=ops.device_id, context_id=ops.contexts[-1]))
     columns = ["in_use_pct", "duration_ns", "start_ns", "pid", "device_id", "context_id"]
     table = pd.concat(found, ignore_index=True)[columns] if found else pd.DataFrame(columns=columns)
     table = table.sort_values(["in_use_pct", "duration_ns"], kind="stable").reset_index(drop=True)

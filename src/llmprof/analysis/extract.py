@@ -42,6 +42,7 @@ from llmprof.analysis.stats import REPORTS, ReportSkipped, SharedScans, report_t
 from llmprof.analysis.timing import iteration_timing
 from llmprof.common.errors import InputError, brief
 from llmprof.common.outputs import OrderedWorker, ParquetSink, staged_directory, write_json, write_table
+from llmprof.common.progress import Progress
 from llmprof.common.records import Metrics, load_run_record
 from llmprof.nsys import events
 from llmprof.nsys.events import EventQuery, NameResolver
@@ -149,26 +150,28 @@ def _write_events(
     """Stream one event table into its Parquet file (and the scan); the number of rows written."""
     schema = tables.EVENT_TABLES[query.name]
     derive = DERIVED.get(query.name)
+    sql = query.rows_sql(export)
+    counting = progress and sql is not None
     sink = ParquetSink(path, schema)
-    try:
-        sql = query.rows_sql(export)
-        resolvers = {column: NameResolver(export, transform) for column, transform in query.names.items()}
-        for raw in export.arrow_batches(sql) if sql is not None else ():
-            if scan is not None and query.name in EventScan.ORDER:
-                scan.feed(query.name, pa.RecordBatch.from_arrays(raw.columns, names=[*schema.names, *query.extra]))
-            try:
-                batch = _resolved(raw, schema, resolvers)
-            except pa.ArrowInvalid as exc:  # a NULL time, a text where a number belongs
-                source = query.source or query.name
-                raise InputError(
-                    f"{export.path}: rows of {source} do not fit the {query.name} table ({brief(exc)}); "
-                    "the export is damaged: export the capture again"
-                ) from exc
-            sink.write(batch if derive is None else derive(batch, classifier))
-            if progress:
-                log.info("%s: %d rows read", query.name, sink.rows)
-    finally:
-        sink.close()
+    with Progress(query.name, query.source_rows(export) if counting else None, enabled=counting) as counter:
+        try:
+            resolvers = {column: NameResolver(export, transform) for column, transform in query.names.items()}
+            for raw in export.arrow_batches(sql) if sql is not None else ():
+                if scan is not None and query.name in EventScan.ORDER:
+                    names = [*schema.names, *query.extra]
+                    scan.feed(query.name, pa.RecordBatch.from_arrays(raw.columns, names=names))
+                try:
+                    batch = _resolved(raw, schema, resolvers)
+                except pa.ArrowInvalid as exc:  # a NULL time, a text where a number belongs
+                    source = query.source or query.name
+                    raise InputError(
+                        f"{export.path}: rows of {source} do not fit the {query.name} table ({brief(exc)}); "
+                        "the export is damaged: export the capture again"
+                    ) from exc
+                sink.write(batch if derive is None else derive(batch, classifier))
+                counter.advance(raw.num_rows)
+        finally:
+            sink.close()
     return sink.rows
 
 
@@ -245,7 +248,7 @@ def extract(
         record: the profiled run's record (captured iterations, traced latency), for ``metrics["timing"]``.
         baseline: the same workload's record without nsys (untraced latency: the corrected busy share).
         force: replace ``out`` if it exists.
-        progress: log rows read per table as they stream.
+        progress: report rows read per table against its total (a bar or periodic log lines).
 
     Returns:
         The metrics written to ``out/metrics.json``.

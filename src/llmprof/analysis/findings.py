@@ -351,7 +351,8 @@ def cpu_threads_waiting(run: RunResults) -> Iterator[Observation]:
         f"CPU threads mostly waiting: {pct(share)} of OS runtime time in waits",
         f"Largest OS runtime calls: {top}.",
         "Helper threads idling in poll/condition waits is normal; if the GPU is also idle, the main thread is "
-        "the bottleneck: profile it with --sample=cpu to see where it spends its time.",
+        "the bottleneck: profile it with --sample=process-tree (CPU sampling with backtraces) to see where it "
+        "spends its time.",
         {"waiting_share": share, "osrt_ns": osrt["time_ns"]},
     )
 

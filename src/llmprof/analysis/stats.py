@@ -17,8 +17,8 @@ import math
 import tempfile
 import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Generic, TypeVar, cast
 
@@ -29,6 +29,7 @@ from llmprof.analysis.grouped import GroupedValues, sqlite_round
 from llmprof.analysis.launches import LaunchResults, launch_results
 from llmprof.analysis.projection import nvtx_gpu_projection_summary
 from llmprof.common.errors import ConfigError
+from llmprof.common.progress import Progress
 from llmprof.nsys import events
 from llmprof.nsys.events import DataAbsent
 from llmprof.nsys.export import Export, open_export
@@ -99,6 +100,7 @@ class Column:
     header: str
     decimals: int | None = None  # None: integer or text, printed as is
     text: bool = False
+    scale: int = 1  # printed divided by this (a time column in a --timeunit other than ns)
 
     @property
     def arrow_type(self) -> pa.DataType:
@@ -443,9 +445,33 @@ REPORTS: dict[str, Report] = {
 }
 
 
-def _format_value(value: object, decimals: int | None) -> str:
+#: ``--timeunit`` as nsys stats takes it (its long spellings too): the unit in headers, and ns per unit.
+TIME_UNITS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9}
+TIME_UNIT_NAMES = {"nsec": "ns", "usec": "us", "msec": "ms", "sec": "s", **{unit: unit for unit in TIME_UNITS}}
+
+
+def in_time_unit(report: Report, unit: str) -> Report:
+    """The report with its time columns (headers ending ``(ns)``) in ``unit``: headers say the unit, values are
+    scaled, with the decimals that keep every nanosecond (``12345`` ns → ``12.345`` us)."""
+    factor = TIME_UNITS[TIME_UNIT_NAMES[unit]]
+    if factor == 1:
+        return report
+    digits = len(str(factor)) - 1
+    header = f"({TIME_UNIT_NAMES[unit]})"
+    columns = tuple(
+        replace(c, header=c.header.replace("(ns)", header), decimals=(c.decimals or 0) + digits, scale=factor)
+        if c.header.endswith("(ns)")
+        else c
+        for c in report.columns
+    )
+    return replace(report, columns=columns)
+
+
+def _format_value(value: object, decimals: int | None, scale: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return ""
+    if scale != 1:
+        return f"{float(value) / scale:.{decimals}f}"  # type: ignore[arg-type]  # time columns are numbers
     if decimals is not None:
         return f"{float(value):.{decimals}f}"  # type: ignore[arg-type]  # numbers only, by the column spec
     if isinstance(value, float):
@@ -457,7 +483,8 @@ def to_csv_text(report: Report, frame: pd.DataFrame) -> str:
     """The report as ``nsys stats --format csv --timeunit ns`` prints it."""
     lines = [",".join(_csv_field(c.header) for c in report.columns)]
     for row in frame.itertuples(index=False):
-        lines.append(",".join(_csv_field(_format_value(v, c.decimals)) for v, c in zip(row, report.columns)))
+        values = (_format_value(v, c.decimals, c.scale) for v, c in zip(row, report.columns))
+        lines.append(",".join(_csv_field(v) for v in values))
     return "\n".join(lines) + "\n"
 
 
@@ -471,7 +498,8 @@ def _csv_field(text: str) -> str:
 def to_table_text(report: Report, frame: pd.DataFrame) -> str:
     """The report as an aligned text table (numbers right-aligned), as nsys prints to a terminal."""
     cells = [
-        [_format_value(v, c.decimals) for v, c in zip(row, report.columns)] for row in frame.itertuples(index=False)
+        [_format_value(v, c.decimals, c.scale) for v, c in zip(row, report.columns)]
+        for row in frame.itertuples(index=False)
     ]
     widths = [max([len(c.header), *(len(r[i]) for r in cells)]) for i, c in enumerate(report.columns)]
 
@@ -502,8 +530,8 @@ class ReportOutput:
     skipped: str | None
 
 
-def run_reports(sqlite: str | Path, spec: str, fmt: str = "csv") -> list[ReportOutput]:
-    """Compute the named reports of one export and format them (``csv`` or ``table``).
+def run_reports(sqlite: str | Path, spec: str, fmt: str = "csv", timeunit: str = "ns") -> list[ReportOutput]:
+    """Compute the named reports of one export and format them (``csv`` or ``table``), times in ``timeunit``.
 
     Reports run on threads, each scanning the export through its own reader (SQLite and the
     numpy sorts release the GIL); results come back in the order asked.
@@ -512,11 +540,15 @@ def run_reports(sqlite: str | Path, spec: str, fmt: str = "csv") -> list[ReportO
 
     def one(report: Report, scans: SharedScans) -> ReportOutput:
         try:
-            return ReportOutput(report, render(report, report.run(scans)), None)
+            return ReportOutput(report, render(in_time_unit(report, timeunit), report.run(scans)), None)
         except ReportSkipped as reason:
             return ReportOutput(report, None, str(reason))
 
     reports = select_reports(spec)
     with open_export(sqlite) as export, ThreadPoolExecutor(max_workers=min(len(reports), 8) or 1) as pool:
         scans = SharedScans(export)
-        return list(pool.map(lambda report: one(report, scans), reports))
+        futures = [pool.submit(one, report, scans) for report in reports]
+        with Progress("stats", len(reports), "reports") as counter:
+            for _ in as_completed(futures):
+                counter.advance()
+        return [future.result() for future in futures]

@@ -10,6 +10,7 @@ study's report and figures are drawn by :mod:`llmprof.render.study`.
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +18,13 @@ from typing import NamedTuple, cast
 
 import pandas as pd
 import pyarrow as pa
+import yaml
 
 from llmprof.analysis.categories import CATEGORY_ORDER
 from llmprof.analysis.findings import Finding, Observation, Rule, pct, profiler_overhead, run_rules
 from llmprof.analysis.metrics import records
 from llmprof.analysis.timing import iteration_timing
-from llmprof.common.errors import InputError
+from llmprof.common.errors import InputError, brief
 from llmprof.common.records import ManifestEntry, RunRecord, load_metrics, load_run_record, shape_problem
 
 #: Run parameters compared across runs, from the run record's settings (in this order).
@@ -56,7 +58,8 @@ STUDY_SCHEMA = pa.schema(
         pa.field("output_tok_per_s_traced", pa.float64()),
         pa.field("output_tok_per_s_untraced", pa.float64()),
         pa.field("profiler_overhead", pa.float64()),
-        pa.field("mean_iteration_latency_s", pa.float64()),
+        pa.field("mean_iteration_latency_s", pa.float64()),  # under nsys
+        pa.field("mean_iteration_latency_s_untraced", pa.float64()),  # the same workload without nsys
         pa.field("kernel_count", pa.int64()),
         pa.field("kernel_time_ns", pa.int64()),
         pa.field("iteration_overhead", pa.float64()),  # traced / untraced median iteration latency - 1
@@ -97,17 +100,26 @@ class RunEntry:
         )
 
 
-def load_manifest(text: str) -> list[RunEntry]:
-    """Runs of a study from JSON: a list of {run, extract, record?, baseline?, logs?, sweep?}."""
+def load_manifest(source: str) -> list[RunEntry]:
+    """Runs of a study from a manifest file (YAML or JSON): a list of {run, extract, record?, baseline?, logs?,
+    sweep?}. Inline JSON (text starting with ``[`` or ``{``) is read as the manifest itself."""
+    where = "study manifest"
+    text = source
+    if source.lstrip()[:1] not in ("[", "{"):
+        where = f"{source}: study manifest"
+        try:
+            text = Path(source).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{where} cannot be read ({brief(exc)})") from exc
     try:
-        items = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"study manifest: not valid JSON ({exc})") from exc
+        items = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{where}: not valid JSON or YAML ({brief(exc)})") from exc
     if not isinstance(items, list) or not items:
-        raise InputError("study manifest: expected a non-empty list of runs")
+        raise InputError(f"{where}: expected a non-empty list of runs")
     problem = shape_problem(items, list[ManifestEntry])
     if problem is not None:
-        raise InputError(f"study manifest: {problem}; each run needs at least run and extract")
+        raise InputError(f"{where}: {problem}; each run needs at least run and extract")
     return [RunEntry.from_dict(i) for i in cast(list[ManifestEntry], items)]
 
 
@@ -151,6 +163,8 @@ def _record_columns(traced: RunRecord | None, untraced: RunRecord | None) -> dic
         row["mean_iteration_latency_s"] = sum(latencies) / len(latencies) if latencies else None
     if untraced is not None:
         row["output_tok_per_s_untraced"] = untraced["output_tokens_per_s"]
+        untraced_latencies = [i["latency_s"] for i in untraced["iterations"]]
+        row["mean_iteration_latency_s_untraced"] = statistics.fmean(untraced_latencies) if untraced_latencies else None
     if traced is not None and untraced is not None:
         row["profiler_overhead"] = profiler_overhead(traced, untraced)
     return row
@@ -335,7 +349,7 @@ def idle_trend(study: StudyResults) -> Iterator[Observation]:
             f"({title_basis})",
             f"{evidence_basis}: {shares}{beside}.",
             "Where idle stays high at the largest setting, the host side (scheduling, sampling, Python) bounds "
-            "throughput: look at the CPU with --sample=cpu.",
+            "throughput: look at the CPU with nsys --sample=process-tree.",
         )
 
 

@@ -194,6 +194,15 @@ def run_spec(run: str, spec: dict[str, Any]) -> RunSpec:
     return cast(RunSpec, {"run": run, **with_defaults(spec, node)})
 
 
+def container_image(config: Mapping[str, Any]) -> str:
+    """The image the workflow's jobs run in (``container:`` of the Snakefile): ``docker://IMAGE:TAG``, or
+    ``docker://IMAGE@sha256:…`` when the config pins a digest. Unset keys take the schema's defaults."""
+    settings = with_defaults(dict(config.get("container") or {}), schema()["properties"]["container"])
+    if "digest" in settings:
+        return f"docker://{settings['image']}@{settings['digest']}"
+    return f"docker://{settings['image']}:{settings['tag']}"
+
+
 def read_mapping(path: str | Path, kind: str, *, json_format: bool = False) -> dict[str, Any]:
     """A YAML (or JSON) file holding a mapping; ConfigError naming the file and what is wrong otherwise."""
     path = Path(path)

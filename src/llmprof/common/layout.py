@@ -8,7 +8,8 @@ such as ``"{run}"``, so ``RunPaths("{run}").extract`` is a rule's output pattern
 A run either is profiled by the workflow (its config entry names a model) or
 names an existing capture (``.nsys-rep`` or ``.sqlite``) and, optionally, its
 run records. Config paths are relative to the project root; the functions that
-return them join them to ``project`` (the root as Snakemake or the archive sees it).
+return them join them to ``project`` (the root as Snakemake or the archive sees it,
+best given relative to the working folder, so that names survive a moved project).
 """
 
 from __future__ import annotations
@@ -109,6 +110,10 @@ class StudyPaths:
         return f"{self.folder}/report.md"
 
     @property
+    def figures(self) -> str:
+        return f"{self.folder}/figures"
+
+    @property
     def runs_table(self) -> str:
         return f"{self.folder}/runs.parquet"
 
@@ -119,6 +124,11 @@ class StudyPaths:
     @property
     def provenance(self) -> str:
         return f"{self.folder}/provenance.json"
+
+    @property
+    def manifest(self) -> str:
+        """The runs ``llmprof study --manifest`` compares (beside the logs: the study stage replaces its folder)."""
+        return f"{self.logs}/manifest.json"
 
     def log(self, stage: str) -> str:
         return f"{self.logs}/{stage}.log"
@@ -149,6 +159,13 @@ class ModelPaths:
         return f"{LOGS}/models/{self.model}.benchmark.tsv"
 
 
+def project_file(project: str, path: str) -> str:
+    """A config path (relative to the project root ``project``) as the workflow names it: normalised, so the
+    project given relative to the working folder (``.`` when they are one) keeps every name relative and a copied or
+    moved project still names the same files."""
+    return os.path.normpath(os.path.join(project, path))
+
+
 def is_profiled(spec: Mapping[str, Any]) -> bool:
     """A run whose config entry names a model is profiled by the workflow; any other names a capture."""
     return "model" in spec
@@ -158,13 +175,13 @@ def nsys_report(run: str, spec: Mapping[str, Any], project: str = "") -> str:
     """The run's capture: the profile stage's .nsys-rep, or the configured capture."""
     if is_profiled(spec):
         return RunPaths(run).profile_report
-    return os.path.join(project, spec["capture"])
+    return project_file(project, spec["capture"])
 
 
 def sqlite_export(run: str, spec: Mapping[str, Any], project: str = "") -> str:
     """The SQLite export the analysis reads: a configured .sqlite capture itself, or the export stage's output."""
     if not is_profiled(spec) and spec["capture"].endswith(".sqlite"):
-        return os.path.join(project, spec["capture"])
+        return project_file(project, spec["capture"])
     return RunPaths(run).exported_sqlite
 
 
@@ -173,4 +190,4 @@ def run_records(run: str, spec: Mapping[str, Any], project: str = "") -> dict[st
     if is_profiled(spec):
         return {"record": RunPaths(run).profile_record, "baseline": RunPaths(run).baseline_record}
     keys = {"record": "run_record", "baseline": "baseline_record"}
-    return {name: os.path.join(project, spec[key]) for name, key in keys.items() if key in spec}
+    return {name: project_file(project, spec[key]) for name, key in keys.items() if key in spec}

@@ -58,6 +58,7 @@ from llmprof.analysis.study import RunEntry
 from llmprof.common.config import expand_sweeps, load
 from llmprof.common.errors import InputError, brief
 from llmprof.common.layout import STUDY, RunPaths, nsys_report, run_records, sqlite_export
+from llmprof.common.progress import Progress
 from llmprof.common.staging import refuse_existing, staged_file
 from llmprof.common.version import __version__
 from llmprof.render.figures import draw_figures
@@ -477,11 +478,13 @@ def _sha256_file(path: Path) -> str:
 def _check_checksums(manifest: dict[str, Any], root: Path) -> Verification:
     """Name every unpacked file whose size or sha256 is not what the manifest lists."""
     result = Verification()
-    for entry in manifest["files"]:
-        path = root / entry["path"]
-        if path.stat().st_size != entry["bytes"] or _sha256_file(path) != entry["sha256"]:
-            result.bad_checksums.append(entry["path"])
-        result.checked += 1
+    with Progress("checksums", sum(entry["bytes"] for entry in manifest["files"]), "bytes") as counter:
+        for entry in manifest["files"]:
+            path = root / entry["path"]
+            if path.stat().st_size != entry["bytes"] or _sha256_file(path) != entry["sha256"]:
+                result.bad_checksums.append(entry["path"])
+            result.checked += 1
+            counter.advance(entry["bytes"])
     return result
 
 
@@ -516,7 +519,7 @@ def _rebuild_run(run: str, config: dict[str, Any], root: Path, rebuilt: Path, re
     records = {name: path for name, path in archived.items() if path.exists()}
     record, baseline = records.get("record"), records.get("baseline")
     categories = config.get("categories") or None
-    extract(capture, rebuilt / paths.extract, categories=categories, record=record, baseline=baseline)
+    extract(capture, rebuilt / paths.extract, categories=categories, record=record, baseline=baseline, progress=True)
     draw_figures(rebuilt / paths.extract, rebuilt / paths.figures)
     write_report(
         rebuilt / paths.extract,
@@ -534,7 +537,11 @@ def _rebuild_run(run: str, config: dict[str, Any], root: Path, rebuilt: Path, re
 def _rebuild(manifest: dict[str, Any], root: Path, rebuilt: Path, result: Verification) -> None:
     """Rebuild the analysis of the archive unpacked in ``root`` under ``rebuilt``, in the same layout; compare."""
     config = expand_sweeps(load(root / manifest["config"]))
-    entries = [_rebuild_run(run, config, root, rebuilt, result) for run in sorted(config["runs"])]
+    entries = []
+    with Progress("rebuild", len(config["runs"]), "runs") as counter:
+        for run in sorted(config["runs"]):
+            entries.append(_rebuild_run(run, config, root, rebuilt, result))
+            counter.advance()
     if (root / STUDY.folder).is_dir():
         write_study(entries, rebuilt / STUDY.folder)
         _compare(rebuilt, root, STUDY.folder, result)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from llmprof.common.errors import InputError, LlmprofError
@@ -39,3 +42,28 @@ def export_sqlite(report: str | Path, out: str | Path, *, nsys: str = "nsys", fo
             raise ToolError(f"{report}: nsys export failed (exit {result.returncode}): {' | '.join(tail)}")
         open_export(partial).close()
     return out
+
+
+#: Suffixes of the reports nsys writes (``.qdrep`` before 2021.4), which only nsys itself can read.
+REPORT_SUFFIXES = (".nsys-rep", ".qdrep")
+
+
+@contextmanager
+def readable_export(path: str | Path, *, nsys: str = "nsys") -> Iterator[Path]:
+    """An SQLite export of ``path``: the file itself, or for an ``.nsys-rep`` report its export made with nsys
+    into a temporary folder (removed afterwards).
+
+    Raises:
+        ToolError: ``path`` is a report and nsys is not on PATH.
+    """
+    path = Path(path)
+    if path.suffix not in REPORT_SUFFIXES:
+        yield path
+        return
+    if shutil.which(nsys) is None:
+        raise ToolError(
+            f"{path}: reading an {path.suffix} report needs Nsight Systems ({nsys} not found on PATH); "
+            "install it, or give the SQLite export (nsys export --type sqlite)"
+        )
+    with tempfile.TemporaryDirectory(prefix="llmprof-export-") as folder:
+        yield export_sqlite(path, Path(folder) / f"{path.stem}.sqlite", nsys=nsys)

@@ -243,6 +243,12 @@ class EventQuery:
     #: Columns the query yields after the table's own, for the summaries' scan only (not written).
     extra: tuple[str, ...] = ()
 
+    def source_rows(self, export: Export) -> int | None:
+        """Rows of the source table (what reading it goes through), or None where rows come from several."""
+        if self.source is None or self.source not in export.columns:
+            return None
+        return int(export.scalar(f'SELECT count(*) FROM "{self.source}"'))
+
     def rows_sql(self, export: Export) -> str | None:
         """The query of this table's rows; None when the export holds none.
 

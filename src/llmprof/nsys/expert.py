@@ -9,10 +9,11 @@ as nsys joins them), and nothing computed: the rules themselves live in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from llmprof.nsys import schema
 from llmprof.nsys.events import column_or_null, enum_case
@@ -32,40 +33,67 @@ class RuleDataAbsent(Exception):
     """The export lacks what a rule reads; the message is the one nsys prints for it."""
 
 
-_SPAN_SCHEMA = pa.schema(
-    [
-        ("start_ns", pa.int64()),
-        ("end_ns", pa.int64()),
-        ("pid", pa.int64()),
-        ("device_id", pa.int64()),
-        ("context_id", pa.int64()),
-    ]
-)
+@dataclass(frozen=True)
+class DeviceOperations:
+    """The GPU operations of one process on one device: spans (ns) and the context of each."""
+
+    pid: int
+    device_id: int
+    starts: np.ndarray  # int64
+    ends: np.ndarray  # int64
+    contexts: np.ndarray  # int64
 
 
-def gpu_operation_spans(export: Export) -> pd.DataFrame:
-    """Every kernel, copy and memset with a start time: its span, process id, device and context.
-
-    Raises:
-        RuleDataAbsent: the export has none of the three tables.
-    """
+def _gpu_tables(export: Export) -> list[str]:
     tables = [table for table in (KERNEL, MEMCPY, MEMSET) if table in export.columns]
     if not tables:
         raise RuleDataAbsent(
             f"{export.path} could not be analyzed because it does not contain the required data. "
             "Does the application launch GPU operations?"
         )
-    batches = [
-        batch
-        for table in tables
-        for batch in export.arrow_batches(
-            f'SELECT start AS start_ns, "end" AS end_ns, {pid_sql("globalPid")} AS pid, deviceId AS device_id, '
-            f"{column_or_null(export, table, 'contextId', '0')} AS context_id FROM {table} t WHERE start > 0",
-            _SPAN_SCHEMA,
-        )
-    ]
-    spans: pd.DataFrame = pa.Table.from_batches(batches, _SPAN_SCHEMA).to_pandas()
-    return spans
+    return tables
+
+
+def _int_columns(export: Export, select: str, where: str, table: str) -> list[np.ndarray]:
+    """``select`` from ``table`` as int64 arrays (a NULL as 0), filled batch by batch into arrays sized
+    by a count first, so the rows are held once."""
+    count = int(export.scalar(f"SELECT count(*) FROM {table} t WHERE {where}"))
+    width = select.count(",") + 1
+    columns = [np.empty(count, np.int64) for _ in range(width)]
+    filled = 0
+    for batch in export.arrow_batches(f"SELECT {select} FROM {table} t WHERE {where}"):
+        for column, values in zip(columns, batch.columns):
+            column[filled : filled + len(batch)] = values.fill_null(0).to_numpy()
+        filled += len(batch)
+    return [column[:filled] for column in columns]
+
+
+def gpu_operations_by_device(export: Export) -> Iterator[DeviceOperations]:
+    """Every kernel, copy and memset with a start time, one process and device at a time (in that order).
+
+    Each group is read on its own, so memory holds one device's operations, not the capture's.
+
+    Raises:
+        RuleDataAbsent: the export has none of the three tables.
+    """
+    tables = _gpu_tables(export)
+    pid = pid_sql("globalPid")
+    keys = sorted(
+        {(int(p), int(d)) for table in tables for p, d in export.query(f"SELECT DISTINCT {pid}, deviceId FROM {table}")}
+    )
+    for process, device in keys:
+        parts = [
+            _int_columns(
+                export,
+                f't.start, t."end", {column_or_null(export, table, "contextId", "0")}',
+                f"t.start > 0 AND t.deviceId = {device} AND {pid.replace('globalPid', 't.globalPid')} = {process}",
+                table,
+            )
+            for table in tables
+        ]
+        starts, ends, contexts = (np.concatenate([part[i] for part in parts]) for i in range(3))
+        if len(starts):
+            yield DeviceOperations(process, device, starts, ends, contexts)
 
 
 def profiler_overhead_spans(export: Export, names: Sequence[str] = CUDA_OVERHEAD_NAMES) -> pd.DataFrame:

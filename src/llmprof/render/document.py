@@ -80,7 +80,7 @@ def _html_block(b: Block, images: Mapping[str, bytes]) -> str:
     if isinstance(b, Table):
         head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
         rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in b.rows)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+        return f'<div class="table"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
     image = images.get(b.path)
     source = f"data:image/png;base64,{base64.b64encode(image).decode()}" if image is not None else html.escape(b.path)
     return (
@@ -102,7 +102,9 @@ def embedded_images(blocks: list[Block], folder: Path) -> dict[str, bytes]:
 
 STYLE = (
     "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+    "div.table{overflow-x:auto;max-width:100%}"  # a wide table scrolls inside the page instead of overflowing it
+    "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}"
+    "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
     "th{background:#f0f0f0}img{max-width:100%}code{background:#f4f4f4;padding:0 3px}"
 )
 

@@ -9,7 +9,7 @@ being skipped, so the set of files never depends on the capture.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,29 @@ def _no_data(ax: Axes, message: str) -> None:
     ax.set_yticks([])
 
 
+def _legend_outside(ax: Axes, handles: list[Any], labels: list[str], **options: Any) -> None:
+    """The legend right of the axes, where it covers no bar or line."""
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, fontsize=9, **options)
+
+
+def _category_legend(ax: Axes, categories: Iterable[str]) -> None:
+    """One swatch per kernel category shown, in the categories' fixed order, outside the axes."""
+    shown = set(categories)
+    present = [c for c in CATEGORY_ORDER if c in shown]
+    _legend_outside(ax, [Rectangle((0, 0), 1, 1, color=PALETTE[c]) for c in present], present, title="category")
+
+
+def _barh_totals(ax: Axes, labels: list[str], totals: np.ndarray, notes: list[str], colours: list[str]) -> None:
+    """Horizontal bars of totals from 0, in the order given (top first), each with its note at its end."""
+    rows = np.arange(len(labels))
+    ax.barh(rows, totals, color=colours)
+    ax.set_yticks(rows, labels)
+    ax.invert_yaxis()
+    for row, total, note in zip(rows, totals, notes):
+        ax.annotate(note, (total, row), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_xlim(0, 1.45 * float(max(totals.max(), 0)) or 1)  # from 0, with room for the notes
+
+
 def _distinct(labels: list[str]) -> list[str]:
     """Labels made distinct in order (``name (2)``, ...): kernels that share a short name keep a bar each."""
     seen: dict[str, int] = {}
@@ -90,7 +113,7 @@ def _distinct(labels: list[str]) -> list[str]:
 
 
 def top_kernels(extract_dir: Path, fig: Figure) -> None:
-    """The kernels with the most GPU time, coloured by family."""
+    """The kernels with the most GPU time: each one's total and launch count, coloured by family."""
     ax = fig.subplots()
     per_name = _sums(extract_dir, "kernels", ["name", "short_name", "category"], ["duration_ns"])
     if per_name.empty:
@@ -98,47 +121,43 @@ def top_kernels(extract_dir: Path, fig: Figure) -> None:
     total = per_name["duration_ns"].sum()
     top = per_name.sort_values(["duration_ns", "name"], ascending=[False, True]).head(TOP_N)
     labels = _distinct([_label(kernel_label(n, s)) for n, s in zip(top["name"], top["short_name"])])
-    top = top.assign(share=100 * top["duration_ns"] / total, label=labels)
-    sns.barplot(top, x="share", y="label", hue="category", palette=PALETTE, dodge=False, ax=ax)
-    ax.set(xlabel="share of GPU kernel time (%)", ylabel="", title=f"Top {len(top)} kernels by GPU time")
-    ax.legend(title="category", loc="lower right", fontsize=9)
+    notes = [f"{d / 1e6:,.2f} ms · {100 * d / total:.1f}% · {c:,}×" for d, c in zip(top["duration_ns"], top["count"])]
+    _barh_totals(ax, labels, top["duration_ns"].to_numpy() / 1e6, notes, [PALETTE[c] for c in top["category"]])
+    ax.set(xlabel="total GPU time (ms); notes: total · share of kernel time · launches", ylabel="")
+    ax.set(title=f"Top {len(top)} kernels by GPU time")
+    _category_legend(ax, top["category"])
 
 
 def kernel_categories(extract_dir: Path, fig: Figure) -> None:
-    """GPU kernel time per family (GEMM, attention, ...)."""
+    """GPU kernel time per family (GEMM, attention, ...): total, share and kernel count."""
     ax = fig.subplots()
     per_category = _sums(extract_dir, "kernels", ["category"], ["duration_ns"])
     if per_category.empty:
         return _no_data(ax, "No GPU kernels in this capture")
-    shares = per_category.set_index("category")["duration_ns"].reindex(CATEGORY_ORDER, fill_value=0)
-    frame = pd.DataFrame({"category": CATEGORY_ORDER, "share": 100 * shares.to_numpy() / shares.sum()})
-    sns.barplot(frame, x="share", y="category", hue="category", palette=PALETTE, legend=False, ax=ax)
-    for patch, value in zip(ax.patches, frame["share"]):
-        assert isinstance(patch, Rectangle)
-        ax.annotate(
-            f"{value:.1f}%",
-            (patch.get_width(), patch.get_y() + patch.get_height() / 2),
-            xytext=(3, 0),
-            textcoords="offset points",
-            va="center",
-            fontsize=9,
-        )
-    ax.set(xlabel="share of GPU kernel time (%)", ylabel="", title="GPU time by kernel category")
+    sums = per_category.set_index("category").reindex(CATEGORY_ORDER, fill_value=0)
+    totals = sums["duration_ns"].to_numpy()
+    notes = [
+        f"{100 * t / totals.sum():.1f}%, {t / 1e6:,.2f} ms, {int(c):,} kernels" for t, c in zip(totals, sums["count"])
+    ]
+    _barh_totals(ax, list(CATEGORY_ORDER), totals / 1e6, notes, [PALETTE[c] for c in CATEGORY_ORDER])
+    ax.set(xlabel="total GPU kernel time (ms)", ylabel="", title="GPU time by kernel category")
 
 
 def cuda_api(extract_dir: Path, fig: Figure) -> None:
-    """Host time share of the CUDA API functions."""
+    """Host time of the CUDA API functions: total, share and call count."""
     ax = fig.subplots()
-    summary = _read(extract_dir, "cuda_api_sum", ["name", "time_pct", "total_ns"])
+    summary = _read(extract_dir, "cuda_api_sum", ["name", "time_pct", "total_ns", "num_calls"])
     if summary.empty:
         return _no_data(ax, "No CUDA API calls in this capture")
     top = summary.sort_values(["total_ns", "name"], ascending=[False, True]).head(TOP_N)
-    sns.barplot(top, x="time_pct", y="name", color=sns.color_palette("tab10")[0], ax=ax)
-    ax.set(xlabel="share of CUDA API time (%)", ylabel="", title="CUDA API time share")
+    notes = [f"{p:.1f}%, {n:,} calls" for p, n in zip(top["time_pct"], top["num_calls"])]
+    colour = sns.color_palette("tab10").as_hex()[0]
+    _barh_totals(ax, list(top["name"]), top["total_ns"].to_numpy() / 1e6, notes, [colour] * len(top))
+    ax.set(xlabel="total host time in the call (ms)", ylabel="", title="CUDA API time share")
 
 
 def memcpy(extract_dir: Path, fig: Figure) -> None:
-    """Bytes and GPU time of copies per direction."""
+    """Bytes and GPU time of copies per direction, each bar with its copy count."""
     left, right = fig.subplots(1, 2)
     copies = _read(extract_dir, "memcpy", ["direction", "size_bytes", "duration_ns"])
     if copies.empty:
@@ -146,13 +165,25 @@ def memcpy(extract_dir: Path, fig: Figure) -> None:
         return _no_data(right, "in this capture")
     by_direction = (
         copies.groupby("direction", as_index=False)
-        .agg(megabytes=("size_bytes", lambda b: b.sum() / 1e6), time_ms=("duration_ns", lambda d: d.sum() / 1e6))
+        .agg(
+            megabytes=("size_bytes", lambda b: b.sum() / 1e6),
+            time_ms=("duration_ns", lambda d: d.sum() / 1e6),
+            copies=("size_bytes", "size"),
+        )
         .sort_values("direction")
     )
-    sns.barplot(by_direction, x="direction", y="megabytes", color=sns.color_palette("tab10")[1], ax=left)
-    left.set(xlabel="", ylabel="MB copied", title="Bytes by direction")
-    sns.barplot(by_direction, x="direction", y="time_ms", color=sns.color_palette("tab10")[2], ax=right)
-    right.set(xlabel="", ylabel="GPU time (ms)", title="Copy time by direction")
+    palette = sns.color_palette("tab10").as_hex()
+    for ax, column, colour, label, title in (
+        (left, "megabytes", palette[1], "MB copied", "Bytes by direction"),
+        (right, "time_ms", palette[2], "GPU time (ms)", "Copy time by direction"),
+    ):
+        ax.bar(by_direction["direction"], by_direction[column], color=colour)
+        for x, (value, count) in enumerate(zip(by_direction[column], by_direction["copies"])):
+            ax.annotate(
+                f"{count:,} copies", (x, value), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=8
+            )
+        ax.set_ylim(0, 1.15 * float(by_direction[column].max()) or 1)
+        ax.set(xlabel="", ylabel=label, title=title)
 
 
 def _busy_per_bin(starts: np.ndarray, ends: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -216,7 +247,7 @@ def _shade_phases(ax: Axes, phases: pd.DataFrame, origin: float, labelled: bool)
         )
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
-    ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=9)
+    _legend_outside(ax, list(unique.values()), list(unique.keys()))
 
 
 def timeline(extract_dir: Path, fig: Figure) -> None:
@@ -236,7 +267,7 @@ def timeline(extract_dir: Path, fig: Figure) -> None:
         _shade_phases(ax, phases, origin, labelled=ax is lanes[0])
         ax.set(ylabel="GPU busy (%)" if len(lanes) == 1 else f"GPU {device}\nbusy (%)", ylim=(0, 112))
         if len(phases) <= LABELLED_RANGES:
-            ax.legend(loc="lower right", fontsize=9)
+            _legend_outside(ax, *ax.get_legend_handles_labels())
     lanes[-1].set(xlabel="time since first kernel (ms)")
     lanes[0].set(title="GPU kernel activity over the capture (NVTX ranges shaded)")
 
@@ -332,16 +363,30 @@ def _split(ok: pd.DataFrame) -> bool:
 
 
 def _study_x(table: pd.DataFrame, parameter: str | None) -> tuple[pd.DataFrame, str]:
-    """Successful runs ordered along the swept parameter (or by name), and the x column."""
+    """Successful runs ordered along the swept parameter (or by name), one x position each, and the axis label.
+
+    Runs sharing a value of the parameter (a sweep over several) keep a position each, named with the run, so no
+    point is an average of runs."""
     ok = table[table["status"] == "ok"].copy()
     if parameter is None:
         return ok.assign(x=ok["run"]).sort_values("run"), "run"
     ok = ok.sort_values([parameter, "run"])
-    return ok.assign(x=ok[parameter].astype(str)), parameter
+    values = ok[parameter].astype(str)
+    shared = values.duplicated(keep=False)
+    x = [f"{v}\n{r}" if twin else v for v, r, twin in zip(values, ok["run"], shared)]
+    return ok.assign(x=x), parameter.replace("_", " ")
+
+
+def _run_names(ok: pd.DataFrame, label: str) -> list[str]:
+    """Each run's name with its swept value and, when runs are split, its comparison group."""
+    names = [f"{r} ({label} {x})" if label != "run" else str(r) for r, x in zip(ok["run"], ok["x"])]
+    if _split(ok):
+        names = [f"{n}, {g}" for n, g in zip(names, ok["comparison_group"])]
+    return [n.replace("\n", " ") for n in names]
 
 
 def study_throughput(table: pd.DataFrame, parameter: str | None, entries: list[RunEntry], fig: Figure) -> None:
-    """Output tokens per second, traced and untraced, along the swept parameter."""
+    """Output tokens per second, traced and untraced, along the swept parameter, from 0."""
     ax = fig.subplots()
     ok, label = _study_x(table, parameter)
     long = ok.melt(
@@ -360,20 +405,32 @@ def study_throughput(table: pd.DataFrame, parameter: str | None, entries: list[R
         long["measure"] = long["measure"] + " · " + long["comparison_group"]
         order = [f"{m} · {g}" for g in dict.fromkeys(ok["comparison_group"]) for m in order]
         order = [o for o in order if o in set(long["measure"])]
-    sns.pointplot(long, x="x", y="tok_s", hue="measure", hue_order=order, ax=ax)
-    ax.set(xlabel=label, ylabel="output tokens / s", title="Throughput")
+    sns.pointplot(long, x="x", y="tok_s", hue="measure", hue_order=order, order=list(ok["x"]), errorbar=None, ax=ax)
+    ax.set_ylim(0, 1.1 * float(long["tok_s"].max()))
+    ax.set(xlabel=label, ylabel="output tokens / s", title="Output throughput with and without nsys")
+    _legend_outside(ax, *ax.get_legend_handles_labels())
 
 
 def study_latency(table: pd.DataFrame, parameter: str | None, entries: list[RunEntry], fig: Figure) -> None:
-    """Mean latency of a captured generate call along the swept parameter."""
+    """Mean latency of a generate call per run, without and under nsys side by side, from 0."""
     ax = fig.subplots()
     ok, label = _study_x(table, parameter)
-    ok = ok.dropna(subset=["mean_iteration_latency_s"])
+    measures = {"without nsys": "mean_iteration_latency_s_untraced", "under nsys": "mean_iteration_latency_s"}
+    ok = ok.dropna(subset=list(measures.values()), how="all")
     if ok.empty:
         return _no_data(ax, "No run records: latency was not measured")
-    hue = "comparison_group" if _split(ok) else None
-    sns.pointplot(ok.assign(ms=ok["mean_iteration_latency_s"] * 1e3), x="x", y="ms", hue=hue, ax=ax)
-    ax.set(xlabel=label, ylabel="latency per generate call (ms, under nsys)", title="Latency")
+    positions, width = np.arange(len(ok)), 0.38
+    palette = sns.color_palette("tab10").as_hex()
+    for offset, colour, (measure, column) in zip((-width / 2, width / 2), palette, measures.items()):
+        ms = ok[column].to_numpy(dtype=float) * 1e3
+        ax.bar(positions + offset, np.nan_to_num(ms), width, color=colour, label=measure)
+        for x, value in zip(positions + offset, ms):
+            note = "n/a" if np.isnan(value) else f"{value:,.1f}"
+            ax.annotate(note, (x, np.nan_to_num(value)), xytext=(0, 3), textcoords="offset points", ha="center")
+    ax.set_xticks(positions, _run_names(ok, label) if _split(ok) else list(ok["x"]))
+    ax.set_ylim(0, 1.15 * float(np.nanmax(ok[list(measures.values())].to_numpy(dtype=float))) * 1e3)
+    ax.set(xlabel=label, ylabel="mean latency per generate call (ms)", title="Latency without and under nsys")
+    _legend_outside(ax, *ax.get_legend_handles_labels())
 
 
 def study_categories(table: pd.DataFrame, parameter: str | None, entries: list[RunEntry], fig: Figure) -> None:
@@ -383,15 +440,13 @@ def study_categories(table: pd.DataFrame, parameter: str | None, entries: list[R
     if ok.empty:
         return _no_data(ax, "No complete run")
     bottom = np.zeros(len(ok))
-    names = [f"{r} ({x})" if label != "run" else r for r, x in zip(ok["run"], ok["x"])]
-    if _split(ok):
-        names = [f"{n}, {g}" for n, g in zip(names, ok["comparison_group"])]
+    names = _run_names(ok, label)
     for category in CATEGORY_ORDER:
         values = 100 * ok[f"share_{category.replace('/', '_')}"].fillna(0).to_numpy()
         ax.barh(names, values, left=bottom, color=PALETTE[category], label=category)
         bottom += values
     ax.set(xlabel="share of GPU kernel time (%)", xlim=(0, 100), title="GPU time by kernel category per run")
-    ax.legend(loc="lower right", fontsize=8, ncols=2)
+    _legend_outside(ax, *ax.get_legend_handles_labels(), title="category")
 
 
 def study_top_kernels(table: pd.DataFrame, parameter: str | None, entries: list[RunEntry], fig: Figure) -> None:
@@ -421,9 +476,9 @@ StudyDrawing = Callable[[pd.DataFrame, str | None, list[RunEntry], Figure], None
 
 #: Study figures: name → drawing function, size (inches) and caption.
 STUDY_FIGURES: dict[str, tuple[StudyDrawing, tuple[float, float], str]] = {
-    "throughput": (study_throughput, (8, 4.5), "Throughput with and without nsys along the swept parameter"),
-    "latency": (study_latency, (8, 4.5), "Latency of a captured generate call"),
-    "categories": (study_categories, (10, 4.5), "GPU time by kernel category per run"),
+    "throughput": (study_throughput, (9, 4.5), "Throughput with and without nsys along the swept parameter"),
+    "latency": (study_latency, (9, 4.5), "Mean latency of a generate call, without and under nsys"),
+    "categories": (study_categories, (11, 4.5), "GPU time by kernel category per run"),
     "top_kernels": (study_top_kernels, (11, 7), "Top kernels' share of GPU time per run"),
 }
 

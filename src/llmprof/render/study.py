@@ -20,52 +20,68 @@ from llmprof.render.document import Block, Figure, Heading, Paragraph, Table, em
 from llmprof.render.figures import STUDY_FIGURES, draw_study_figures, figure_links
 from llmprof.render.report import finding_blocks
 
-#: The columns of the study table shown in the report, and how each value is written.
-SHOWN_COLUMNS = (
-    ("run", ""),
-    ("status", ""),
-    ("batch_size", ""),
-    ("capture_mode", ""),
-    ("comparison_group", ""),
-    ("output_tok_per_s_traced", "tok"),
-    ("output_tok_per_s_untraced", "tok"),
-    ("profiler_overhead", "pct"),
-    ("iteration_overhead", "pct"),
-    ("busy_share_raw", "pct"),
-    ("busy_share_corrected", "pct"),
-    ("share_gemm", "pct"),
-    ("share_attention", "pct"),
-    ("sync_share", "pct"),
-    ("h2d_bytes", "bytes"),
-    ("top_kernel", ""),
+#: The study table in the report, as two narrower tables (how each run was made and ran; where its GPU time
+#: went), each column with its human label (units included) and how its values are written.
+RUN_COLUMNS = (
+    ("run", "run", ""),
+    ("status", "status", ""),
+    ("batch_size", "batch size", ""),
+    ("capture_mode", "capture mode", ""),
+    ("comparison_group", "comparison group", ""),
+    ("output_tok_per_s_untraced", "output tok/s without nsys", "tok"),
+    ("output_tok_per_s_traced", "output tok/s under nsys", "tok"),
+    ("profiler_overhead", "throughput lost to nsys", "pct"),
+    ("iteration_overhead", "iteration slowdown under nsys", "pct"),
 )
+GPU_COLUMNS = (
+    ("run", "run", ""),
+    ("busy_share_raw", "GPU busy, traced window", "pct"),
+    ("busy_share_corrected", "GPU busy, untraced iteration", "pct"),
+    ("share_gemm", "GEMM (% of kernel time)", "pct"),
+    ("share_attention", "attention (% of kernel time)", "pct"),
+    ("sync_share", "sync (% of CUDA API time)", "pct"),
+    ("h2d_bytes", "H2D copies (MB)", "mb"),
+    ("top_kernel", "top kernel", "name"),
+)
+#: Kernel names in the table are cut to this many characters, so the table fits the page.
+NAME_WIDTH = 40
 
 
 def _cell(value: object, kind: str = "") -> str:
-    """A table cell: n/a where the value is missing, numbers written as their kind says (pct, tok, bytes)."""
+    """A table cell: n/a where the value is missing, numbers written as their kind says (pct, tok, mb, name)."""
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return "n/a"
+    if kind == "name":
+        text = str(value)
+        return text if len(text) <= NAME_WIDTH else text[: NAME_WIDTH - 1] + "…"
     if not kind or not isinstance(value, numbers.Real):
         return str(value)
     if kind == "pct":
         return pct(float(value))
     if kind == "tok":
         return f"{float(value):,.0f}"
-    return f"{float(value) / 1e6:,.2f} MB"
+    return f"{float(value) / 1e6:,.2f}"
+
+
+def _table(table: pd.DataFrame, columns: tuple[tuple[str, str, str], ...]) -> Table:
+    rows = tuple(tuple(_cell(row[c], k) for c, _, k in columns) for _, row in table.iterrows())
+    return Table(tuple(label for _, label, _ in columns), rows)
 
 
 def study_blocks(
     table: pd.DataFrame, found: list[Finding], parameter: str | None, figures: list[tuple[str, str]]
 ) -> list[Block]:
     """The study report: the runs, the comparison findings and the figures ((path, caption) of each)."""
-    rows = tuple(tuple(_cell(row[c], k) for c, k in SHOWN_COLUMNS) for _, row in table.iterrows())
     return [
         Heading("llmprof study", 1),
         Paragraph(
-            f"{len(table)} runs, {int((table['status'] == 'ok').sum())} complete; compared over `{parameter or 'run'}`."
+            f"{len(table)} runs, {int((table['status'] == 'ok').sum())} complete; compared over "
+            f"{(parameter or 'run').replace('_', ' ')}."
         ),
         Heading("Runs"),
-        Table(tuple(c for c, _ in SHOWN_COLUMNS), rows),
+        _table(table, RUN_COLUMNS),
+        Heading("Where the GPU time went", 3),
+        _table(table, GPU_COLUMNS),
         Heading("Findings"),
         *finding_blocks(found, "No comparison finding: fewer than two complete runs differ in a run parameter."),
         Heading("Figures"),
