@@ -136,7 +136,7 @@ EVIDENCE: dict[str, Callable[[str, Metrics], tuple[list[float], list[float]]]] =
         [round(100 * m["kernels"]["categories"][0]["share"], 1), m["kernels"]["categories"][0]["count"]],
     ),
     "idle_cause": lambda text, m: (
-        _numbers(r"mostly .*: ([\d.]+)% of", text) + _numbers(r"host ([\d,.]+) ms", text),
+        _numbers(r"mostly .*: ([\d.]+)% of", text) + _numbers(r"host code ([\d,.]+) ms", text),
         [
             round(100 * m["idle"]["devices"][0]["classes"]["host"] / m["idle"]["devices"][0]["idle_ns"], 1),
             _ms(m["idle"]["devices"][0]["classes"]["host"]),

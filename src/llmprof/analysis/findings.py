@@ -522,7 +522,8 @@ def copies_fill_gpu(run: RunResults) -> Iterator[Observation]:
 #: What to do about each dominant cause of GPU idle time.
 NEXT_FOR_IDLE = {
     "host": "The host runs Python between launches: capture the step in CUDA graphs (including input preparation "
-    "and sampling), batch more requests per step, or profile the host with --sample=cpu to see where it spends it.",
+    "and sampling), batch more requests per step, or profile the host with --sample=process-tree (CPU sampling "
+    "with backtraces) to see where it spends it.",
     "launch": "The GPU waits for launch calls: fewer, larger kernels (fusion, torch.compile) and CUDA graphs cut "
     "launch overhead.",
     "sync": "The host blocks in synchronization and launches nothing meanwhile: remove .item()/.cpu() syncs from "
@@ -625,7 +626,8 @@ def profiler_work(run: RunResults) -> Iterator[Observation]:
         f"Profiler's own work: {_ms(work['in_window_ns'])} of the capture window ({pct(share)})",
         f"{work['count']} windows of profiler work ({_ms(work['time_ns'])} summed over threads); the largest is "
         f"{largest['name']} ({_ms(largest['duration_ns'])}{'' if largest['in_window'] else ', after the window'}). "
-        f"They cover {_ms(work['gpu_idle_ns'])} of GPU idle time, counted as profiler work, not idle. {measured}",
+        f"They cover {_ms(work['gpu_idle_ns'])} of GPU idle time (windows on any thread of the launching "
+        f"process), counted as profiler work, not idle. {measured}",
         "Read the idle share without the profiler's windows (the idle analysis does); compare with the untraced run.",
         {
             "in_window_ns": work["in_window_ns"],
@@ -634,7 +636,7 @@ def profiler_work(run: RunResults) -> Iterator[Observation]:
             "time_ns": work["time_ns"],
             "gpu_idle_ns": work["gpu_idle_ns"],
         },
-        "high",
+        "medium",  # the windows are measured; that they delay the launching thread from any thread is inferred
     )
 
 
