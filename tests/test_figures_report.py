@@ -135,6 +135,12 @@ EVIDENCE: dict[str, Callable[[str, Metrics], tuple[list[float], list[float]]]] =
         _numbers(r"GEMM kernels ([\d.]+)%", text) + _numbers(r"([\d,]+) gemm kernels", text),
         [round(100 * m["kernels"]["categories"][0]["share"], 1), m["kernels"]["categories"][0]["count"]],
     ),
+    "launch_bound_steps": lambda text, m: (
+        _numbers(r"host ([\d,]+) µs per step", text) + _numbers(r"against ([\d,]+) µs on the GPU", text)
+        + _numbers(r"; (\d+) kernels per step launched outside", text),
+        [round(m["steps"]["per_step"][key] / 1e3) for key in ("host_ns", "gpu_ns")]
+        + [m["steps"]["per_step"]["nongraph_kernels"]],
+    ),
     "idle_cause": lambda text, m: (
         _numbers(r"mostly .*: ([\d.]+)% of", text) + _numbers(r"host code ([\d,.]+) ms", text),
         [

@@ -62,6 +62,7 @@ def test_the_demo_findings_and_their_order(m: Metrics) -> None:
     assert [(f.id, f.severity) for f in findings(m)] == [
         ("gpu_idle", "warning"),
         ("dominant_kernel_family", "warning"),
+        ("launch_bound_steps", "warning"),
         ("idle_cause", "warning"),
         ("short_kernels", "info"),
         ("cpu_threads_waiting", "info"),
@@ -83,6 +84,8 @@ def test_rules_are_listed_once_with_what_they_read() -> None:
         "collective_balance",
         "setup_outliers",
         "library_nvtx_only",
+        "few_steady_steps",
+        "launch_bound_steps",
         "profiler_overhead",
         "copies_fill_gpu",
         "idle_cause",
@@ -294,6 +297,7 @@ def test_warnings_come_first_then_rule_order(bs16: Metrics) -> None:
     assert [f.id for f in found] == [
         "gpu_idle",
         "dominant_kernel_family",
+        "launch_bound_steps",
         "profiler_overhead",
         "idle_cause",
         "short_kernels",
@@ -301,8 +305,8 @@ def test_warnings_come_first_then_rule_order(bs16: Metrics) -> None:
         "profiler_work",
         "nsys_expert_rules",
     ]
-    assert found[2].title == "Profiler overhead: 44.8% of throughput under nsys"
-    assert found[2].evidence.startswith("3,224 output tok/s traced against 5,843 untraced")
+    assert found[3].title == "Profiler overhead: 44.8% of throughput under nsys"
+    assert found[3].evidence.startswith("3,224 output tok/s traced against 5,843 untraced")
 
 
 # The study's rules, on the demo study's two runs (batch size 1 and 16)

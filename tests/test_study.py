@@ -165,7 +165,7 @@ def test_archive_holds_what_the_layout_names(demo_study: Path, tmp_path: Path) -
         required |= {f"{paths.extract}/metrics.json", f"{paths.figures}/timeline.png"}
     assert required | inputs <= packed, sorted((required | inputs) - packed)
     unnamed = {p for p in packed - inputs if not p.startswith(tuple(folders))}
-    assert unnamed == {"config/demo.yaml"}
+    assert unnamed == {"config/demo.yaml", STUDY.provenance}
 
 
 @pytest.mark.parametrize(

@@ -192,6 +192,15 @@ def test_a_copied_project_reruns_nothing(demo_study: Path, cli_env: dict[str, st
     assert str(demo_study) not in (moved / STUDY.manifest).read_text()  # the study's manifest names no old path
 
 
+def test_the_study_runs_again_when_forced(demo_study: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
+    """Forcing the study again replaces its folder; nothing another rule wrote lives inside it."""
+    copy = tmp_path / "forced"
+    shutil.copytree(demo_study, copy, symlinks=True, copy_function=shutil.copy2)
+    again = snakemake([*demo_args(copy), "--forcerun", "compare_runs"], cli_env, copy, project=copy)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-2000:]
+    assert (copy / STUDY.provenance).is_file() and (copy / STUDY.report_html).is_file()
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [

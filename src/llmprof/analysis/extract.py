@@ -35,6 +35,7 @@ from llmprof.analysis.devices import multi_gpu_metrics
 from llmprof.analysis.expert import expert_rule_records
 from llmprof.analysis.grouped import GroupedValues
 from llmprof.analysis.idle import explain_idle
+from llmprof.analysis.iterations import write_steps
 from llmprof.analysis.launches import LaunchResults, LaunchScan
 from llmprof.analysis.metrics import capture_window, compute_metrics
 from llmprof.analysis.overhead import profiler_work
@@ -261,6 +262,7 @@ def extract(
         row_counts["collectives"] = write_collectives(stage)  # from the kernels table just written
         idle = explain_idle(stage, gpu, stage / "idle_gaps.parquet")
         row_counts["idle_gaps"] = sum(d["gaps"] for d in idle["devices"])
+        row_counts["steps"], steps = write_steps(stage)
         summary_rows, skipped = _write_summaries(scans, stage, Path(sqlite).name)
         capture = compute_metrics(export, stage, classifier, gpu.activity)
         metrics: Metrics = {
@@ -273,6 +275,7 @@ def extract(
             "busy": gpu.busy,
             "idle": idle,
             "profiler": profiler_work(stage, capture["capture_window"], idle),
+            "steps": steps,
             "nsys_rules": expert_rule_records(export),
         }
         write_json(stage / "metrics.json", metrics)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, TypeVar
 
 from llmprof.analysis.expert import GAP_MS, UTIL_THRESHOLD_PCT
+from llmprof.analysis.iterations import MIN_STEADY_STEPS
 from llmprof.analysis.timing import GRAPHS_WHOLE, run_timing
 from llmprof.common.records import FindingRecord, IterationTiming, Metrics, Rank, RunRecord
 
@@ -48,6 +49,11 @@ PAGEABLE_SHARE = 0.50
 IDLE_CAUSE_SHARE = 0.50
 #: Share of the capture window covered by the profiler's own work from which it is a finding.
 PROFILER_WINDOW_SHARE = 0.01
+#: A step's host side (launch calls and the time between them) this far above its GPU and communication
+#: time, as a share of the host side, makes steps launch-bound.
+LAUNCH_BOUND_MARGIN = 0.10
+#: Kernels launched outside CUDA graphs named by the launch-bound finding.
+NAMED_LAUNCHES = 5
 
 NEXT_FOR_FAMILY = {
     "gemm": "GEMM-bound: check that shapes keep tensor cores busy (batch size, padding to multiples of 8/16), "
@@ -640,6 +646,118 @@ def profiler_work(run: RunResults) -> Iterator[Observation]:
     )
 
 
+def _us(ns: float) -> str:
+    return f"{ns / 1e3:,.0f} µs"
+
+
+def few_steady_steps(run: RunResults) -> Iterator[Observation]:
+    """Fewer than three steady iterations (engine steps): per-iteration numbers are anecdotal or absent."""
+    steps, kernels = run.metrics["steps"], run.metrics["kernels"]["count"]
+    if not kernels or steps["steady_steps"] >= MIN_STEADY_STEPS:
+        return
+    numbers = {"steady_steps": steps["steady_steps"], "steps": steps["steps"]}
+    if not steps["steps"]:
+        why = "; ".join(f"GPU {d['device_id']}: {d['reason']}" for d in steps["devices"] if d["reason"])
+        yield Observation(
+            "info",
+            "No repeating iteration found: no per-iteration numbers",
+            f"No vLLM step range and no repeating kernel sequence ({why or 'no kernels to compare'}); "
+            f"{kernels:,} kernels in the capture.",
+            "Mark each iteration with an NVTX range (torch.cuda.nvtx.range) or capture several steady-state "
+            "iterations, so per-iteration latency and launch costs can be measured.",
+            numbers,
+            "medium",
+        )
+        return
+    yield Observation(
+        "warning",
+        f"Only {steps['steady_steps']} steady iteration(s) captured",
+        f"{steps['steps']} steps found ({steps['method']}), {steps['steady_steps']} of them steady (the most common "
+        "kernel count, with a next step to time them against): per-iteration numbers rest on too few samples.",
+        "Capture more steady-state iterations (more profile iterations or longer outputs inside the capture range).",
+        numbers,
+        steps["confidence"] or "medium",
+    )
+
+
+def _named_launches(run: RunResults) -> str:
+    costs = run.metrics["steps"]["nongraph_launches"][:NAMED_LAUNCHES]
+    return "; ".join(
+        f"{c['name']} ×{c['per_step']:.1f}/step, {_us(c['host_ns_per_launch'])} host per launch "
+        f"({_us(c['launch_call_ns_per_launch'])} in the call) for {_us(c['kernel_ns_per_launch'])} on the GPU"
+        for c in costs
+    )
+
+
+def _untraced_step(run: RunResults) -> tuple[str, str, dict[str, float]]:
+    """Whether the GPU still waits in an untraced step: its sentence, the finding's confidence, the numbers.
+
+    An untraced step lasts the untraced iteration's median latency over the steps of a marked iteration;
+    its GPU work is taken to be the traced one (the tracer slows host calls, not kernels). Without an
+    untraced run the confidence is medium: the tracer inflates the host side by an unknown amount.
+    """
+    steps, per = run.metrics["steps"], run.metrics["steps"]["per_step"]
+    untraced = run_timing(run.metrics, run.traced, run.untraced)["untraced_latency"]
+    per_iteration = steps["steps_per_iteration"]
+    if untraced is None or not per_iteration:
+        return "Traced host calls are slower than untraced ones, so the margin is an upper bound.", "medium", {}
+    step_ns = untraced["median_s"] * 1e9 / per_iteration
+    gpu_work = per["kernel_ns"] + per["copy_ns"]
+    numbers = {"untraced_step_ns": step_ns, "gpu_work_ns_per_step": gpu_work}
+    if step_ns >= gpu_work * (1 + LAUNCH_BOUND_MARGIN):
+        return (f"Untraced, a step lasts {_us(step_ns)} (median iteration over {per_iteration:.0f} steps) against "
+                f"{_us(gpu_work)} of GPU work: the GPU still waits on the host.", "high", numbers)
+    return (f"Untraced, a step lasts {_us(step_ns)}, about its {_us(gpu_work)} of GPU work: the host may only "
+            "lead under the tracer.", "low", numbers)
+
+
+def launch_bound_steps(run: RunResults) -> Iterator[Observation]:
+    """The host's launching is the step's critical path; the kernels launched outside CUDA graphs are named.
+
+    Silent when graphs were traced whole: their kernels are missing, so the GPU side would look too short.
+    """
+    if _graphs_whole(run):
+        return
+    steps = run.metrics["steps"]
+    margin = steps["critical_margin"]
+    if steps["critical_path"] != "host" or margin is None or margin < LAUNCH_BOUND_MARGIN:
+        return
+    per = steps["per_step"]
+    outside = per["nongraph_kernels"]
+    evidence = (
+        f"Median over {steps['steady_steps']} steady steps ({steps['method']}): the host spends {_us(per['host_ns'])} "
+        f"issuing a step ({_us(per['host_launch_ns'])} in {per['launch_calls']:.0f} launch calls, "
+        f"{_us(per['host_between_ns'])} between them) against {_us(per['gpu_ns'])} of GPU kernels, "
+        f"{_us(per['communication_ns'])} of communication and {_us(per['copy_ns'])} of copies: host ahead by "
+        f"{pct(margin)}. {outside:.0f} kernels per "
+        f"step run outside CUDA graphs ({per['graph_kernels']:.0f} inside): {_us(per['nongraph_host_ns'])} of host "
+        f"time for {_us(per['nongraph_kernel_ns'])} of GPU time."
+    )
+    if steps["nongraph_launches"]:
+        evidence += f" Most host time: {_named_launches(run)}."
+    untraced, confidence, checked = _untraced_step(run)
+    yield Observation(
+        "warning",
+        f"Steps launch-bound: host {_us(per['host_ns'])} per step against {_us(per['gpu_ns'])} on the GPU; "
+        f"{outside:.0f} kernels per step launched outside CUDA graphs",
+        f"{evidence} {untraced}",
+        "Move the named kernels into the CUDA graph or fuse them (input preparation and sampling: vLLM's "
+        "full CUDA-graph mode, torch.compile), cut Python work between launches, and overlap the next step's "
+        "preparation with the GPU (async scheduling).",
+        {
+            "host_ns_per_step": per["host_ns"],
+            "gpu_ns_per_step": per["gpu_ns"],
+            "communication_ns_per_step": per["communication_ns"],
+            "copy_ns_per_step": per["copy_ns"],
+            "critical_margin": margin,
+            "nongraph_kernels_per_step": outside,
+            "nongraph_host_ns_per_step": per["nongraph_host_ns"],
+            "steady_steps": steps["steady_steps"],
+            **checked,
+        },
+        confidence,
+    )
+
 #: What each of nsys's expert rules found, in words: a noun for its rows and the first row described.
 _EXPERT_WORDS: dict[str, tuple[str, Callable[[Mapping[str, object]], str]]] = {
     "cuda_api_sync": ("synchronizing CUDA calls", lambda r: f"longest {r['api_name']}, {_ms(_num(r, 'duration_ns'))}"),
@@ -738,6 +856,18 @@ RULES: tuple[Rule[RunResults], ...] = (
         setup_outliers,
     ),
     Rule("library_nvtx_only", "Every NVTX range comes from a library domain.", {}, library_nvtx_only),
+    Rule(
+        "few_steady_steps",
+        "Fewer steady iterations (engine steps) than make per-iteration numbers reliable, or none found.",
+        {"min_steady_steps": MIN_STEADY_STEPS},
+        few_steady_steps,
+    ),
+    Rule(
+        "launch_bound_steps",
+        "The host's launches are a step's critical path, ahead of GPU, communication and copy time.",
+        {"critical_margin": LAUNCH_BOUND_MARGIN},
+        launch_bound_steps,
+    ),
     Rule(
         "profiler_overhead",
         "Throughput under nsys against the same workload without it; a warning when the loss is large.",

@@ -123,7 +123,8 @@ class StudyPaths:
 
     @property
     def provenance(self) -> str:
-        return f"{self.folder}/provenance.json"
+        """Beside the study folder, not in it: the study stage replaces its folder whole when it runs again."""
+        return f"{self.folder}-provenance.json"
 
     @property
     def manifest(self) -> str:

@@ -344,6 +344,62 @@ class IterationTiming(TypedDict):
     assumption: str
 
 
+class StepDevice(TypedDict):
+    """How the steps of one device were found (or why none were)."""
+
+    device_id: int
+    method: str  # vllm_step_ranges, kernel_sequence or none
+    confidence: str | None  # high, medium; None without steps
+    steps: int
+    steady_steps: int
+    period_kernels: int | None  # kernels per step in the repeating sequence (kernel_sequence)
+    match: float | None  # share of the sequence matching itself one period later
+    signature: str | None  # the kernel opening each step
+    regularity: float | None  # share of steps with the most common kernel count
+    reason: str | None  # why no step was found
+
+
+class StepSpread(TypedDict):
+    """Latency of the steady steps (start to the next step's start), in ns; spread = (p90 - p10) / median."""
+
+    median_ns: float
+    p10_ns: float
+    p90_ns: float
+    min_ns: float
+    max_ns: float
+    spread: float
+
+
+class LaunchCost(TypedDict):
+    """A kernel launched outside CUDA graphs in steady steps, and what its launches cost the host."""
+
+    name: str
+    per_step: float  # launches per steady step
+    host_ns_per_step: float  # launch calls and the host time before each, per steady step
+    launch_call_ns_per_launch: float  # time inside the launch call
+    host_ns_per_launch: float  # the launch call and the host time since the previous launch of the step
+    kernel_ns_per_launch: float  # the kernel's GPU time
+
+
+class StepMetrics(TypedDict):
+    """Iterations (engine steps) and what bounds them: ``steps.parquet`` summed over the steady steps."""
+
+    method: str  # vllm_step_ranges, kernel_sequence, both joined by +, or none
+    confidence: str | None  # the lowest over devices
+    devices: list[StepDevice]
+    steps: int
+    steady_steps: int  # the fewest over devices with steps (0 without steps)
+    marked_iterations: int  # the workload's own ``iteration k`` ranges, which group steps
+    steps_per_iteration: float | None  # median steps in a marked iteration (None without marks)
+    latency: StepSpread | None
+    per_step: dict[str, float]  # medians over the steady steps (host times: over host_known_steps; absent without)
+    critical_path: str | None  # host, gpu, communication or copy: the largest median over steady steps
+    critical_margin: float | None  # (first - runner-up) / first, of those medians
+    host_known_steps: int  # steady steps whose every kernel was joined to its launch call
+    host_critical_share: float | None  # share of those whose own critical path is the host
+    nongraph_launches: list[LaunchCost]  # most host time first
+
+
 class ExpertRuleRecord(TypedDict):
     """One of Nsight Systems' expert rules (``nsys analyze``) run on the capture with nsys's defaults."""
 
@@ -365,6 +421,7 @@ class Metrics(CaptureMetrics):
     busy: BusyMetrics  # compute, copy and memset busy time per device and iteration
     idle: IdleMetrics  # SM gaps classified by what the host did
     profiler: ProfilerMetrics  # the profiler's own work recorded in the export
+    steps: StepMetrics  # iterations found (step ranges or kernel sequence) and what bounds them
     nsys_rules: list[ExpertRuleRecord]  # nsys analyze's expert rules, with its thresholds
 
 

@@ -97,7 +97,8 @@ def _files_under(folder: Path) -> set[Path]:
 def study_files(configfile: Path, root: Path) -> tuple[dict[str, Any], list[Path]]:
     """The study's config and every file that belongs in its archive (relative to ``root``).
 
-    That is each run's results folder, the capture and run records it started from, and the study folder.
+    That is each run's results folder, the capture and run records it started from, the study folder and
+    the study's provenance.
     """
     config = expand_sweeps(load(configfile), str(configfile))
     files = {configfile.resolve()}
@@ -114,6 +115,8 @@ def study_files(configfile: Path, root: Path) -> tuple[dict[str, Any], list[Path
         files.update((root / path).resolve() for path in inputs if (root / path).is_file())
     if (root / STUDY.folder).is_dir():
         files |= _files_under(root / STUDY.folder)
+    if (root / STUDY.provenance).is_file():
+        files.add((root / STUDY.provenance).resolve())
     outside = [p for p in files if not p.is_relative_to(root.resolve())]
     if outside:
         raise InputError(

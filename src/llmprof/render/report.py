@@ -14,6 +14,7 @@ from pathlib import Path
 
 from llmprof.analysis.categories import kernel_label
 from llmprof.analysis.findings import Finding, findings, pct, profiler_overhead, rank_label
+from llmprof.analysis.iterations import MIN_STEADY_STEPS
 from llmprof.analysis.timing import run_timing
 from llmprof.common.errors import InputError
 from llmprof.common.outputs import staged_directory, write_json
@@ -279,6 +280,50 @@ def _busy_blocks(m: Metrics) -> list[Block]:
     return blocks
 
 
+def _step_blocks(m: Metrics) -> list[Block]:
+    """Iterations (engine steps): how they were found, their latency, and what bounds them."""
+    steps = m["steps"]
+    if not steps["steps"]:
+        reasons = "; ".join(f"GPU {d['device_id']}: {d['reason']}" for d in steps["devices"] if d["reason"])
+        return [Heading("Iterations"), Paragraph(f"No repeating iteration found{': ' + reasons if reasons else ''}.")]
+    per, latency = steps["per_step"], steps["latency"]
+    found = (
+        f"{steps['steps']:,} steps found by {steps['method']} (confidence {steps['confidence']}), "
+        f"{steps['steady_steps']:,} steady"
+        + (f", in {steps['marked_iterations']} marked iterations" if steps["marked_iterations"] else "")
+        + (f". Fewer than {MIN_STEADY_STEPS} steady steps: per-step numbers rest on too few samples." if
+           steps["steady_steps"] < MIN_STEADY_STEPS else ".")
+    )
+    blocks: list[Block] = [Heading("Iterations"), Paragraph(found)]
+    if per and latency is not None:
+        rows = (
+            ("Latency (median, p10–p90)", f"{_ms(latency['median_ns'])} ({_ms(latency['p10_ns'])}–"
+             f"{_ms(latency['p90_ns'])})"),
+            ("Kernels (in CUDA graphs)", f"{per['kernels']:.0f} ({per['graph_kernels']:.0f})"),
+            ("GPU kernel time (communication)", f"{_ms(per['kernel_ns'])} ({_ms(per['communication_ns'])})"),
+            ("Copies and memsets", _ms(per["copy_ns"])),
+            ("Host: launch calls + between", f"{_ms(per['host_launch_ns'])} + {_ms(per['host_between_ns'])}"
+             if steps["host_known_steps"] else "not known: kernels without their launch call"),
+            ("Non-graph kernels: host / GPU", f"{_ms(per['nongraph_host_ns'])} / {_ms(per['nongraph_kernel_ns'])}"
+             if steps["host_known_steps"] else f"n/a / {_ms(per['nongraph_kernel_ns'])}"),
+            ("Critical path (margin)", f"{steps['critical_path'] or 'unknown'} "
+             f"({_pct(steps['critical_margin'])})"),
+        )
+        blocks.append(Table(("Per steady step (median)", "Value"), rows))
+    launches = tuple(
+        (c["name"], f"{c['per_step']:.1f}", f"{c['host_ns_per_launch'] / 1e3:,.1f} µs",
+         f"{c['launch_call_ns_per_launch'] / 1e3:,.1f} µs", f"{c['kernel_ns_per_launch'] / 1e3:,.1f} µs")
+        for c in steps["nongraph_launches"]
+    )
+    if launches:
+        blocks += [
+            Paragraph("Kernels launched outside CUDA graphs, by host time per steady step: host per launch is the "
+                      "launch call and the host time since the step's previous launch."),
+            Table(("Kernel", "Per step", "Host per launch", "In the call", "GPU per launch"), launches),
+        ]
+    return blocks
+
+
 #: Where iteration windows came from, in words.
 ITERATION_SOURCES = {"nvtx_iteration_ranges": "the capture's `iteration k` NVTX ranges"}
 
@@ -459,6 +504,7 @@ def build_report(
     blocks += [Heading("Top kernels"), _top_kernels(m) if m["kernels"]["top"] else Paragraph("No kernels.")]
     blocks += _phase_blocks(m)
     blocks += _busy_blocks(m) + _idle_blocks(m) + _profiler_blocks(m, timing)
+    blocks += _step_blocks(m)
     blocks += _device_blocks(m)
     blocks += [
         Heading("NVTX ranges and their GPU work"),
