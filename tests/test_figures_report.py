@@ -117,14 +117,17 @@ def _ms(ns: float) -> float:
     return round(ns / 1e6, 2)
 
 
+WINDOW_NS = 647_378_608  # the demo's capture window
+
 #: Per finding of the demo: the numbers in its title and evidence, read back, and the same numbers from the metrics.
 EVIDENCE: dict[str, Callable[[str, Metrics], tuple[list[float], list[float]]]] = {
     "gpu_idle": lambda text, m: (
         _numbers(r"([\d.]+)% of the capture", text) + _numbers(r"([\d,.]+) ms", text),
         [
-            round(100 * (m["gpu_activity"]["idle_fraction"] or 0), 1),
+            round(100 * ((m["gpu_activity"]["idle_fraction"] or 0) - m["profiler"]["gpu_idle_ns"] / WINDOW_NS), 1),
             _ms(m["gpu_activity"]["busy_ns"]),
             _ms(m["capture_window"]["duration_ns"]),
+            _ms(m["profiler"]["gpu_idle_ns"]),
             _ms(max(g["duration_ns"] for g in m["gpu_activity"]["devices"][0]["largest_gaps"])),
         ],
     ),
@@ -138,6 +141,13 @@ EVIDENCE: dict[str, Callable[[str, Metrics], tuple[list[float], list[float]]]] =
         [round(m["steps"]["per_step"][key] / 1e3) for key in ("host_ns", "gpu_ns")]
         + [m["steps"]["per_step"]["nongraph_kernels"]],
     ),
+    "idle_cause": lambda text, m: (
+        _numbers(r"mostly .*: ([\d.]+)% of", text) + _numbers(r"host code ([\d,.]+) ms", text),
+        [
+            round(100 * m["idle"]["devices"][0]["classes"]["host"] / m["idle"]["devices"][0]["idle_ns"], 1),
+            _ms(m["idle"]["devices"][0]["classes"]["host"]),
+        ],
+    ),
     "short_kernels": lambda text, m: (
         _numbers(r"mean ([\d.]+) µs", text) + _numbers(r"over ([\d,]+) kernels", text),
         [round((m["kernels"]["mean_duration_ns"] or 0) / 1e3, 1), m["kernels"]["count"]],
@@ -145,6 +155,10 @@ EVIDENCE: dict[str, Callable[[str, Metrics], tuple[list[float], list[float]]]] =
     "cpu_threads_waiting": lambda text, m: (
         _numbers(r"([\d.]+) ms", text),
         [_ms(call["time_ns"]) for call in m["osrt"]["top"][:3]],
+    ),
+    "profiler_work": lambda text, m: (
+        _numbers(r"work: ([\d,.]+) ms", text) + _numbers(r"cover ([\d,.]+) ms", text),
+        [_ms(m["profiler"]["in_window_ns"]), _ms(m["profiler"]["gpu_idle_ns"])],
     ),
     "nsys_expert_rules": lambda text, m: (
         _numbers(r"lowest ([\d.]+)%", text) + _numbers(r"over ([\d.]+) ms", text),

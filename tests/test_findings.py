@@ -65,8 +65,10 @@ def test_the_demo_findings_and_their_order(m: Metrics) -> None:
         ("gpu_idle", "warning"),
         ("dominant_kernel_family", "warning"),
         ("launch_bound_steps", "warning"),
+        ("idle_cause", "warning"),
         ("short_kernels", "info"),
         ("cpu_threads_waiting", "info"),
+        ("profiler_work", "info"),
         ("nsys_expert_rules", "info"),
     ]
 
@@ -87,6 +89,9 @@ def test_rules_are_listed_once_with_what_they_read() -> None:
         "few_steady_steps",
         "launch_bound_steps",
         "profiler_overhead",
+        "copies_fill_gpu",
+        "idle_cause",
+        "profiler_work",
         "nsys_expert_rules",
         "ttft_tail",
     ]
@@ -139,6 +144,8 @@ def test_host_blocked_in_sync(m: Metrics) -> None:
 
 def test_gpu_idle(m: Metrics) -> None:
     activity = m["gpu_activity"]
+    assert fired("gpu_idle", m).title == "GPU idle 58.1% of the capture window"  # 62.2% less the profiler's 4.1%
+    m["profiler"]["gpu_idle_ns"] = 0
     activity["idle_fraction"] = rules.GPU_IDLE_SHARE - 0.001
     assert silent("gpu_idle", m)
     activity["idle_fraction"] = rules.GPU_IDLE_SHARE + 0.001
@@ -172,14 +179,14 @@ def test_gpu_idle_of_an_untraced_iteration(bs16: Metrics) -> None:
     assert found.title == f"GPU idle {rules.pct(1 - busy_ns / 2 / untraced_ns)} of an untraced iteration"
     assert found.title == "GPU idle 50.2% of an untraced iteration"  # raw: 76.8% of the traced window
     assert found.evidence.startswith(
-        f"Raw {rules.pct(bs16['gpu_activity']['idle_fraction'] or 0)} idle of the traced window, inflated by the "
+        f"Raw {rules.pct(rules._idle_without_profiler(bs16) or 0)} idle of the traced window, inflated by the "
         f"tracer by {rules.pct(traced_ns / untraced_ns - 1)} per iteration. GPU busy {busy_ns / 2e6:.2f} ms per "
         f"captured iteration (2 captured) against an untraced median iteration of {untraced_ns / 1e6:.2f} ms"
     )
-    assert "Raw 76.8% idle" in found.evidence and "by 81.2% per iteration" in found.evidence
+    assert "Raw 61.0% idle" in found.evidence and "by 81.2% per iteration" in found.evidence
     assert found.evidence.endswith(ASSUMPTION)
     _untraced_latency(untraced, busy_ns / 2 / 1e9 / (1 - rules.GPU_IDLE_SHARE + 0.001))
-    assert silent("gpu_idle", bs16, traced, untraced)  # the raw share (76.8%) no longer decides
+    assert silent("gpu_idle", bs16, traced, untraced)  # the raw share (61.0%) no longer decides
     _untraced_latency(untraced, busy_ns / 2 / 1e9 / (1 - rules.GPU_IDLE_SHARE - 0.001))
     assert fired("gpu_idle", bs16, traced, untraced).title == "GPU idle 20.1% of an untraced iteration"
 
@@ -295,8 +302,10 @@ def test_warnings_come_first_then_rule_order(bs16: Metrics) -> None:
         "dominant_kernel_family",
         "launch_bound_steps",
         "profiler_overhead",
+        "idle_cause",
         "short_kernels",
         "cpu_threads_waiting",
+        "profiler_work",
         "nsys_expert_rules",
     ]
     assert found[3].title == "Profiler overhead: 44.8% of throughput under nsys"

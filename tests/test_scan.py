@@ -15,13 +15,15 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from llmprof.analysis import busy as busy_module
 from llmprof.analysis import grouped as grouped_module
-from llmprof.analysis import launches, metrics
+from llmprof.analysis import launches
 from llmprof.analysis.grouped import GroupedValues
 from llmprof.analysis.launches import CallIndex, LaunchScan
 from llmprof.analysis.projection import PROJECTED_COLUMNS, RangeProjection
 from llmprof.analysis.stats import run_reports
 from llmprof.common.errors import SchemaError
+from llmprof.common.records import CaptureWindow
 from llmprof.nsys.export import open_export
 
 
@@ -214,10 +216,10 @@ def test_busy_time_and_gaps_equal_a_running_union(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, budget: int
 ) -> None:
     """Two GPUs, operations spread over the three tables; a small budget sorts many time windows."""
-    monkeypatch.setattr(metrics, "ACTIVITY_BUDGET", budget)
+    monkeypatch.setattr(busy_module, "SWEEP_BUDGET", budget)
     rng = np.random.default_rng(seed)
     frames = []
-    for table in metrics.GPU_TABLES:
+    for table in busy_module.GPU_TABLES:
         count = 1_000
         start = rng.integers(0, 100_000, count)
         frame = pd.DataFrame(
@@ -226,8 +228,9 @@ def test_busy_time_and_gaps_equal_a_running_union(
         frame.to_parquet(tmp_path / f"{table}.parquet", index=False)
         frames.append(frame)
     every = pd.concat(frames)
-    span = int(every.end_ns.max() - every.start_ns.min())
-    result = metrics.gpu_activity(tmp_path, {"duration_ns": span})
+    low, high = int(every.start_ns.min()), int(every.end_ns.max())
+    window: CaptureWindow = {"basis": "cuda", "start_ns": low, "end_ns": high, "duration_ns": high - low}
+    result = busy_module.gpu_time(tmp_path, window, busy_module.Iterations.none()).activity
     assert [d["device_id"] for d in result["devices"]] == [0, 1]
     for device in result["devices"]:
         mine = every[every.device_id == device["device_id"]]

@@ -28,20 +28,23 @@ import pandas as pd
 import pyarrow as pa
 
 from llmprof.analysis import tables
+from llmprof.analysis.busy import GpuTime, gpu_time
 from llmprof.analysis.categories import API_KIND, Classifier, kernel_classifier
 from llmprof.analysis.collectives import write_collectives
 from llmprof.analysis.devices import multi_gpu_metrics
 from llmprof.analysis.expert import expert_rule_records
 from llmprof.analysis.grouped import GroupedValues
+from llmprof.analysis.idle import explain_idle
 from llmprof.analysis.iterations import write_steps
 from llmprof.analysis.launches import LaunchResults, LaunchScan
-from llmprof.analysis.metrics import capture_window, compute_metrics, gpu_activity
+from llmprof.analysis.metrics import capture_window, compute_metrics
+from llmprof.analysis.overhead import profiler_work
 from llmprof.analysis.stats import REPORTS, ReportSkipped, SharedScans, report_table
 from llmprof.analysis.timing import iteration_timing
 from llmprof.common.errors import InputError, brief
 from llmprof.common.outputs import OrderedWorker, ParquetSink, staged_directory, write_json, write_table
 from llmprof.common.progress import Progress
-from llmprof.common.records import GpuActivity, Metrics, load_run_record
+from llmprof.common.records import Metrics, load_run_record
 from llmprof.nsys import events
 from llmprof.nsys.events import EventQuery, NameResolver
 from llmprof.nsys.export import Export, conform, open_export
@@ -191,8 +194,8 @@ def _write_nvtx_gpu(launches: LaunchResults, path: Path) -> int:
 
 def _write_event_tables(
     export: Export, stage: Path, classifier: Classifier, progress: bool
-) -> tuple[dict[str, int], SharedScans, GpuActivity]:
-    """Every event table, calls first; the rows per table, the scans the summaries share, GPU activity."""
+) -> tuple[dict[str, int], SharedScans, GpuTime]:
+    """Every event table, calls first; the rows per table, the scans the summaries share, GPU busy time."""
     row_counts: dict[str, int] = {}
     scan = EventScan(export, stage / ".scan")
     order = {name: i for i, name in enumerate(EventScan.ORDER)}
@@ -205,7 +208,7 @@ def _write_event_tables(
     finally:
         scan.close()  # also on failure: no thread is left behind
     with ThreadPoolExecutor(max_workers=1) as beside:  # GPU busy time needs only the tables written
-        activity = beside.submit(gpu_activity, stage, capture_window(stage))
+        activity = beside.submit(gpu_time, stage, capture_window(stage))
         durations, launches = scan.finish(export)
         activity_result = activity.result()
     row_counts = {query.name: row_counts[query.name] for query in events.EVENT_QUERIES}
@@ -255,11 +258,13 @@ def extract(
     traced = load_run_record(Path(record)) if record is not None else None
     untraced = load_run_record(Path(baseline)) if baseline is not None else None
     with open_export(sqlite) as export, staged_directory(Path(out), force, "extract") as stage:
-        row_counts, scans, activity = _write_event_tables(export, stage, classifier, progress)
+        row_counts, scans, gpu = _write_event_tables(export, stage, classifier, progress)
         row_counts["collectives"] = write_collectives(stage)  # from the kernels table just written
+        idle = explain_idle(stage, gpu, stage / "idle_gaps.parquet")
+        row_counts["idle_gaps"] = sum(d["gaps"] for d in idle["devices"])
         row_counts["steps"], steps = write_steps(stage)
         summary_rows, skipped = _write_summaries(scans, stage, Path(sqlite).name)
-        capture = compute_metrics(export, stage, classifier, activity)
+        capture = compute_metrics(export, stage, classifier, gpu.activity)
         metrics: Metrics = {
             **capture,
             "timing": iteration_timing(capture, traced, untraced),
@@ -267,6 +272,9 @@ def extract(
             "skipped_summaries": skipped,
             "schema_version": tables.SCHEMA_VERSION,
             "multi_gpu": multi_gpu_metrics(stage),
+            "busy": gpu.busy,
+            "idle": idle,
+            "profiler": profiler_work(stage, capture["capture_window"], idle),
             "steps": steps,
             "nsys_rules": expert_rule_records(export),
         }

@@ -39,6 +39,16 @@ SHORT_KERNEL_NS = 10_000
 SHORT_KERNEL_MIN_COUNT = 1_000
 #: Traced throughput this far below untraced makes traced timings unrepresentative.
 OVERHEAD_SHARE = 0.10
+#: Share of the capture window a GPU spends running copies or memsets with no kernel beside them, from which
+#: its copy engines, not its SMs, account for its busy time.
+COPY_ONLY_SHARE = 0.50
+#: Share of host-to-device and device-to-host bytes copied from pageable host memory from which the copies
+#: count as staged by the host CPU.
+PAGEABLE_SHARE = 0.50
+#: Share of a GPU's idle time given to one host-side class from which the idle analysis names a dominant cause.
+IDLE_CAUSE_SHARE = 0.50
+#: Share of the capture window covered by the profiler's own work from which it is a finding.
+PROFILER_WINDOW_SHARE = 0.01
 #: A step's host side (launch calls and the time between them) this far above its GPU and communication
 #: time, as a share of the host side, makes steps launch-bound.
 LAUNCH_BOUND_MARGIN = 0.10
@@ -163,6 +173,7 @@ def no_gpu_work(run: RunResults) -> Iterator[Observation]:
         "Check that the capture range started where the work runs (cudaProfilerStart reached with "
         "--capture-range=cudaProfilerApi), that --trace includes cuda, and that GPU activity can be traced "
         "on this platform (under WSL2 it often is not).",
+        {"kernels": 0, "cuda_api_calls": m["cuda_api"]["count"]},
     )
 
 
@@ -175,6 +186,7 @@ def nvtx_absent(run: RunResults) -> Iterator[Observation]:
         "The export holds no NVTX push/pop or start/end ranges, so GPU time cannot be attributed to phases.",
         "Wrap warmup, generate and each iteration in NVTX ranges (the `nvtx` package or torch.cuda.nvtx.range) "
         "and trace with --trace=cuda,nvtx.",
+        {"nvtx_ranges": 0},
     )
 
 
@@ -197,6 +209,7 @@ def setup_in_capture(run: RunResults) -> Iterator[Observation]:
         "they distort steady-state numbers.",
         "Start the capture after loading and warmup: nsys --capture-range=cudaProfilerApi with "
         "cudaProfilerStart/Stop around the steady-state loop only.",
+        {"h2d_bytes": h2d, "alloc_share": alloc},
     )
 
 
@@ -213,6 +226,8 @@ def host_blocked_in_sync(run: RunResults) -> Iterator[Observation]:
         f"of {_ms(api['time_ns'])} in CUDA calls.",
         "Find the syncs in the loop (.item(), .cpu(), .tolist(), torch.cuda.synchronize) and remove or defer them; "
         "use pinned memory and non_blocking copies.",
+        {"sync_share": share, "sync_ns": sync["time_ns"], "cuda_api_ns": api["time_ns"], "sync_calls": sync["count"]},
+        "medium",
     )
 
 
@@ -229,6 +244,8 @@ def _not_measured(what: str) -> Observation:
         f"The capture was made with --cuda-graph-trace=graph: {GRAPHS_WHOLE.partition(' (')[0]}, so the "
         "kernels table holds only the work launched outside graphs.",
         "Capture again with --cuda-graph-trace=node (nsys.cuda_graph_trace: node) to see kernels inside graphs.",
+        {"cuda_graph_trace": "graph"},
+        "low",
     )
 
 
@@ -244,6 +261,15 @@ def _idle_evidence(timing: IterationTiming, raw_idle: float, untraced_s: float, 
     )
 
 
+def _idle_without_profiler(m: Metrics) -> float | None:
+    """The idle share of the capture window, less the GPU idle time the profiler's own work covers."""
+    activity, window = m["gpu_activity"], m["capture_window"]["duration_ns"]
+    if activity["idle_fraction"] is None:
+        return None
+    devices = max(len(activity["devices"]), 1)
+    return activity["idle_fraction"] - m["profiler"]["gpu_idle_ns"] / max(window * devices, 1)
+
+
 def gpu_idle(run: RunResults) -> Iterator[Observation]:
     m = run.metrics
     activity = m["gpu_activity"]
@@ -251,7 +277,7 @@ def gpu_idle(run: RunResults) -> Iterator[Observation]:
         yield _not_measured("GPU idle share")
         return
     timing = run_timing(m, run.traced, run.untraced)
-    raw_idle, corrected = activity["idle_fraction"], timing["busy_share_corrected"]
+    raw_idle, corrected = _idle_without_profiler(m), timing["busy_share_corrected"]
     idle = raw_idle if corrected is None else 1 - corrected
     if not activity["captured"] or raw_idle is None or idle is None or idle < GPU_IDLE_SHARE:
         return
@@ -263,8 +289,10 @@ def gpu_idle(run: RunResults) -> Iterator[Observation]:
     else:
         title = f"GPU idle {pct(idle)} of the capture window"
         evidence = (
-            f"GPU busy {_ms(activity['busy_ns'])} of a {_ms(m['capture_window']['duration_ns'])} window; "
-            f"largest gap between GPU operations {_ms(largest)}. The raw share is {timing['note']}."
+            f"GPU busy {_ms(activity['busy_ns'])} of a {_ms(m['capture_window']['duration_ns'])} window"
+            + (f", {_ms(m['profiler']['gpu_idle_ns'])} of profiler work not counted as idle"
+               if m["profiler"]["gpu_idle_ns"] else "")
+            + f"; largest gap between GPU operations {_ms(largest)}. The raw share is {timing['note']}."
         )
     yield Observation(
         "warning",
@@ -272,6 +300,8 @@ def gpu_idle(run: RunResults) -> Iterator[Observation]:
         evidence,
         "The GPU waits on the host: raise the batch size or concurrency, capture decode steps in CUDA graphs, "
         "and remove host synchronization between steps.",
+        {"idle_share": idle, "raw_idle_share": raw_idle, "busy_ns": activity["busy_ns"], "largest_gap_ns": largest},
+        "high" if corrected is not None else "medium",
     )
 
 
@@ -297,6 +327,7 @@ def dominant_kernel_family(run: RunResults) -> Iterator[Observation]:
         f"{name} kernels {pct(top['share'])} of GPU time{detail}",
         evidence,
         NEXT_FOR_FAMILY[family],
+        {"category": family, "share": top["share"], "time_ns": top["time_ns"], "kernel_time_ns": kernels["time_ns"]},
     )
 
 
@@ -312,6 +343,8 @@ def short_kernels(run: RunResults) -> Iterator[Observation]:
         f"Many short kernels: mean {mean / 1e3:.1f} µs over {count:,} kernels",
         "Kernels this short are dominated by launch overhead unless launched from CUDA graphs.",
         "Fuse small kernels (torch.compile) and keep CUDA graphs enabled (avoid enforce_eager).",
+        {"mean_ns": mean, "count": count},
+        "medium",
     )
 
 
@@ -328,6 +361,7 @@ def cpu_threads_waiting(run: RunResults) -> Iterator[Observation]:
         "Helper threads idling in poll/condition waits is normal; if the GPU is also idle, the main thread is "
         "the bottleneck: profile it with --sample=process-tree (CPU sampling with backtraces) to see where it "
         "spends its time.",
+        {"waiting_share": share, "osrt_ns": osrt["time_ns"]},
     )
 
 
@@ -355,6 +389,7 @@ def collective_balance(run: RunResults) -> Iterator[Observation]:
             f"Matched across ranks, the fastest rank's time (transfer) is {_ms(verdict['transfer_ns'])} of "
             f"{_ms(matched)}; the rest is ranks waiting for each other.",
             "Communication-bound: check tensor-parallel size, NVLink topology and overlap of collectives with compute.",
+            {"transfer_share": verdict["transfer_share"], "transfer_ns": verdict["transfer_ns"], "matched_ns": matched},
         )
     own = verdict["waiting_collective_ns"]
     if verdict["verdict"] != "skew" or not own or verdict["pair_wait_ns"] / own < SKEW_WAIT_SHARE:
@@ -370,6 +405,7 @@ def collective_balance(run: RunResults) -> Iterator[Observation]:
         f"{transfer} of {_ms(matched)} matched collective time: this is skew, not bandwidth.",
         f"Find why {straggler} arrives late: compare what runs before each collective on that rank (load imbalance, "
         "host delays, another kernel mix); faster links would not help.",
+        {"skew_wait_share": share, "pair_wait_ns": verdict["pair_wait_ns"], "waiting_collective_ns": own},
     )
 
 
@@ -388,6 +424,10 @@ def setup_outliers(run: RunResults) -> Iterator[Observation]:
         "Largest: " + "; ".join(named[:3]) + ". They are kept out of the per-GPU steady-state shares.",
         "Start the capture after startup and warmup (--capture-range=cudaProfilerApi around the steady state), "
         "so barriers and uploads do not weigh on the numbers.",
+        {
+            "instances": len(named),
+            "largest_ns": max([c["duration_ns"] for c in collectives] + [k["duration_ns"] for k in kernels]),
+        },
     )
 
 
@@ -404,6 +444,7 @@ def library_nvtx_only(run: RunResults) -> Iterator[Observation]:
         "workload's own phases (warmup, prefill, decode, iterations).",
         "Wrap the phases in NVTX ranges (the `nvtx` package or torch.cuda.nvtx.range) and open a capture range "
         "around the steady state only (cudaProfilerStart/Stop with --capture-range=cudaProfilerApi).",
+        {"nvtx_ranges": run.metrics["nvtx"]["range_count"], "library_domains": ", ".join(domains)},
     )
 
 
@@ -454,6 +495,183 @@ def nsys_overhead(run: RunResults) -> Iterator[Observation]:
         "Quote the untraced throughput and the corrected busy share; read traced kernel times as relative. The cost "
         "is CUDA tracing itself (benchmarks/overhead/LADDER.md): no flag that still times every kernel lowers it "
         "measurably, and --cuda-graph-trace=graph lowers it by no longer timing the kernels inside CUDA graphs.",
+        {
+            "loss_share": loss,
+            "traced_tok_per_s": run.traced["output_tokens_per_s"] or 0.0,
+            "untraced_tok_per_s": run.untraced["output_tokens_per_s"] or 0.0,
+        },
+    )
+
+
+def copies_fill_gpu(run: RunResults) -> Iterator[Observation]:
+    """Per GPU: copies or memsets ran with no kernel beside them most of the window; the SMs were mostly idle."""
+    busy = run.metrics["busy"]
+    window = busy["window_ns"]
+    for d in busy["devices"]:
+        share = d["copy_only_ns"] / window if window else 0.0
+        if share < COPY_ONLY_SHARE:
+            continue
+        host_bytes = d["copy_bytes"]["H2D"] + d["copy_bytes"]["D2H"]
+        pageable = d["pageable_host_bytes"] / host_bytes if host_bytes else 0.0
+        directions = ", ".join(
+            f"{name} {_bytes(d['copy_bytes'][name])} in {_ms(ns)} at {d['copy_bytes'][name] / ns:.1f} GB/s"
+            for name, ns in d["copy_directions_ns"].items()
+            if ns >= window / 100
+        )
+        staged = pageable >= PAGEABLE_SHARE
+        critical = (
+            f"{pct(pageable)} of the host-to-device and device-to-host bytes are pageable host memory, which the "
+            "host CPU stages through pinned buffers: the host is the critical path."
+            if staged
+            else "The copies use pinned or device memory: the copy engines (the link), not the host, are the critical "
+            "path."
+        )
+        yield Observation(
+            "warning",
+            f"GPU {d['device_id']}: SMs idle {pct(1 - d['kernel_fraction'])} of the window; copies filled "
+            f"{pct(share)} of it",
+            f"Kernels ran {_ms(d['kernel_ns'])} of a {_ms(window)} window (compute busy {pct(d['kernel_fraction'])}); "
+            f"copies or memsets ran alone {_ms(d['copy_only_ns'])} ({directions}). Copies of this size are setup "
+            f"(weight loading), not steady state. {critical}",
+            "Start the capture after the weights are loaded (cudaProfilerStart after loading and warmup). To load "
+            "faster: "
+            + (
+                "read the weights into pinned memory and copy asynchronously."
+                if staged
+                else "the link is the limit, so copy less (load each weight once, in its final dtype) or overlap "
+                "loading with other work."
+            ),
+            {
+                "device_id": d["device_id"],
+                "kernel_ns": d["kernel_ns"],
+                "copy_only_ns": d["copy_only_ns"],
+                "window_ns": window,
+                "copy_only_share": share,
+                "h2d_bytes": d["copy_bytes"]["H2D"],
+                "pageable_share": pageable,
+            },
+            "medium" if staged else "high",
+        )
+
+
+#: What to do about each dominant cause of GPU idle time.
+NEXT_FOR_IDLE = {
+    "host": "The host runs Python between launches: capture the step in CUDA graphs (including input preparation "
+    "and sampling), batch more requests per step, or profile the host with --sample=process-tree (CPU sampling "
+    "with backtraces) to see where it spends it.",
+    "launch": "The GPU waits for launch calls: fewer, larger kernels (fusion, torch.compile) and CUDA graphs cut "
+    "launch overhead.",
+    "sync": "The host blocks in synchronization and launches nothing meanwhile: remove .item()/.cpu() syncs from "
+    "the loop or overlap them with queued work.",
+    "rank_wait": "The host waits for a collective on another GPU: balance the ranks' work (see the collectives "
+    "finding).",
+    "cuda_api": "Other CUDA calls (event records, async copies, allocation) keep the host from launching: move them "
+    "out of the step or into CUDA graphs.",
+    "profiler": "The profiler's own work covers this idle time: it is not the workload's; quote the untraced "
+    "run's numbers.",
+    "unattributed": "The launching calls are missing from the export: trace with --trace=cuda to attribute gaps.",
+}
+
+
+def idle_cause(run: RunResults) -> Iterator[Observation]:
+    """Per GPU idle a large share of the window: the host-side class holding most of its idle time."""
+    idle, window = run.metrics["idle"], run.metrics["busy"]["window_ns"]
+    for d in idle["devices"]:
+        dominant = d["dominant"]
+        share = d["idle_ns"] / window if window else 0.0
+        if dominant is None or share < GPU_IDLE_SHARE or not d["idle_ns"]:
+            continue
+        classes = d["classes"]
+        part = classes[dominant] / d["idle_ns"]
+        if part < IDLE_CAUSE_SHARE:
+            continue
+        listed = "; ".join(
+            f"{IDLE_SHORT[name]} {_ms(classes[name])} ({pct(classes[name] / d['idle_ns'])})"
+            for name in sorted(classes, key=lambda c: -classes[c])
+            if name != "copy" and classes[name]
+        )
+        largest = next((g for g in idle["largest"] if g["device_id"] == d["device_id"]), None)
+        detail = (
+            f" The longest gap, {_ms(largest['duration_ns'])}, ended with {largest['next_operation']} "
+            f"({largest['next_call'] or 'call not in the export'}); its cause: {IDLE_SHORT[largest['cause']]}."
+            if largest is not None and largest["next_operation"]
+            else ""
+        )
+        yield Observation(
+            "warning",
+            f"GPU {d['device_id']} idle time mostly {IDLE_WORDS[dominant]}: {pct(part)} of {_ms(d['idle_ns'])} idle",
+            f"Nothing ran on GPU {d['device_id']} for {_ms(d['idle_ns'])} of a {_ms(window)} window "
+            f"({pct(share)}). By what the launching thread did in the {d['gaps']:,} gaps of at least "
+            f"{idle['gap_min_ns'] / 1e3:g} µs: {listed}; {pct(d['explained_share'] or 0.0)} of the idle time is "
+            f"explained, {_ms(d['short_gap_ns'])} lies in shorter gaps.{detail}",
+            NEXT_FOR_IDLE[dominant],
+            {
+                "device_id": d["device_id"],
+                "idle_ns": d["idle_ns"],
+                "window_ns": window,
+                "idle_share": share,
+                "cause": dominant,
+                "cause_ns": classes[dominant],
+                "cause_share": part,
+                "explained_share": d["explained_share"] or 0.0,
+            },
+            "medium",
+        )
+
+
+#: Short names of the idle classes, for lists.
+IDLE_SHORT = {
+    "copy": "copies",
+    "host": "host code",
+    "launch": "launch calls",
+    "sync": "synchronization",
+    "rank_wait": "waiting on another rank",
+    "cuda_api": "other CUDA calls",
+    "profiler": "profiler's own work",
+    "unattributed": "unattributed",
+}
+#: How findings name each idle class.
+IDLE_WORDS = {
+    "host": "the host between launches (Python, scheduling)",
+    "launch": "launch calls",
+    "sync": "host synchronization",
+    "rank_wait": "waiting on another rank",
+    "cuda_api": "other CUDA calls",
+    "profiler": "the profiler's own work",
+    "unattributed": "unattributed (no launching call)",
+}
+
+
+def profiler_work(run: RunResults) -> Iterator[Observation]:
+    """The profiler's own work (PROFILER_OVERHEAD) covers a visible share of the capture window."""
+    work, window = run.metrics["profiler"], run.metrics["capture_window"]["duration_ns"]
+    share = work["in_window_ns"] / window if window else 0.0
+    if not work["recorded"] or share < PROFILER_WINDOW_SHARE:
+        return
+    largest = work["largest"][0]
+    slowdown = run_timing(run.metrics, run.traced, run.untraced)["iteration_overhead"]
+    measured = (
+        f"The measured slowdown of a traced iteration is {pct(slowdown)}: most of it is the tracing of every call, "
+        "which these windows do not show."
+        if slowdown is not None
+        else "Only an untraced run of the same workload measures the tracer's whole slowdown."
+    )
+    yield Observation(
+        "info",
+        f"Profiler's own work: {_ms(work['in_window_ns'])} of the capture window ({pct(share)})",
+        f"{work['count']} windows of profiler work ({_ms(work['time_ns'])} summed over threads); the largest is "
+        f"{largest['name']} ({_ms(largest['duration_ns'])}{'' if largest['in_window'] else ', after the window'}). "
+        f"They cover {_ms(work['gpu_idle_ns'])} of GPU idle time (windows on any thread of the launching "
+        f"process), counted as profiler work, not idle. {measured}",
+        "Read the idle share without the profiler's windows (the idle analysis does); compare with the untraced run.",
+        {
+            "in_window_ns": work["in_window_ns"],
+            "window_ns": window,
+            "window_share": share,
+            "time_ns": work["time_ns"],
+            "gpu_idle_ns": work["gpu_idle_ns"],
+        },
+        "medium",  # the windows are measured; that they delay the launching thread from any thread is inferred
     )
 
 
@@ -707,6 +925,25 @@ RULES: tuple[Rule[RunResults], ...] = (
         "Throughput under nsys against the same workload without it; a warning when the loss is large.",
         {"loss_share": OVERHEAD_SHARE},
         nsys_overhead,
+    ),
+    Rule(
+        "copies_fill_gpu",
+        "Per GPU: copies or memsets ran with no kernel beside them most of the window (the SMs idle); "
+        "pageable host memory makes the host the critical path.",
+        {"copy_only_share": COPY_ONLY_SHARE, "pageable_share": PAGEABLE_SHARE},
+        copies_fill_gpu,
+    ),
+    Rule(
+        "idle_cause",
+        "Per GPU idle a large share of the window: the host-side cause holding most of the idle time.",
+        {"idle_share": GPU_IDLE_SHARE, "cause_share": IDLE_CAUSE_SHARE},
+        idle_cause,
+    ),
+    Rule(
+        "profiler_work",
+        "The profiler's own work recorded in the export covers a visible share of the capture window.",
+        {"window_share": PROFILER_WINDOW_SHARE},
+        profiler_work,
     ),
     Rule(
         "nsys_expert_rules",

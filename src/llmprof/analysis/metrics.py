@@ -11,26 +11,23 @@ from __future__ import annotations
 
 import math
 import re
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from llmprof.analysis.busy import gpu_time
 from llmprof.analysis.categories import CATEGORY_ORDER, TENSOR_CORE, WAITING_OSRT, Classifier
-from llmprof.analysis.grouped import bin_ranges, bin_shift, int_column, write_partitions
 from llmprof.common.records import (
     ApiKind,
     CaptureMetrics,
     CaptureWindow,
     CopyDirection,
     CudaApiMetrics,
-    DeviceActivity,
     GpuActivity,
     GpuRecord,
     KernelCategory,
@@ -44,7 +41,6 @@ from llmprof.common.records import (
 )
 from llmprof.nsys.export import Export
 
-TOP_GAPS = 5
 TOP_KERNELS = 10
 GPU_TABLES = ("kernels", "memcpy", "memset")
 HOST_TABLES = ("cuda_api",)
@@ -102,136 +98,6 @@ def capture_window(stage: Path) -> CaptureWindow:
         if span is not None:
             return {"basis": basis, "start_ns": span[0], "end_ns": span[1], "duration_ns": span[1] - span[0]}
     return {"basis": "none", "start_ns": 0, "end_ns": 0, "duration_ns": 0}
-
-
-ACTIVITY_BUDGET = 1 << 22  # GPU operation starts and ends sorted at once (32 MiB); more go by time window
-READ_ROWS = 1 << 18
-
-
-def _gpu_batches(stage: Path) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(device, start, end) of every GPU operation (kernels, copies, memsets), a Parquet batch at a time."""
-    for table in GPU_TABLES:
-        parquet = pq.ParquetFile(stage / f"{table}.parquet")
-        for batch in parquet.iter_batches(columns=["device_id", "start_ns", "end_ns"], batch_size=READ_ROWS):
-            yield tuple(int_column(column) for column in batch.columns)  # type: ignore[misc]
-
-
-class _Gaps:
-    """Idle gaps of one device found window by window in start order: their total and the largest."""
-
-    def __init__(self) -> None:
-        self.total = 0
-        self.best: list[tuple[int, int, int]] = []  # (duration, index, start) of the largest gaps so far
-        self.starts_before = 0
-        self.ends_before = 0
-        self.last_end = 0
-
-    def add(self, starts: np.ndarray, ends: np.ndarray) -> None:
-        """The sorted starts and ends falling in the next time window.
-
-        The GPU is idle just before the i-th start (in start order) exactly when all i earlier
-        operations ended before it, that is when i ends precede it; the gap then runs from the
-        largest of those ends (in this window, or the last end of an earlier one).
-        """
-        index = self.starts_before + np.arange(len(starts))
-        position = np.searchsorted(ends, starts, side="left")
-        at = np.flatnonzero((self.ends_before + position == index) & (index > 0))
-        gap_start = np.where(position[at] > 0, ends[np.maximum(position[at] - 1, 0)], self.last_end)
-        duration = starts[at] - gap_start
-        self.total += int(duration.sum())
-        for i in np.argsort(-duration, kind="stable")[:TOP_GAPS]:
-            self.best.append((int(duration[i]), int(index[at[i]]), int(gap_start[i])))
-        self.best = sorted(self.best, key=lambda g: (-g[0], g[1]))[:TOP_GAPS]
-        self.starts_before += len(starts)
-        self.ends_before += len(ends)
-        if len(ends):
-            self.last_end = int(ends[-1])
-
-    def largest(self) -> list[tuple[int, int]]:
-        return sorted(((d, s) for d, _, s in self.best), key=lambda g: (-g[0], g[1]))
-
-
-def _device_windows(stage: Path) -> dict[int, tuple[int, int, np.ndarray, np.ndarray]]:
-    """Per device: first start, shift, and histograms of starts and ends over time bins (2**shift ns)."""
-    span = time_span(stage, GPU_TABLES)
-    low, high = span if span is not None else (0, 0)
-    shift = bin_shift(low, high)
-    bins = ((high - low) >> shift) + 1
-    found: dict[int, tuple[int, int, np.ndarray, np.ndarray]] = {}
-    for device, start, end in _gpu_batches(stage):
-        for value in np.unique(device).tolist():
-            mine = device == value
-            _, _, starts, ends = found.setdefault(
-                value, (low, shift, np.zeros(bins, dtype="int64"), np.zeros(bins, dtype="int64"))
-            )
-            starts += np.bincount((start[mine] - low) >> shift, minlength=bins)
-            ends += np.bincount((end[mine] - low) >> shift, minlength=bins)
-    return found
-
-
-def _device_activity(
-    stage: Path, device: int, low: int, shift: int, starts: np.ndarray, ends: np.ndarray, span: int
-) -> DeviceActivity:
-    """Busy time and largest gaps of one device in a capture window of ``span`` ns.
-
-    At most about ``ACTIVITY_BUDGET`` starts and ends are sorted at once: one pass writes each
-    start and end to the file of its time window; windows are then read, sorted and scanned in
-    time order.
-    """
-    windows = bin_ranges(starts + ends, ACTIVITY_BUDGET)
-    window_starts = np.array([low + (first << shift) for first, _ in windows], dtype="int64")
-    gaps = _Gaps()
-    first_start, last_end = None, None
-    with tempfile.TemporaryDirectory(prefix=".activity-", dir=stage) as scratch:
-        paths = {kind: [Path(scratch) / f"{kind}-{i}" for i in range(len(windows))] for kind in ("start", "end")}
-        handles = {kind: [path.open("wb") for path in listed] for kind, listed in paths.items()}
-        try:
-            for value, start, end in _gpu_batches(stage):
-                for kind, times in (("start", start[value == device]), ("end", end[value == device])):
-                    write_partitions(times, np.searchsorted(window_starts, times, side="right") - 1, handles[kind])
-        finally:
-            for handle in (*handles["start"], *handles["end"]):
-                handle.close()
-        for start_path, end_path in zip(paths["start"], paths["end"]):
-            in_starts, in_ends = np.fromfile(start_path, dtype="int64"), np.fromfile(end_path, dtype="int64")
-            in_starts.sort()
-            in_ends.sort()
-            if first_start is None and len(in_starts):
-                first_start = int(in_starts[0])
-            if len(in_ends):
-                last_end = int(in_ends[-1])
-            gaps.add(in_starts, in_ends)
-    busy = (last_end or 0) - (first_start or 0) - gaps.total
-    return {
-        "device_id": device,
-        "operations": gaps.starts_before,
-        "busy_ns": busy,
-        "busy_fraction": busy / span,
-        "idle_fraction": 1 - busy / span,
-        "largest_gaps": [{"start_ns": start, "duration_ns": duration} for duration, start in gaps.largest()],
-    }
-
-
-def gpu_activity(stage: Path, window: CaptureWindow) -> GpuActivity:
-    """Per device: busy time (union of kernels, copies and memsets), idle share and largest gaps.
-
-    Starts and ends are sorted apart, a time window at a time (16 bytes per GPU operation in the
-    window), after one pass that counts them per time bin and one that files them by window.
-    """
-    span = max(window["duration_ns"], 1)
-    per_device = [
-        _device_activity(stage, device, low, shift, starts, ends, span)
-        for device, (low, shift, starts, ends) in sorted(_device_windows(stage).items())
-    ]
-    busy = sum(d["busy_ns"] for d in per_device)
-    fraction = busy / (span * len(per_device)) if per_device else 0.0
-    return {
-        "captured": bool(per_device),
-        "devices": per_device,
-        "busy_ns": busy,
-        "busy_fraction": fraction,
-        "idle_fraction": 1 - fraction if per_device else None,
-    }
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -413,7 +279,7 @@ def compute_metrics(
 ) -> CaptureMetrics:
     """All headline metrics of one capture (see the module docstring).
 
-    ``activity``: :func:`gpu_activity` when computed already (extraction runs it beside the
+    ``activity``: :func:`llmprof.analysis.busy.gpu_time`'s when computed already (extraction runs it beside the
     summaries, as soon as the GPU tables are written).
     """
     metadata = export.metadata()
@@ -427,7 +293,7 @@ def compute_metrics(
         },
         "capture_window": window,
         "gpus": gpus(stage),
-        "gpu_activity": activity if activity is not None else gpu_activity(stage, window),
+        "gpu_activity": activity if activity is not None else gpu_time(stage, window).activity,
         "kernels": kernel_metrics(stage, classifier),
         "cuda_api": cuda_api_metrics(stage),
         "memcpy": memcpy_metrics(stage),

@@ -112,6 +112,16 @@ GPUS = pa.schema(
     ]
 )
 
+#: The profiler's own work as nsys records it: a CUPTI buffer flush, a thread-local allocation.
+PROFILER_WORK = pa.schema(
+    [
+        *_HOST,
+        *_TIME,
+        pa.field("name", pa.string()),  # CUDA profiling data flush on cudaProfilerStop, TLS allocation, ...
+        pa.field("overhead_type", pa.string()),  # Buffer flush (Profiler), ...; null where the export has no kind
+    ]
+)
+
 PROCESSES = pa.schema([pa.field("pid", pa.int32()), pa.field("name", pa.string())])
 
 NVTX_GPU = pa.schema(
@@ -160,4 +170,5 @@ EVENT_TABLES: dict[str, pa.Schema] = {
     "osrt": OSRT,
     "gpus": GPUS,
     "processes": PROCESSES,
+    "profiler_overhead": PROFILER_WORK,
 }

@@ -84,6 +84,117 @@ class GpuActivity(TypedDict):
     idle_fraction: float | None
 
 
+class BusyTime(TypedDict):
+    """Time (ns) during which at least one operation of each kind ran on a device."""
+
+    kernel_ns: int  # the SMs: any kernel running
+    copy_ns: int  # the copy engines: any copy running
+    memset_ns: int
+    union_ns: int  # anything running
+    copy_directions_ns: dict[str, int]  # H2D, D2H, D2D, P2P, H2H, other
+
+
+class IterationBusy(BusyTime):
+    """The busy split of one device in one iteration window."""
+
+    index: int
+    start_ns: int
+    end_ns: int
+
+
+class DeviceBusy(BusyTime):
+    """The busy split of one device over the capture window."""
+
+    device_id: int
+    kernel_fraction: float  # of the capture window: compute busy
+    copy_fraction: float
+    union_fraction: float
+    copy_only_ns: int  # something ran, but no kernel: copies or memsets alone
+    copy_bytes: dict[str, int]  # bytes copied per direction
+    pageable_host_bytes: int  # host-to-device and device-to-host bytes from or to pageable memory
+    iterations: list[IterationBusy]
+
+
+class BusyMetrics(TypedDict):
+    """Compute, copy and memset busy time per device and per iteration."""
+
+    window_ns: int
+    iterations_source: str | None  # nvtx_iteration_ranges, given, or None without iteration windows
+    idle_gap_min_ns: int  # SM gaps from this long are explained (see IdleMetrics)
+    devices: list[DeviceBusy]
+
+
+class IdleGap(TypedDict):
+    """One gap with no kernel running on a device, and what the host and GPU did meanwhile."""
+
+    device_id: int
+    start_ns: int
+    duration_ns: int
+    iteration: int | None
+    cause: str  # the class holding most of the gap
+    next_operation: str | None  # what ended the gap (kernel short name, memcpy H2D, memset)
+    next_call: str | None  # the CUDA call that launched it
+    classes: dict[str, int]  # class → ns of the gap
+
+
+class IterationIdle(TypedDict):
+    index: int
+    classes: dict[str, int]  # class → ns of the device's gaps in the iteration window
+
+
+class DeviceIdle(TypedDict):
+    """One device's idle time, explained by class (see ``llmprof.analysis.idle``)."""
+
+    device_id: int
+    sm_idle_ns: int  # capture window without a kernel running
+    idle_ns: int  # capture window with nothing running (no kernel, copy or memset)
+    gaps: int  # SM gaps at least gap_min_ns long, classified
+    gap_ns: int
+    short_gap_ns: int  # SM idle time in shorter gaps: counted, not classified
+    classes: dict[str, int]  # class → ns, over the classified gaps
+    explained_ns: int  # idle time given a host-side class (profiler, rank_wait, sync, launch, cuda_api, host)
+    explained_share: float | None  # of idle_ns
+    dominant: str | None  # the host-side class (or unattributed) with the most time
+    iterations: list[IterationIdle]
+
+
+class IdleMetrics(TypedDict):
+    gap_min_ns: int
+    classes: list[str]  # in the order a gap's time is given to them
+    devices: list[DeviceIdle]
+    largest: list[IdleGap]  # the longest gaps over every device
+
+
+class ProfilerWindow(TypedDict):
+    """One stretch of the profiler's own work on a thread."""
+
+    name: str | None  # CUDA profiling data flush on cudaProfilerStop, TLS allocation, ...
+    pid: int | None
+    tid: int | None
+    start_ns: int
+    duration_ns: int
+    in_window: bool  # overlaps the capture window
+
+
+class ProfilerName(TypedDict):
+    name: str
+    count: int
+    time_ns: int
+
+
+class ProfilerMetrics(TypedDict):
+    """The profiler's own work (PROFILER_OVERHEAD), and how much GPU idle time it covers."""
+
+    recorded: bool  # the export holds such rows
+    count: int
+    time_ns: int  # summed over windows (threads' windows may overlap in time)
+    union_ns: int  # wall time with at least one window open
+    in_window_ns: int  # ... inside the capture window
+    gpu_idle_ns: int  # GPU idle time (all devices) the idle analysis gave to the profiler
+    by_name: list[ProfilerName]
+    largest: list[ProfilerWindow]
+
+
 class KernelCategory(TypedDict):
     """GPU time of one kernel family (gemm, attention, ...)."""
 
@@ -307,6 +418,9 @@ class Metrics(CaptureMetrics):
     skipped_summaries: dict[str, str]  # summary name → why the export cannot give it
     schema_version: int
     multi_gpu: MultiGpuMetrics  # per device and process, and collectives matched across ranks
+    busy: BusyMetrics  # compute, copy and memset busy time per device and iteration
+    idle: IdleMetrics  # SM gaps classified by what the host did
+    profiler: ProfilerMetrics  # the profiler's own work recorded in the export
     steps: StepMetrics  # iterations found (step ranges or kernel sequence) and what bounds them
     nsys_rules: list[ExpertRuleRecord]  # nsys analyze's expert rules, with its thresholds
 

@@ -23,6 +23,7 @@ from llmprof.nsys.schema import (
     MEMSET,
     NVTX,
     OSRT,
+    PROFILER_OVERHEAD,
     RUNTIME,
     STRINGS,
     SYNC,
@@ -189,6 +190,18 @@ def _gpus_sql(export: Export) -> str | None:
     """
 
 
+def _profiler_overhead_sql(export: Export) -> str:
+    """The profiler's own work: where nsys records it, on which thread, and its kind where the export labels it."""
+    kind, join = "NULL", ""
+    if export.has(PROFILER_OVERHEAD, "overheadType") and schema.OVERHEAD_TYPES in export.columns:
+        kind, join = "o.label", f"LEFT JOIN {schema.OVERHEAD_TYPES} o ON o.id = t.overheadType"
+    return f"""
+        SELECT {pid_sql("t.globalTid")}, {tid_sql("t.globalTid")}, t.start, t."end", t."end" - t.start, s.value, {kind}
+        FROM {PROFILER_OVERHEAD} t LEFT JOIN {STRINGS} s ON s.id = t.nameId {join}
+        ORDER BY t.start, t.globalTid
+    """
+
+
 def _process_name_join(export: Export) -> tuple[str, str]:
     """The SQL naming a process by its globalPid ``seen.gpid``, and the joins it needs."""
     if export.has(schema.PROCESSES, "globalPid", "pid", "name"):
@@ -279,6 +292,7 @@ EVENT_QUERIES = (
     EventQuery("osrt", OSRT, _osrt_sql, (*_SPAN, "globalTid", "nameId")),
     EventQuery("gpus", GPU_INFO, _gpus_sql, ("name",)),
     EventQuery("processes", None, _processes_sql),
+    EventQuery("profiler_overhead", PROFILER_OVERHEAD, _profiler_overhead_sql, (*_SPAN, "globalTid", "nameId")),
 )
 
 

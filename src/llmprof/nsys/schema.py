@@ -18,6 +18,7 @@ SYNC = "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION"
 NVTX = "NVTX_EVENTS"
 OSRT = "OSRT_API"
 GPU_INFO = "TARGET_INFO_GPU"
+#: The profiler's own work (buffer flushes, thread-local allocations), on the thread it delayed.
 PROFILER_OVERHEAD = "PROFILER_OVERHEAD"
 PROCESSES = "PROCESSES"
 THREAD_NAMES = "ThreadNames"
@@ -25,6 +26,7 @@ STRINGS = "StringIds"
 MEMCPY_KINDS = "ENUM_CUDA_MEMCPY_OPER"
 MEM_KINDS = "ENUM_CUDA_MEM_KIND"
 SYNC_TYPES = "ENUM_CUPTI_SYNC_TYPE"
+OVERHEAD_TYPES = "ENUM_CUPTI_OVERHEAD_TYPE"  # labels of PROFILER_OVERHEAD.overheadType (nsys 2024 on)
 #: The metadata table, newest name first (renamed in nsys 2023.3).
 METADATA_TABLES = ("META_DATA_EXPORT", "EXPORT_META_DATA")
 
@@ -38,6 +40,7 @@ EVENT_SOURCES: dict[str, str] = {
     "nvtx": NVTX,
     "osrt": OSRT,
     "gpus": GPU_INFO,
+    "profiler_overhead": PROFILER_OVERHEAD,
 }
 #: Tables of GPU operations that a CUDA call launches (correlated by process and correlation id).
 GPU_OPERATIONS = {"kernels": KERNEL, "memcpy": MEMCPY, "memset": MEMSET}

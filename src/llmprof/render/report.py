@@ -63,15 +63,32 @@ def _timing_note(timing: IterationTiming) -> Paragraph:
     return Paragraph(f"**Busy share basis: {timing['basis']}** ({timing['note']}). {timing['assumption']}")
 
 
+def _gpus(m: Metrics) -> str:
+    """The GPUs by name, or by count from the GPU activity when the export does not name them."""
+    names = ", ".join(sorted({name for g in m["gpus"] if (name := g["name"])}))
+    if names:
+        return names
+    seen = len(m["busy"]["devices"])
+    return f"{seen} with GPU activity (names not recorded)" if seen else "not recorded"
+
+
+def _per_gpu(m: Metrics, share: str) -> str:
+    """One share per GPU, as ``GPU 0 2.3%, GPU 1 2.3%``."""
+    return ", ".join(f"GPU {d['device_id']} {pct(float(d[share]))}" for d in m["busy"]["devices"]) or "n/a"  # type: ignore[literal-required]
+
+
 def _headline(m: Metrics, timing: IterationTiming) -> Table:
     top = max(m["kernels"]["categories"], key=lambda c: c["share"])
-    gpus = ", ".join(sorted({name for g in m["gpus"] if (name := g["name"])})) or "not recorded"
     copies = m["memcpy"]["directions"]
     rows = [
         ("Capture window", _ms(m["capture_window"]["duration_ns"])),
-        ("GPUs", gpus),
+        ("GPUs", _gpus(m)),
         ("Kernels", f"{m['kernels']['count']:,} ({_ms(m['kernels']['time_ns'])} of GPU time)"),
+        ("GPU compute busy (a kernel running), of the window", _per_gpu(m, "kernel_fraction")),
+        ("GPU copy engines busy (a copy running), of the window", _per_gpu(m, "copy_fraction")),
         *_timing_rows(timing),
+        ("Idle time explained by host-side cause", _explained(m)),
+        ("Profiler's own work in the window", _profiler_row(m)),
         ("Largest kernel family", f"{top['category']} ({_pct(top['share'])})" if top["time_ns"] else "n/a"),
         ("CUDA API calls", f"{m['cuda_api']['count']:,} ({_ms(m['cuda_api']['time_ns'])})"),
         ("Synchronization share of API time", _pct(m["cuda_api"]["sync_share"])),
@@ -79,6 +96,23 @@ def _headline(m: Metrics, timing: IterationTiming) -> Table:
         ("NVTX ranges", f"{m['nvtx']['range_count']:,}"),
     ]
     return Table(("Metric", "Value"), tuple(rows))
+
+
+def _explained(m: Metrics) -> str:
+    devices = m["idle"]["devices"]
+    return ", ".join(
+        f"GPU {d['device_id']} {_pct(d['explained_share'])} of {_ms(d['idle_ns'])}" for d in devices
+    ) or "n/a"
+
+
+def _profiler_row(m: Metrics) -> str:
+    work = m["profiler"]
+    if not work["recorded"]:
+        return "not recorded in this export"
+    return (
+        f"{_ms(work['in_window_ns'])} ({work['count']} windows, {_ms(work['time_ns'])} summed over threads); "
+        f"{_ms(work['gpu_idle_ns'])} of GPU idle time"
+    )
 
 
 def finding_blocks(found: list[Finding], none: str) -> list[Block]:
@@ -294,6 +328,50 @@ def _phase_blocks(m: Metrics) -> list[Block]:
     ]
 
 
+def _busy_blocks(m: Metrics) -> list[Block]:
+    """Per GPU: what kept it busy (kernels, each copy direction, memsets) and, per iteration, its compute busy."""
+    busy = m["busy"]
+    if not busy["devices"]:
+        return []
+    window = busy["window_ns"] or 1
+    rows = tuple(
+        (
+            f"GPU {d['device_id']}",
+            f"{_ms(d['kernel_ns'])} ({pct(d['kernel_ns'] / window)})",
+            f"{_ms(d['copy_ns'])} ({pct(d['copy_ns'] / window)})",
+            ", ".join(f"{k} {_ms(v)}" for k, v in d["copy_directions_ns"].items() if v) or "none",
+            _ms(d["memset_ns"]),
+            f"{_ms(d['union_ns'])} ({pct(d['union_ns'] / window)})",
+        )
+        for d in busy["devices"]
+    )
+    blocks: list[Block] = [
+        Heading("Busy time per GPU"),
+        Paragraph(
+            "Time with at least one operation of each kind running, in the capture window: kernels keep the SMs "
+            "busy, copies the copy engines. A GPU whose busy time is mostly copies computes nothing meanwhile."
+        ),
+        Table(("GPU", "Kernels (compute)", "Copies", "By direction", "Memsets", "Anything"), rows),
+    ]
+    iterations = tuple(
+        (
+            f"GPU {d['device_id']}",
+            str(i["index"]),
+            _ms(i["end_ns"] - i["start_ns"]),
+            f"{_ms(i['kernel_ns'])} ({pct(i['kernel_ns'] / max(i['end_ns'] - i['start_ns'], 1))})",
+            _ms(i["copy_ns"]),
+        )
+        for d in busy["devices"]
+        for i in d["iterations"]
+    )
+    if iterations:
+        blocks += [
+            Paragraph(f"Per iteration ({ITERATION_SOURCES.get(busy['iterations_source'] or '', 'given windows')})."),
+            Table(("GPU", "Iteration", "Window", "Kernels (compute)", "Copies"), iterations),
+        ]
+    return blocks
+
+
 def _step_blocks(m: Metrics) -> list[Block]:
     """Iterations (engine steps): how they were found, their latency, and what bounds them."""
     steps = m["steps"]
@@ -336,6 +414,109 @@ def _step_blocks(m: Metrics) -> list[Block]:
             Table(("Kernel", "Per step", "Host per launch", "In the call", "GPU per launch"), launches),
         ]
     return blocks
+
+
+#: Where iteration windows came from, in words.
+ITERATION_SOURCES = {"nvtx_iteration_ranges": "the capture's `iteration k` NVTX ranges"}
+
+
+def _idle_blocks(m: Metrics) -> list[Block]:
+    """Per GPU: its idle time by what the host did, and the largest gaps with their cause."""
+    idle = m["idle"]
+    if not idle["devices"]:
+        return []
+    rows = []
+    for d in idle["devices"]:
+        for name in idle["classes"]:
+            if d["classes"][name]:
+                share = _pct(d["classes"][name] / d["idle_ns"]) if name != "copy" and d["idle_ns"] else "—"
+                rows.append((f"GPU {d['device_id']}", CLASS_WORDS[name], _ms(d["classes"][name]), share))
+        rows.append((f"GPU {d['device_id']}", "shorter gaps (not classified)", _ms(d["short_gap_ns"]), "—"))
+    gaps = tuple(
+        (
+            f"GPU {g['device_id']}",
+            _ms(g["duration_ns"]),
+            "n/a" if g["iteration"] is None else str(g["iteration"]),
+            CLASS_WORDS[g["cause"]],
+            f"{g['next_operation'] or 'end of window'}" + (f" ({g['next_call']})" if g["next_call"] else ""),
+        )
+        for g in idle["largest"][:5]
+    )
+    shown = [c for c in idle["classes"] if any(d["classes"][c] for d in idle["devices"])]
+    iterations = tuple(
+        (f"GPU {d['device_id']}", str(i["index"]), *(_ms(i["classes"][c]) for c in shown))
+        for d in idle["devices"]
+        for i in d["iterations"]
+    )
+    header = ("GPU", "Iteration", *(CLASS_HEADERS[c] for c in shown))
+    per_iteration: list[Block] = [Paragraph("Per iteration window:"), Table(header, iterations)] if iterations else []
+    return [
+        Heading("Idle time explained"),
+        Paragraph(
+            f"Every gap of at least {idle['gap_min_ns'] / 1e3:g} µs with no kernel running, by what the thread that "
+            "launched the next operation was doing; each instant goes to the first class that holds (copies, the "
+            "profiler's own work, waiting on another rank, synchronization, launch calls, other CUDA calls, host "
+            "code). Shares are of the time with nothing running on the GPU."
+        ),
+        Table(("GPU", "Cause", "Time", "Share of idle"), tuple(rows)),
+        *per_iteration,
+        Table(("GPU", "Largest gap", "Iteration", "Cause", "Ended by"), gaps),
+    ]
+
+
+#: How the report names each idle class.
+CLASS_WORDS = {
+    "copy": "copy engines busy (SMs idle)",
+    "profiler": "profiler's own work",
+    "rank_wait": "waiting on another rank",
+    "sync": "host blocked in synchronization",
+    "launch": "host inside launch calls",
+    "cuda_api": "host inside other CUDA calls",
+    "host": "host between launches (Python, scheduling)",
+    "unattributed": "unattributed (no launching call)",
+}
+
+
+#: Short names of the idle classes, for table headers.
+CLASS_HEADERS = {
+    "copy": "Copies",
+    "profiler": "Profiler",
+    "rank_wait": "Rank wait",
+    "sync": "Sync",
+    "launch": "Launch calls",
+    "cuda_api": "Other CUDA calls",
+    "host": "Host",
+    "unattributed": "Unattributed",
+}
+
+
+def _profiler_blocks(m: Metrics, timing: IterationTiming) -> list[Block]:
+    """The profiler's own windows beside the measured slowdown of a traced iteration."""
+    work = m["profiler"]
+    if not work["recorded"]:
+        return []
+    overhead = timing["iteration_overhead"]
+    rows = tuple(
+        (
+            w["name"] or "?",
+            f"{w['pid']}/{w['tid']}",
+            _ms(w["duration_ns"]),
+            "inside" if w["in_window"] else "outside",
+        )
+        for w in work["largest"]
+    )
+    return [
+        Heading("The profiler's own work"),
+        Paragraph(
+            f"The export records {work['count']} windows of profiler work ({_ms(work['time_ns'])} summed over "
+            f"threads, {_ms(work['in_window_ns'])} of the capture window); {_ms(work['gpu_idle_ns'])} of GPU idle "
+            "time falls in them and is counted as profiler work, not idle. Measured slowdown of a traced iteration: "
+            f"{'not measured (no untraced run)' if overhead is None else pct(overhead)}. These windows show only part "
+            "of the profiler's cost: the tracing of every call slows the host too, which only the untraced run "
+            "measures."
+        ),
+        Table(("Profiler work", "pid/tid", "Duration", "Capture window"), rows),
+    ]
 
 
 def _device_blocks(m: Metrics) -> list[Block]:
@@ -417,6 +598,7 @@ def build_report(
         blocks += [Figure(path, caption) for path, caption in figures]
     blocks += [Heading("Top kernels"), _top_kernels(m) if m["kernels"]["top"] else Paragraph("No kernels.")]
     blocks += _phase_blocks(m)
+    blocks += _busy_blocks(m) + _idle_blocks(m) + _profiler_blocks(m, timing)
     blocks += _step_blocks(m)
     blocks += _device_blocks(m)
     blocks += [
