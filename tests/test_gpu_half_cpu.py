@@ -154,11 +154,12 @@ def test_dockerfile_is_clean_and_pins_match_pyproject() -> None:
 def test_only_gpu_rules_ask_for_gpus() -> None:
     slurm = yaml.safe_load((ROOT / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
     assert slurm["executor"] == "slurm" and "--nv" in slurm["apptainer-args"]
-    gpu_rules = {rule for rule, res in slurm["set-resources"].items() if "gres" in res or "gpu" in res}
+    gpu_rules = {rule for rule, res in slurm["set-resources"].items() if res.get("slurm_partition") == "gpu"}
     assert gpu_rules == {"profile_run", "baseline_run"}
     asked = set()
     for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
         for rule, body in re.findall(r"^rule (\w+):\n((?:    .*\n|\n)+)", smk.read_text(), re.MULTILINE):
             if re.search(r"^\s+gpu=", body, re.MULTILINE):
+                assert re.search(r"^\s+gres=get_gpu_gres,", body, re.MULTILINE), rule  # SLURM: gpu:N
                 asked.add(rule)
     assert asked == gpu_rules

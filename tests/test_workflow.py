@@ -119,6 +119,18 @@ def test_workflow_plans_exactly_the_layout(study: str, cli_env: dict[str, str], 
         assert set(records.values()) <= by_run["render_report", run].paths["input"], run
 
 
+def test_a_tensor_parallel_run_asks_for_its_gpus(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """The two-GPU config plans its GPU jobs with one GPU per tensor-parallel rank (gres for SLURM too)."""
+    configfile = ROOT / "tests" / "gpu" / "tp2.yaml"
+    result = snakemake(["-n", "-p", "--configfile", str(configfile)], cli_env, tmp_path / "work")
+    said = result.stdout + result.stderr
+    assert result.returncode == 0, said
+    for rule in ("profile_run", "baseline_run"):
+        block = said[said.index(f"rule {rule}:") :].split("\n\n")[0]
+        assert "gpu=2, gres=gpu:2" in block, block
+    assert '"tensor_parallel_size": 2' in said
+
+
 def test_documented_layout_is_the_layout() -> None:
     """The output table of config/README.md names layout paths, or folders that hold them, only."""
     run = RunPaths("{run}")

@@ -68,6 +68,16 @@ def get_model_spec(wildcards):
     return shlex.quote(json.dumps(spec, sort_keys=True))
 
 
+def get_gpus(wildcards):
+    """GPUs the run's engine spans (its tensor-parallel size): what its GPU jobs ask for."""
+    return int(run_config(wildcards.run).get("engine", {}).get("tensor_parallel_size", 1))
+
+
+def get_gpu_gres(wildcards):
+    """The same as a SLURM generic resource."""
+    return f"gpu:{get_gpus(wildcards)}"
+
+
 def get_run_spec(wildcards):
     """The run's config entry as shell-quoted JSON, a prompts file taken from the project root."""
     spec = json.loads(json.dumps(run_config(wildcards.run)))

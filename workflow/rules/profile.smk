@@ -13,7 +13,8 @@ rule profile_run:
         nsys=lookup(dpath="nsys/executable", within=config, default="nsys"),
         out=subpath(output.record, parent=True),
     resources:
-        gpu=1,
+        gpu=get_gpus,
+        gres=get_gpu_gres,
     shell:
         "llmprof profile {wildcards.run:q} --spec {params.spec} --model {input.model:q} -o {params.out:q}"
         " --nsys {params.nsys:q} --force --log {log:q}"
@@ -31,6 +32,7 @@ rule baseline_run:
     params:
         spec=get_run_spec,
     resources:
-        gpu=1,
+        gpu=get_gpus,
+        gres=get_gpu_gres,
     shell:
         "llmprof baseline {wildcards.run:q} --spec {params.spec} --model {input.model:q} -o {output:q} --force --log {log:q}"
