@@ -258,12 +258,14 @@ def extract(
     traced = load_run_record(Path(record)) if record is not None else None
     untraced = load_run_record(Path(baseline)) if baseline is not None else None
     with open_export(sqlite) as export, staged_directory(Path(out), force, "extract") as stage:
+        nsys_rules = expert_rule_records(export)  # first: it sorts whole devices, with nothing else held
         row_counts, scans, gpu = _write_event_tables(export, stage, classifier, progress)
+        summary_rows, skipped = _write_summaries(scans, stage, Path(sqlite).name)
+        del scans  # the shared scans hold every duration: free them before the analyses that follow
         row_counts["collectives"] = write_collectives(stage)  # from the kernels table just written
         idle = explain_idle(stage, gpu, stage / "idle_gaps.parquet")
         row_counts["idle_gaps"] = sum(d["gaps"] for d in idle["devices"])
         row_counts["steps"], steps = write_steps(stage)
-        summary_rows, skipped = _write_summaries(scans, stage, Path(sqlite).name)
         capture = compute_metrics(export, stage, classifier, gpu.activity)
         metrics: Metrics = {
             **capture,
@@ -276,7 +278,7 @@ def extract(
             "idle": idle,
             "profiler": profiler_work(stage, capture["capture_window"], idle),
             "steps": steps,
-            "nsys_rules": expert_rule_records(export),
+            "nsys_rules": nsys_rules,
         }
         write_json(stage / "metrics.json", metrics)
     return metrics
