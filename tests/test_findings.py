@@ -179,7 +179,8 @@ def test_gpu_idle_of_an_untraced_iteration(bs16: Metrics) -> None:
     assert found.title == f"GPU idle {rules.pct(1 - busy_ns / 2 / untraced_ns)} of an untraced iteration"
     assert found.title == "GPU idle 50.2% of an untraced iteration"  # raw: 76.8% of the traced window
     assert found.evidence.startswith(
-        f"Raw {rules.pct(rules._idle_without_profiler(bs16) or 0)} idle of the traced window, inflated by the "
+        f"Raw {rules.pct(rules._idle_without_profiler(bs16) or 0)} idle of the traced window "
+        "(the profiler's own work left out), inflated by the "
         f"tracer by {rules.pct(traced_ns / untraced_ns - 1)} per iteration. GPU busy {busy_ns / 2e6:.2f} ms per "
         f"captured iteration (2 captured) against an untraced median iteration of {untraced_ns / 1e6:.2f} ms"
     )

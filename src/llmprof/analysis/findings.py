@@ -253,7 +253,7 @@ def _idle_evidence(timing: IterationTiming, raw_idle: float, untraced_s: float, 
     """The corrected idle share's numbers: the raw share, busy per iteration, the untraced latency, the assumption."""
     overhead = timing["iteration_overhead"]
     return (
-        f"Raw {pct(raw_idle)} idle of the traced window, inflated by the tracer by "
+        f"Raw {pct(raw_idle)} idle of the traced window (the profiler's own work left out), inflated by the tracer by "
         f"{'an unknown amount' if overhead is None else pct(overhead)} per iteration. GPU busy "
         f"{_ms(timing['busy_ns_per_iteration'] or 0)} per captured iteration ({timing['iterations']} captured) "
         f"against an untraced median iteration of {_ms(untraced_s * 1e9)}; largest gap between GPU operations "
