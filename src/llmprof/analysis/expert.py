@@ -64,7 +64,7 @@ def cuda_api_sync(export: Export, options: RuleOptions) -> pd.DataFrame:
     return _limited(_by_duration(calls), options)
 
 
-def issued_operations(rule: str) -> Callable[[Export, RuleOptions], pd.DataFrame]:
+def issued_rule(rule: str) -> Callable[[Export, RuleOptions], pd.DataFrame]:
     """The copy or memset rule ``rule``: its operations, longest first."""
 
     def check(export: Export, options: RuleOptions) -> pd.DataFrame:
@@ -207,9 +207,10 @@ def gpu_time_util(export: Export, options: RuleOptions) -> pd.DataFrame:
 #: How each output column is written: ``int`` (ns, ids), ``text``, ``mb`` (bytes shown in MB) or ``pct``.
 Column = tuple[str, str, str]  # header, table column, kind
 
+#: Every rule's table leads with the span of what it found.
+_SPAN_COLUMNS: tuple[Column, ...] = (("Duration (ns)", "duration_ns", "int"), ("Start (ns)", "start_ns", "int"))
 _COPY_COLUMNS: tuple[Column, ...] = (
-    ("Duration (ns)", "duration_ns", "int"),
-    ("Start (ns)", "start_ns", "int"),
+    *_SPAN_COLUMNS,
     ("Src Kind", "src_kind", "text"),
     ("Dst Kind", "dst_kind", "text"),
     ("Bytes (MB)", "bytes", "mb"),
@@ -220,7 +221,7 @@ _COPY_COLUMNS: tuple[Column, ...] = (
     ("Stream ID", "stream_id", "int"),
     ("API Name", "api_name", "text"),
 )
-_MEMSET_COLUMNS = (*_COPY_COLUMNS[:2], ("Memory Kind", "memory_kind", "text"), *_COPY_COLUMNS[4:])
+_MEMSET_COLUMNS = (*_SPAN_COLUMNS, ("Memory Kind", "memory_kind", "text"), *_COPY_COLUMNS[4:])
 _DEVICE_COLUMNS: tuple[Column, ...] = (
     ("PID", "pid", "int"),
     ("Device ID", "device_id", "int"),
@@ -264,8 +265,7 @@ EXPERT_RULES: dict[str, ExpertRule] = {
             "CUDA Synchronization APIs",
             cuda_api_sync,
             (
-                ("Duration (ns)", "duration_ns", "int"),
-                ("Start (ns)", "start_ns", "int"),
+                *_SPAN_COLUMNS,
                 ("PID", "pid", "int"),
                 ("TID", "tid", "int"),
                 ("API Name", "api_name", "text"),
@@ -276,7 +276,7 @@ EXPERT_RULES: dict[str, ExpertRule] = {
         ExpertRule(
             "cuda_memcpy_sync",
             "CUDA Synchronous Memcpy",
-            issued_operations("cuda_memcpy_sync"),
+            issued_rule("cuda_memcpy_sync"),
             _COPY_COLUMNS,
             "The following are synchronous memory transfers that block the host. This does not include host to "
             "device transfers of a memory block of 64 KB or less.\n\nSuggestion: Use cudaMemcpy*Async() APIs instead.",
@@ -285,7 +285,7 @@ EXPERT_RULES: dict[str, ExpertRule] = {
         ExpertRule(
             "cuda_memcpy_async",
             "CUDA Async Memcpy with Pageable Memory",
-            issued_operations("cuda_memcpy_async"),
+            issued_rule("cuda_memcpy_async"),
             _COPY_COLUMNS,
             "The following APIs use PAGEABLE memory which causes asynchronous CUDA memcpy operations to block and "
             "be executed synchronously. This leads to low GPU utilization.\n\n"
@@ -295,7 +295,7 @@ EXPERT_RULES: dict[str, ExpertRule] = {
         ExpertRule(
             "cuda_memset_sync",
             "CUDA Synchronous Memset",
-            issued_operations("cuda_memset_sync"),
+            issued_rule("cuda_memset_sync"),
             _MEMSET_COLUMNS,
             _SYNC_ADVICE,
             _SYNC_NONE,
@@ -304,12 +304,7 @@ EXPERT_RULES: dict[str, ExpertRule] = {
             "gpu_gaps",
             "GPU Gaps",
             gpu_gaps,
-            (
-                ("Row#", "row", "int"),
-                ("Duration (ns)", "duration_ns", "int"),
-                ("Start (ns)", "start_ns", "int"),
-                *_DEVICE_COLUMNS,
-            ),
+            (("Row#", "row", "int"), *_SPAN_COLUMNS, *_DEVICE_COLUMNS),
             "The following are ranges where a GPU is idle for more than {gap}ms. Addressing these gaps might "
             "improve application performance.\n\n" + _CPU_SUGGESTIONS,
             "There were no problems detected with GPU utilization. GPU was not found to be idle for more than {gap}ms.",
@@ -321,8 +316,7 @@ EXPERT_RULES: dict[str, ExpertRule] = {
             (
                 ("Row#", "row", "int"),
                 ("In-Use (%)", "in_use_pct", "pct"),
-                ("Duration (ns)", "duration_ns", "int"),
-                ("Start (ns)", "start_ns", "int"),
+                *_SPAN_COLUMNS,
                 *_DEVICE_COLUMNS,
             ),
             # nsys prints the doubled percent sign of its format string as it is.

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from llmprof.nsys import schema
-from llmprof.nsys.events import column_or_null, enum_case
+from llmprof.nsys.events import EVENT_QUERIES, column_or_null, enum_case
 from llmprof.nsys.export import Export
-from llmprof.nsys.schema import KERNEL, MEMCPY, MEMSET, PROFILER_OVERHEAD, RUNTIME, STRINGS, pid_sql, tid_sql
+from llmprof.nsys.schema import KERNEL, MEMCPY, MEMSET, RUNTIME, STRINGS, pid_sql, tid_sql
 
 #: ``PROFILER_OVERHEAD`` rows that nsys's GPU rules count as GPU time the user cannot address
 #: (the names changed across versions; every spelling seen in exports from 2020.3 to 2026.2).
@@ -97,17 +97,14 @@ def gpu_operations_by_device(export: Export) -> Iterator[DeviceOperations]:
 
 
 def profiler_overhead_spans(export: Export, names: Sequence[str] = CUDA_OVERHEAD_NAMES) -> pd.DataFrame:
-    """The profiler's own work named ``names``: ``start_ns``, ``end_ns`` and the ``pid`` it stalled."""
-    columns = ["start_ns", "end_ns", "pid"]
-    if not export.has(PROFILER_OVERHEAD, "start", "end", "globalTid", "nameId"):
-        return pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})
-    listed = ",".join("?" for _ in names)
-    rows = export.query(
-        f'SELECT o.start, o."end", {pid_sql("o.globalTid")} FROM {PROFILER_OVERHEAD} o '
-        f"JOIN {STRINGS} s ON s.id = o.nameId WHERE s.value IN ({listed})",
-        list(names),
-    )
-    return pd.DataFrame(rows, columns=columns, dtype="int64")
+    """The profiler's own work named ``names``: ``start_ns``, ``end_ns`` and the ``pid`` it stalled.
+
+    Read through the same query as the ``profiler_overhead`` table (process, thread, span, name, kind).
+    """
+    sql = next(query for query in EVENT_QUERIES if query.name == "profiler_overhead").rows_sql(export)
+    rows = [] if sql is None else export.query(sql)
+    wanted = [(start, end, pid) for pid, _, start, end, _, name, _ in rows if name in names]
+    return pd.DataFrame(wanted, columns=["start_ns", "end_ns", "pid"], dtype="int64")
 
 
 def _name_ids(export: Export, like: str, unlike: str | None) -> str:
