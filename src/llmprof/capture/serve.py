@@ -35,12 +35,11 @@ from typing import IO, Any, cast
 from llmprof.capture.loadgen import stream_completion
 from llmprof.capture.model import model_path
 from llmprof.capture.profile import WorkloadError, captured_kernels, log_tail, nsys_arguments, nsys_version
-from llmprof.capture.workload import WORKLOAD_ENV, synthetic_prompts
+from llmprof.capture.workload import WORKLOAD_ENV, gpu_summary, synthetic_prompts
 from llmprof.common.config import config_digest
 from llmprof.common.errors import ConfigError, InputError
 from llmprof.common.outputs import staged_directory, staged_file, write_json
 from llmprof.common.records import (
-    GpuSummary,
     LatencyPercentiles,
     ModelRecord,
     RunRecord,
@@ -315,24 +314,6 @@ def serving_record(result: dict[str, Any], spec: RunSpec, source: Path) -> Servi
         "output_tokens_per_s": float(result.get("output_throughput") or result["total_output_tokens"] / duration),
         **{metric: _percentiles(result, metric) for metric in ("ttft", "tpot", "itl", "e2el")},  # type: ignore[typeddict-item]
     }
-
-
-def gpu_summary() -> tuple[GpuSummary, str | None]:
-    """The machine's GPUs (by nvidia-smi) and the driver version; unknown where nvidia-smi is absent."""
-    try:
-        result = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        )
-        rows = [[f.strip() for f in line.split(",")] for line in result.stdout.strip().splitlines()]
-    except (OSError, subprocess.SubprocessError):
-        rows = []
-    if not rows:
-        return {"name": "unknown (nvidia-smi absent)", "count": 0}, None
-    return {"name": rows[0][0], "count": len(rows)}, rows[0][1] if len(rows[0]) > 1 else None
 
 
 def _version(package: str) -> str:

@@ -31,7 +31,15 @@ from llmprof.capture.model import model_path
 from llmprof.common.config import config_digest
 from llmprof.common.errors import ConfigError, InputError
 from llmprof.common.outputs import write_json
-from llmprof.common.records import IterationRecord, ModelRecord, RunRecord, RunSpec, WorkloadSettings, load_json
+from llmprof.common.records import (
+    GpuSummary,
+    IterationRecord,
+    ModelRecord,
+    RunRecord,
+    RunSpec,
+    WorkloadSettings,
+    load_json,
+)
 from llmprof.common.version import __version__
 
 #: Environment every workload runs with: spawned workers (CUDA cannot fork), no telemetry.
@@ -67,18 +75,22 @@ def file_prompts(path: Path, batch_size: int) -> list[dict[str, Any]]:
     raise InputError(f"{path}: {len(prompts)} prompts, the workload needs batch_size={batch_size}")
 
 
-def _driver_version() -> str | None:
+def gpu_summary() -> tuple[GpuSummary, str | None]:
+    """The machine's GPUs (by nvidia-smi) and the driver version; unknown where nvidia-smi is absent."""
     try:
         result = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
             capture_output=True,
             text=True,
             check=True,
             timeout=30,
         )
-        return result.stdout.strip().splitlines()[0]
-    except (OSError, subprocess.SubprocessError, IndexError):
-        return None
+        rows = [[f.strip() for f in line.split(",")] for line in result.stdout.strip().splitlines()]
+    except (OSError, subprocess.SubprocessError):
+        rows = []
+    if not rows:
+        return {"name": "unknown (nvidia-smi absent)", "count": 0}, None
+    return {"name": rows[0][0], "count": len(rows)}, rows[0][1] if len(rows[0]) > 1 else None
 
 
 def _prompts(workload: WorkloadSettings, path: Path) -> tuple[list[object], bool]:
@@ -189,7 +201,7 @@ def _run_record(
             "vllm": vllm.__version__,
             "torch": torch.__version__,
             "cuda": torch.version.cuda,
-            "driver": _driver_version(),
+            "driver": gpu_summary()[1],
             "python": platform.python_version(),
         },
     }
