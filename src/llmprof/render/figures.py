@@ -481,13 +481,12 @@ def _serving_column(runs: pd.DataFrame, stem: str) -> tuple[str, str] | None:
 
 def study_serving(table: pd.DataFrame, parameter: str | None, entries: list[RunEntry], fig: Figure) -> None:
     """Serving runs: latency against request throughput (the latency-throughput curve), and GPU busy share."""
-    left, right = fig.subplots(1, 2)
     ok, label = _study_x(table, parameter)
     runs = ok[ok["mode"] == "serve"]
     rate = _serving_column(runs, "request_per_s") if not runs.empty else None
     if rate is None:
-        _no_data(left, "No serving runs")
-        return _no_data(right, "in this study")
+        return _no_data(fig.subplots(), "No serving runs in this study")
+    left, right = fig.subplots(1, 2)
     for stem, name in (("ttft_p50_ms", "TTFT p50"), ("ttft_p99_ms", "TTFT p99"), ("tpot_p50_ms", "TPOT p50")):
         found = _serving_column(runs, stem)
         if found is not None:
