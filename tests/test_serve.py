@@ -8,9 +8,13 @@ After every run, failed or not, no process of the server's group is left and no 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -327,3 +331,24 @@ def test_loadgen_without_a_profiling_server_is_one_error_line(tmp_path: Path) ->
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert f"Error: http://127.0.0.1:{port}/start_profile:" in result.output and "--profiler-config" in result.output
     assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_stage_stopped_by_a_signal_stops_the_server(
+    signum: int, model_dir: Path, pids: Path, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """A scheduler's time limit (SIGTERM) or a lost session (SIGHUP) mid-run: no server left, no record, one line."""
+    entry = {key: value for key, value in spec("hang", ready_timeout_s=60).items() if key != "run"}
+    out = tmp_path / "r.json"
+    args = ["baseline", "srv", "--spec", json.dumps(entry), "--model", str(model_dir), "-o", str(out), "--quiet"]
+    env = {**os.environ, "PATH": cli_env["PATH"]}  # with the stand-in's pid file, set by the fixture
+    stage = subprocess.Popen([sys.executable, "-m", "llmprof", *args], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (pids.exists() and len(pids.read_text().split()) == 2):
+        time.sleep(0.1)
+    assert len(running(pids)) == 2  # the server and its child, both ignoring SIGTERM
+    stage.send_signal(signum)
+    _, stderr = stage.communicate(timeout=60)
+    assert stage.returncode == 1 and stderr.count("\n") == 1
+    assert f"stopped by {signal.Signals(signum).name}; the server was stopped" in stderr
+    assert running(pids) == [] and not out.exists() and not list(tmp_path.glob("*.partial*"))

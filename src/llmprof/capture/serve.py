@@ -9,8 +9,9 @@ right after (``vllm bench serve --profile`` does the same), so the capture holds
 and not the client's own start. The server is stopped in every case: on success SIGINT to
 the server process itself (as Ctrl-C would; nsys, not signalled, writes its report once
 the server has exited), on failure SIGTERM to its process group and descendants, SIGKILL
-to whatever is left after ``serve.stop_timeout_s``. The run record is
-written only when everything succeeded.
+to whatever is left after ``serve.stop_timeout_s``. The stage itself stopped by SIGTERM or
+SIGHUP (a scheduler's time limit, a cancelled job) stops the server the same way before it
+exits. The run record is written only when everything succeeded.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from datetime import datetime, timezone
 from importlib import metadata
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -149,6 +152,25 @@ def stop_server(process: subprocess.Popen[bytes], pid_file: Path, grace_s: float
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=grace_s)
     stop_processes(process, signal.SIGTERM, KILL_WAIT_S)  # what is left: nothing, when the server and nsys ended
+
+
+@contextlib.contextmanager
+def stopped_by_signals_as_errors(run: str) -> Iterator[None]:
+    """SIGTERM and SIGHUP raise ServeError while the server runs, so its ``finally`` stops the server's process group:
+    a stage killed by a scheduler's time limit leaves no server holding the GPU. Outside the main thread, as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        raise ServeError(f"run {run}: stopped by {signal.Signals(signum).name}; the server was stopped, no run kept")
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def start_process(command: list[str], log: IO[str]) -> subprocess.Popen[bytes]:
@@ -385,7 +407,7 @@ def serve_load(spec: RunSpec, model_dir: str | Path, work: Path, *, nsys_prefix:
     log, result, pid_file = work / "server.log", work / "client-result.json", work / "server.pid"
     command = [*(nsys_prefix or []), *with_pid_file(pid_file, server_command(spec, path, port, profile=profile))]
     timings: dict[str, Any] = {"started_at": _now()}
-    with log.open("w") as handle:
+    with stopped_by_signals_as_errors(spec["run"]), log.open("w") as handle:
         server, stopped = start_process(command, handle), False
         try:
             timings["ready_s"] = wait_ready(server, base_url, settings["ready_timeout_s"], log, spec["run"])
