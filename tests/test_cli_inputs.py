@@ -60,9 +60,7 @@ def _fake_nsys(folder: Path, export: Path) -> None:
     """An ``nsys`` on PATH whose ``export`` writes ``export`` to its -o target, as the real one writes the SQLite."""
     script = folder / "nsys"
     script.write_text(
-        "#!/bin/sh\n"
-        'while [ $# -gt 0 ]; do if [ "$1" = "-o" ]; then out="$2"; fi; shift; done\n'
-        f'cp "{export}" "$out"\n'
+        f'#!/bin/sh\nwhile [ $# -gt 0 ]; do if [ "$1" = "-o" ]; then out="$2"; fi; shift; done\ncp "{export}" "$out"\n'
     )
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
 

@@ -136,7 +136,8 @@ EVIDENCE: dict[str, Callable[[str, Metrics], tuple[list[float], list[float]]]] =
         [round(100 * m["kernels"]["categories"][0]["share"], 1), m["kernels"]["categories"][0]["count"]],
     ),
     "launch_bound_steps": lambda text, m: (
-        _numbers(r"host ([\d,]+) µs per step", text) + _numbers(r"against ([\d,]+) µs on the GPU", text)
+        _numbers(r"host ([\d,]+) µs per step", text)
+        + _numbers(r"against ([\d,]+) µs on the GPU", text)
         + _numbers(r"; (\d+) kernels per step launched outside", text),
         [round(m["steps"]["per_step"][key] / 1e3) for key in ("host_ns", "gpu_ns")]
         + [m["steps"]["per_step"]["nongraph_kernels"]],

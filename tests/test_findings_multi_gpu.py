@@ -101,8 +101,12 @@ def test_the_gpus_figure_splits_each_window(extracted: dict[str, Path], tmp_path
         row = parts.loc[f"GPU {device['device_id']}"]
         assert row.sum() == pytest.approx(window_ms)
         assert row["idle"] == pytest.approx((metrics["multi_gpu"]["window_ns"] - device["busy_ns"]) / 1e6)
-        waits = [r["wait_ns"] for k in metrics["multi_gpu"]["collectives"]["kinds"] for r in k["ranks"]
-                 if r["rank"]["device_id"] == device["device_id"]]
+        waits = [
+            r["wait_ns"]
+            for k in metrics["multi_gpu"]["collectives"]["kinds"]
+            for r in k["ranks"]
+            if r["rank"]["device_id"] == device["device_id"]
+        ]
         assert row["collective: waiting"] == pytest.approx(sum(waits) / 1e6)
     draw_figures(extracted[NCCL], tmp_path / "figures")
     svg = (tmp_path / "figures" / "gpus.svg").read_text()

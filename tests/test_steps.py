@@ -37,8 +37,12 @@ from llmprof.render.report import build_report
 DEMO = "vllm_inproc_h100_3iter/vllm"
 HOOK = ("samples/vllm-llama1b-bs1", "samples/vllm-llama1b-bs16")
 #: Exports whose kernel sequence does not repeat (or that hold too few kernels to tell).
-NO_REPEAT = ("nsys2020_no_enum_tables/cupy", "nsys2020_no_enum_tables/numba-jit",
-             "nsys2022_nested_nvtx_no_memcpy_enum/nsys_profile", "nsys2026_newest_schema/mock")
+NO_REPEAT = (
+    "nsys2020_no_enum_tables/cupy",
+    "nsys2020_no_enum_tables/numba-jit",
+    "nsys2022_nested_nvtx_no_memcpy_enum/nsys_profile",
+    "nsys2026_newest_schema/mock",
+)
 RULE = {rule.id: rule for rule in RULES}
 
 
@@ -136,8 +140,17 @@ def test_time_waiting_on_the_gpu_is_not_host_work() -> None:
 
 def test_which_calls_wait_on_the_gpu() -> None:
     kinds = np.array(["sync", "sync", "sync", "memcpy", "memcpy", "launch"], dtype=object)
-    names = np.array(["cudaEventSynchronize", "cudaEventQuery", "cudaStreamWaitEvent", "cudaMemcpy",
-                      "cudaMemcpyAsync", "cudaLaunchKernel"], dtype=object)
+    names = np.array(
+        [
+            "cudaEventSynchronize",
+            "cudaEventQuery",
+            "cudaStreamWaitEvent",
+            "cudaMemcpy",
+            "cudaMemcpyAsync",
+            "cudaLaunchKernel",
+        ],
+        dtype=object,
+    )
     assert waits_on_gpu(kinds, names).tolist() == [True, False, False, True, False, False]
 
 
@@ -174,8 +187,14 @@ def test_launch_bound_steps(m: Metrics) -> None:
     assert not RULE["launch_bound_steps"].apply(RunResults(m))
 
 
-@pytest.mark.parametrize("capture", ["nsys2026_two_gpus_nccl/mfu_2gpu_before", "nsys2024_cloverleaf_a100/"
-                                     "perlmutter-cloverleaf-cuda", "nsys2026_two_gpus_nccl/mfu_2gpu_after"])
+@pytest.mark.parametrize(
+    "capture",
+    [
+        "nsys2026_two_gpus_nccl/mfu_2gpu_before",
+        "nsys2024_cloverleaf_a100/perlmutter-cloverleaf-cuda",
+        "nsys2026_two_gpus_nccl/mfu_2gpu_after",
+    ],
+)
 def test_launch_bound_steps_silent_where_the_gpu_bounds_steps(capture: str, extracted: dict[str, Path]) -> None:
     m = load_metrics(extracted[capture])
     assert m["steps"]["critical_path"] == "gpu" and m["steps"]["host_known_steps"] >= 4
@@ -189,8 +208,9 @@ def test_launch_bound_steps_silent_where_copies_fill_the_step(extracted: dict[st
     per = steps["per_step"]
     assert per["copy_ns"] > 30 * per["gpu_ns"] and abs(per["host_ns"] - per["copy_ns"]) < 0.05 * per["host_ns"]
     assert steps["critical_margin"] is not None and steps["critical_margin"] < rules.LAUNCH_BOUND_MARGIN
-    assert not RULE["launch_bound_steps"].apply(RunResults(load_metrics(
-        extracted["nsys2026_two_gpus_weight_load/h100_2gpu_1s"])))
+    assert not RULE["launch_bound_steps"].apply(
+        RunResults(load_metrics(extracted["nsys2026_two_gpus_weight_load/h100_2gpu_1s"]))
+    )
 
 
 def test_few_steady_steps(m: Metrics, extracted: dict[str, Path]) -> None:

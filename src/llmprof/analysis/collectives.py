@@ -56,7 +56,6 @@ TIMES = ["start_ns", "end_ns", "duration_ns"]
 _KERNEL_COLUMNS = ["device_id", "pid", "start_ns", "end_ns", "duration_ns", "short_name", "name", "category"]
 
 
-
 def rank(device_id: int, pid: int) -> Rank:
     return {"device_id": int(device_id), "pid": None if pid == NO_PID else int(pid)}
 
@@ -378,7 +377,6 @@ def summarise_collectives(matched: pd.DataFrame) -> CollectivesSummary:
 def collectives(stage: Path) -> CollectivesSummary:
     """The collectives of an extract folder (its ``kernels.parquet``), matched and summarised."""
     return summarise_collectives(match_collectives(read_collectives(stage / "kernels.parquet")))
-
 
 
 def collective_verdict(summary: CollectivesSummary) -> CollectiveVerdict:

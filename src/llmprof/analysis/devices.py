@@ -64,7 +64,6 @@ CODE_BITS = 1 + CLASS_BITS + SLOT_BITS  # the low bits of an event: end flag, cl
 _GROUP_COLUMNS = ["device_id", "pid", "name", "short_name", "category"]
 
 
-
 def kernel_groups(kernels: Path) -> pd.DataFrame:
     """Per device, process and kernel (name, short name, category): count, summed and longest duration (ns).
 

@@ -290,8 +290,11 @@ def gpu_idle(run: RunResults) -> Iterator[Observation]:
         title = f"GPU idle {pct(idle)} of the capture window"
         evidence = (
             f"GPU busy {_ms(activity['busy_ns'])} of a {_ms(m['capture_window']['duration_ns'])} window"
-            + (f", {_ms(m['profiler']['gpu_idle_ns'])} of profiler work not counted as idle"
-               if m["profiler"]["gpu_idle_ns"] else "")
+            + (
+                f", {_ms(m['profiler']['gpu_idle_ns'])} of profiler work not counted as idle"
+                if m["profiler"]["gpu_idle_ns"]
+                else ""
+            )
             + f"; largest gap between GPU operations {_ms(largest)}. The raw share is {timing['note']}."
         )
     yield Observation(
@@ -416,8 +419,10 @@ def setup_outliers(run: RunResults) -> Iterator[Observation]:
     if not kernels and not collectives:
         return
     named = [f"{c['kind']} {_ms(c['duration_ns'])} (median {_ms(c['kind_median_ns'])})" for c in collectives]
-    named += [f"{k['label']} on GPU {k['device_id']} {_ms(k['duration_ns'])} (median {_ms(k['name_median_ns'])})"
-              for k in kernels]
+    named += [
+        f"{k['label']} on GPU {k['device_id']} {_ms(k['duration_ns'])} (median {_ms(k['name_median_ns'])})"
+        for k in kernels
+    ]
     yield Observation(
         "warning",
         f"Setup inside the capture: {len(named)} one-off instance(s) far above their kind's median",
@@ -734,10 +739,18 @@ def _untraced_step(run: RunResults) -> tuple[str, str, dict[str, float]]:
     gpu_work = per["kernel_ns"] + per["copy_ns"]
     numbers = {"untraced_step_ns": step_ns, "gpu_work_ns_per_step": gpu_work}
     if step_ns >= gpu_work * (1 + LAUNCH_BOUND_MARGIN):
-        return (f"Untraced, a step lasts {_us(step_ns)} (median iteration over {per_iteration:.0f} steps) against "
-                f"{_us(gpu_work)} of GPU work: the GPU still waits on the host.", "high", numbers)
-    return (f"Untraced, a step lasts {_us(step_ns)}, about its {_us(gpu_work)} of GPU work: the host may only "
-            "lead under the tracer.", "low", numbers)
+        return (
+            f"Untraced, a step lasts {_us(step_ns)} (median iteration over {per_iteration:.0f} steps) against "
+            f"{_us(gpu_work)} of GPU work: the GPU still waits on the host.",
+            "high",
+            numbers,
+        )
+    return (
+        f"Untraced, a step lasts {_us(step_ns)}, about its {_us(gpu_work)} of GPU work: the host may only "
+        "lead under the tracer.",
+        "low",
+        numbers,
+    )
 
 
 def launch_bound_steps(run: RunResults) -> Iterator[Observation]:
@@ -786,6 +799,7 @@ def launch_bound_steps(run: RunResults) -> Iterator[Observation]:
         },
         confidence,
     )
+
 
 #: What each of nsys's expert rules found, in words: a noun for its rows and the first row described.
 _EXPERT_WORDS: dict[str, tuple[str, Callable[[Mapping[str, object]], str]]] = {

@@ -325,9 +325,7 @@ class _Groups:
             )
 
 
-def _classified(
-    stage: Path, gaps: pd.DataFrame, iterations: Iterations
-) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
+def _classified(stage: Path, gaps: pd.DataFrame, iterations: Iterations) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
     """Class times of every gap (``{class}_ns`` columns), and per device per iteration (rows; last: outside all).
 
     Time window by time window (see :func:`_filed`), each group's gaps are cut to the window and classified

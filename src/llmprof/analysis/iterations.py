@@ -144,19 +144,37 @@ class LaunchCalls:
             kind = batch.column("kind").to_numpy(zero_copy_only=False)
             name = batch.column("name").to_numpy(zero_copy_only=False)
             pid, tid = int_column(batch.column("pid")), int_column(batch.column("tid"))
-            thread, start, end = (pid << 32) | (tid & 0xFFFFFFFF), int_column(batch.column("start_ns")), int_column(
-                batch.column("end_ns"))
+            thread, start, end = (
+                (pid << 32) | (tid & 0xFFFFFFFF),
+                int_column(batch.column("start_ns")),
+                int_column(batch.column("end_ns")),
+            )
             keep = np.flatnonzero(np.isin(kind, LAUNCH_KINDS))
-            launches.append((launch_key(pid[keep], int_column(batch.column("correlation_id"))[keep]), start[keep],
-                             end[keep], thread[keep], (kind[keep] == "graph").astype("int64")))
+            launches.append(
+                (
+                    launch_key(pid[keep], int_column(batch.column("correlation_id"))[keep]),
+                    start[keep],
+                    end[keep],
+                    thread[keep],
+                    (kind[keep] == "graph").astype("int64"),
+                )
+            )
             blocked = np.flatnonzero(waits_on_gpu(kind, name))
             waits.append((thread[blocked], start[blocked], end[blocked]))
         key, start, end, thread, graph = (_joined([p[i] for p in launches]) for i in range(5))
         order = np.argsort(key, kind="stable")
         threads, codes = np.unique(thread, return_inverse=True)
         size = len(key)
-        calls = cls(key[order], start[order], end[order], codes.astype("int32")[order], graph[order].astype(bool),
-                    np.full(size, -1, "int32"), np.full(size, -1, "int32"), np.zeros(size, "int64"))
+        calls = cls(
+            key[order],
+            start[order],
+            end[order],
+            codes.astype("int32")[order],
+            graph[order].astype(bool),
+            np.full(size, -1, "int32"),
+            np.full(size, -1, "int32"),
+            np.zeros(size, "int64"),
+        )
         calls.waits = Waits(threads, *(_joined([w[i] for w in waits]) for i in range(3)))
         return calls
 
@@ -207,8 +225,11 @@ class StepTotals:
     def name_codes(self, names: pa.Array) -> np.ndarray:
         """A code per kernel short name, the same across batches (from the batch's dictionary, once per name)."""
         encoded = names if pa.types.is_dictionary(names.type) else pc.dictionary_encode(names)
-        mapped = np.array([self.names.setdefault(str(v), len(self.names)) for v in encoded.dictionary.to_pylist()]
-                          + [self.names.setdefault("None", len(self.names))], dtype="int32")
+        mapped = np.array(
+            [self.names.setdefault(str(v), len(self.names)) for v in encoded.dictionary.to_pylist()]
+            + [self.names.setdefault("None", len(self.names))],
+            dtype="int32",
+        )
         codes: np.ndarray = mapped[int_column(encoded.indices, len(mapped) - 1)]
         return codes
 
@@ -230,9 +251,13 @@ def _add_batch(totals: StepTotals, calls: LaunchCalls, batch: pa.RecordBatch) ->
     graph = batch.column("graph_node_id").is_valid().to_numpy(zero_copy_only=False)[inside]
     duration = int_column(batch.column("duration_ns"))[inside]
     communication = _is_communication(batch.column("category"))[inside]
-    for name, weights, mask in (("kernels", None, None), ("graph_kernels", None, graph),
-                                ("kernel_ns", duration, None), ("graph_kernel_ns", duration, graph),
-                                ("communication_ns", duration, communication)):
+    for name, weights, mask in (
+        ("kernels", None, None),
+        ("graph_kernels", None, graph),
+        ("kernel_ns", duration, None),
+        ("graph_kernel_ns", duration, graph),
+        ("communication_ns", duration, communication),
+    ):
         chosen = step if mask is None else step[mask]
         values = None if weights is None else (weights if mask is None else weights[mask])
         totals.sums[name] += np.bincount(chosen, weights=values, minlength=size).astype("int64")
@@ -271,13 +296,20 @@ def launch_costs(calls: LaunchCalls, between: np.ndarray, counted: np.ndarray, n
     the launch call, and GPU time, sorted by host time (most first)."""
     mine = np.flatnonzero((calls.step >= 0) & (calls.name >= 0))
     mine = mine[counted[calls.step[mine]]]
-    frame = pd.DataFrame({
-        "name": np.asarray(names, dtype=object)[calls.name[mine]] if len(names) else np.zeros(0, dtype=object),
-        "launches": np.ones(len(mine), dtype="int64"),
-        "host_launch_ns": calls.end[mine] - calls.start[mine],
-        "host_between_ns": between[mine],
-        "kernel_ns": calls.kernel_ns[mine],
-    }).groupby("name", sort=True).sum().reset_index()
+    frame = (
+        pd.DataFrame(
+            {
+                "name": np.asarray(names, dtype=object)[calls.name[mine]] if len(names) else np.zeros(0, dtype=object),
+                "launches": np.ones(len(mine), dtype="int64"),
+                "host_launch_ns": calls.end[mine] - calls.start[mine],
+                "host_between_ns": between[mine],
+                "kernel_ns": calls.kernel_ns[mine],
+            }
+        )
+        .groupby("name", sort=True)
+        .sum()
+        .reset_index()
+    )
     frame["host_ns"] = frame["host_launch_ns"] + frame["host_between_ns"]
     return frame.sort_values(["host_ns", "name"], ascending=[False, True], kind="stable").reset_index(drop=True)
 
@@ -307,11 +339,19 @@ def _windows_frame(windows: StepWindows) -> pd.DataFrame:
     for device in sorted(windows.devices):
         window = windows.devices[device]
         interval = np.diff(window.start_ns).astype("float64")
-        parts.append(pd.DataFrame({
-            "device_id": device, "step": np.arange(len(window.start_ns)), "start_ns": window.start_ns,
-            "end_ns": window.end_ns, "interval_ns": np.concatenate([interval, [np.nan]]), "method": window.method,
-            "phase": window.phase or [None] * len(window.start_ns),
-        }))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "device_id": device,
+                    "step": np.arange(len(window.start_ns)),
+                    "start_ns": window.start_ns,
+                    "end_ns": window.end_ns,
+                    "interval_ns": np.concatenate([interval, [np.nan]]),
+                    "method": window.method,
+                    "phase": window.phase or [None] * len(window.start_ns),
+                }
+            )
+        )
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["device_id", "step"])
 
 
@@ -356,8 +396,16 @@ def _critical(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 def step_frame(stage: Path, windows: StepWindows) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per step (the ``STEPS`` columns), and the host cost of each kernel name launched outside graphs."""
     totals, calls = StepTotals(windows), LaunchCalls.read(stage)
-    columns = ["device_id", "start_ns", "duration_ns", "short_name", "category", "graph_node_id", "pid",
-               "correlation_id"]
+    columns = [
+        "device_id",
+        "start_ns",
+        "duration_ns",
+        "short_name",
+        "category",
+        "graph_node_id",
+        "pid",
+        "correlation_id",
+    ]
     if windows.devices:
         for batch in kernel_batches(stage, columns):
             _add_batch(totals, calls, batch)
@@ -368,10 +416,12 @@ def step_frame(stage: Path, windows: StepWindows) -> tuple[pd.DataFrame, pd.Data
     if frame.empty:
         return STEPS.empty_table().to_pandas(), launch_costs(calls, between, np.zeros(0, dtype=bool), [])
     frame["iteration"] = _iteration_of(stage, frame["start_ns"].to_numpy())
-    frame["steady"] = np.concatenate([
-        steady_steps(part["kernels"].to_numpy(), part["interval_ns"].to_numpy(), part["iteration"].to_numpy())
-        for _, part in frame.groupby("device_id", sort=True)
-    ])
+    frame["steady"] = np.concatenate(
+        [
+            steady_steps(part["kernels"].to_numpy(), part["interval_ns"].to_numpy(), part["iteration"].to_numpy())
+            for _, part in frame.groupby("device_id", sort=True)
+        ]
+    )
     frame["copy_ns"] = _copy_ns(stage, totals) if windows.devices else np.zeros(len(frame), dtype="int64")
     frame["critical_path"], frame["critical_margin"] = _critical(frame)
     counted = (frame["steady"] & (frame["critical_path"] != "unknown")).to_numpy()
@@ -392,12 +442,29 @@ def latency_spread(interval: np.ndarray) -> StepSpread | None:
     if not len(interval):
         return None
     p10, median, p90 = (float(v) for v in np.percentile(interval, [10, 50, 90]))
-    return {"median_ns": median, "p10_ns": p10, "p90_ns": p90, "min_ns": float(interval.min()),
-            "max_ns": float(interval.max()), "spread": (p90 - p10) / median if median else 0.0}
+    return {
+        "median_ns": median,
+        "p10_ns": p10,
+        "p90_ns": p90,
+        "min_ns": float(interval.min()),
+        "max_ns": float(interval.max()),
+        "spread": (p90 - p10) / median if median else 0.0,
+    }
 
 
-PER_STEP = ("kernels", "graph_kernels", "kernel_ns", "graph_kernel_ns", "communication_ns", "copy_ns", "launch_calls",
-            "graph_launches", "host_launch_ns", "host_between_ns", "nongraph_host_ns")
+PER_STEP = (
+    "kernels",
+    "graph_kernels",
+    "kernel_ns",
+    "graph_kernel_ns",
+    "communication_ns",
+    "copy_ns",
+    "launch_calls",
+    "graph_launches",
+    "host_launch_ns",
+    "host_between_ns",
+    "nongraph_host_ns",
+)
 
 
 HOST_PER_STEP = ("launch_calls", "graph_launches", "host_launch_ns", "host_between_ns", "nongraph_host_ns", "host_ns")
@@ -423,14 +490,16 @@ def _costs(costs: pd.DataFrame, steady_steps: int) -> list[LaunchCost]:
     out: list[LaunchCost] = []
     for row in costs.head(TOP_LAUNCHES).to_dict("records"):
         launches = float(row["launches"])
-        out.append({
-            "name": str(row["name"]),
-            "per_step": launches / steady_steps,
-            "host_ns_per_step": float(row["host_ns"]) / steady_steps,
-            "launch_call_ns_per_launch": float(row["host_launch_ns"]) / launches,
-            "host_ns_per_launch": float(row["host_ns"]) / launches,
-            "kernel_ns_per_launch": float(row["kernel_ns"]) / launches,
-        })
+        out.append(
+            {
+                "name": str(row["name"]),
+                "per_step": launches / steady_steps,
+                "host_ns_per_step": float(row["host_ns"]) / steady_steps,
+                "launch_call_ns_per_launch": float(row["host_launch_ns"]) / launches,
+                "host_ns_per_launch": float(row["host_ns"]) / launches,
+                "kernel_ns_per_launch": float(row["kernel_ns"]) / launches,
+            }
+        )
     return out
 
 
@@ -440,18 +509,20 @@ def _device_records(frame: pd.DataFrame, windows: StepWindows) -> list[StepDevic
     for device in sorted({*windows.devices, *found}):
         window, detection = windows.devices.get(device), found.get(device)
         mine = frame[frame["device_id"] == device]
-        out.append({
-            "device_id": device,
-            "method": window.method if window is not None else "none",
-            "confidence": window.confidence if window is not None else None,
-            "steps": len(mine),
-            "steady_steps": int(mine["steady"].sum()),
-            "period_kernels": detection.period if detection is not None else None,
-            "match": detection.match if detection is not None else None,
-            "signature": detection.signature if detection is not None else None,
-            "regularity": detection.regularity if detection is not None else None,
-            "reason": detection.reason if detection is not None and window is None else None,
-        })
+        out.append(
+            {
+                "device_id": device,
+                "method": window.method if window is not None else "none",
+                "confidence": window.confidence if window is not None else None,
+                "steps": len(mine),
+                "steady_steps": int(mine["steady"].sum()),
+                "period_kernels": detection.period if detection is not None else None,
+                "match": detection.match if detection is not None else None,
+                "signature": detection.signature if detection is not None else None,
+                "regularity": detection.regularity if detection is not None else None,
+                "reason": detection.reason if detection is not None and window is None else None,
+            }
+        )
     return out
 
 

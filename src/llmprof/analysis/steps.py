@@ -201,8 +201,14 @@ def detect(device: int, sample: pd.DataFrame) -> Detection:
         return Detection(device, len(codes), reason=f"{len(codes)} kernels: too few to repeat three times")
     period, match = found
     if match < MIN_MATCH:
-        return Detection(device, len(codes), period, match, reason=f"the kernel sequence does not repeat "
-                         f"(best match {match:.0%} at {period} kernels, below {MIN_MATCH:.0%})")
+        return Detection(
+            device,
+            len(codes),
+            period,
+            match,
+            reason=f"the kernel sequence does not repeat "
+            f"(best match {match:.0%} at {period} kernels, below {MIN_MATCH:.0%})",
+        )
     signature = signature_kernel(sample, period)
     if signature is None:
         return Detection(device, len(codes), period, match, reason="no kernel occurs once per period")
@@ -221,8 +227,9 @@ def _signature_starts(stage: Path, signatures: dict[int, str]) -> dict[int, np.n
         for value, signature in signatures.items():
             code = pc.index(names.dictionary, signature).as_py()  # -1 where this batch lacks the name
             found[value].append(start[(device == value) & (codes == code) & (code >= 0)])
-    return {device: np.sort(np.concatenate(parts)) if parts else np.zeros(0, "int64")
-            for device, parts in found.items()}
+    return {
+        device: np.sort(np.concatenate(parts)) if parts else np.zeros(0, "int64") for device, parts in found.items()
+    }
 
 
 def step_of(starts: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -266,8 +273,11 @@ def kernel_sequence_windows(stage: Path) -> tuple[dict[int, IterationWindows], l
         regularity = float(np.mean(counts == np.bincount(counts).argmax())) if len(counts) >= 2 else 0.0
         detections[i] = found = replace(found, regularity=regularity)
         if len(counts) < 2 or regularity < MIN_REGULARITY:
-            detections[i] = replace(found, reason=f"steps opened by {found.signature} are irregular ({regularity:.0%} "
-                                    f"share one kernel count, below {MIN_REGULARITY:.0%})")
+            detections[i] = replace(
+                found,
+                reason=f"steps opened by {found.signature} are irregular ({regularity:.0%} "
+                f"share one kernel count, below {MIN_REGULARITY:.0%})",
+            )
             continue
         confidence = _confidence(match, regularity)
         windows[found.device_id] = IterationWindows(
@@ -302,7 +312,11 @@ def step_range_windows(stage: Path) -> dict[int, IterationWindows]:
     segments = _segment_ends_and_counts(stage, starts)
     return {
         device: IterationWindows(
-            device, starts[device], segments[device][0], "vllm_step_ranges", "high",
+            device,
+            starts[device],
+            segments[device][0],
+            "vllm_step_ranges",
+            "high",
             [step_phase(str(n)) for n in ranges.loc[ranges["device_id"] == device, "name"]],
         )
         for device in starts
@@ -345,11 +359,13 @@ def _numbered(frame: pd.DataFrame, start: str, end: str) -> pd.DataFrame:
     numbers = frame["name"].astype(str).str.extract(ITERATION_RANGE)[0]
     marked = frame.assign(iteration=pd.to_numeric(numbers)).dropna(subset=["iteration", start, end])
     marked = marked.sort_values(start, kind="stable")
-    return pd.DataFrame({
-        "iteration": marked["iteration"].astype("int64").to_numpy(),
-        "start_ns": marked[start].astype("int64").to_numpy(),
-        "end_ns": marked[end].astype("int64").to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "iteration": marked["iteration"].astype("int64").to_numpy(),
+            "start_ns": marked[start].astype("int64").to_numpy(),
+            "end_ns": marked[end].astype("int64").to_numpy(),
+        }
+    )
 
 
 def marked_iterations(stage: Path) -> pd.DataFrame:

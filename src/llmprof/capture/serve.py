@@ -29,9 +29,9 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from importlib import metadata
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 

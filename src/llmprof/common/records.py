@@ -938,4 +938,3 @@ class MultiGpuMetrics(TypedDict):
     collectives: CollectivesSummary
     verdict: CollectiveVerdict
     thresholds: MultiGpuThresholds
-

@@ -100,9 +100,9 @@ def _headline(m: Metrics, timing: IterationTiming) -> Table:
 
 def _explained(m: Metrics) -> str:
     devices = m["idle"]["devices"]
-    return ", ".join(
-        f"GPU {d['device_id']} {_pct(d['explained_share'])} of {_ms(d['idle_ns'])}" for d in devices
-    ) or "n/a"
+    return (
+        ", ".join(f"GPU {d['device_id']} {_pct(d['explained_share'])} of {_ms(d['idle_ns'])}" for d in devices) or "n/a"
+    )
 
 
 def _profiler_row(m: Metrics) -> str:
@@ -383,34 +383,53 @@ def _step_blocks(m: Metrics) -> list[Block]:
         f"{steps['steps']:,} steps found by {steps['method']} (confidence {steps['confidence']}), "
         f"{steps['steady_steps']:,} steady"
         + (f", in {steps['marked_iterations']} marked iterations" if steps["marked_iterations"] else "")
-        + (f". Fewer than {MIN_STEADY_STEPS} steady steps: per-step numbers rest on too few samples." if
-           steps["steady_steps"] < MIN_STEADY_STEPS else ".")
+        + (
+            f". Fewer than {MIN_STEADY_STEPS} steady steps: per-step numbers rest on too few samples."
+            if steps["steady_steps"] < MIN_STEADY_STEPS
+            else "."
+        )
     )
     blocks: list[Block] = [Heading("Iterations"), Paragraph(found)]
     if per and latency is not None:
         rows = (
-            ("Latency (median, p10–p90)", f"{_ms(latency['median_ns'])} ({_ms(latency['p10_ns'])}–"
-             f"{_ms(latency['p90_ns'])})"),
+            (
+                "Latency (median, p10–p90)",
+                f"{_ms(latency['median_ns'])} ({_ms(latency['p10_ns'])}–{_ms(latency['p90_ns'])})",
+            ),
             ("Kernels (in CUDA graphs)", f"{per['kernels']:.0f} ({per['graph_kernels']:.0f})"),
             ("GPU kernel time (communication)", f"{_ms(per['kernel_ns'])} ({_ms(per['communication_ns'])})"),
             ("Copies and memsets", _ms(per["copy_ns"])),
-            ("Host: launch calls + between", f"{_ms(per['host_launch_ns'])} + {_ms(per['host_between_ns'])}"
-             if steps["host_known_steps"] else "not known: kernels without their launch call"),
-            ("Non-graph kernels: host / GPU", f"{_ms(per['nongraph_host_ns'])} / {_ms(per['nongraph_kernel_ns'])}"
-             if steps["host_known_steps"] else f"n/a / {_ms(per['nongraph_kernel_ns'])}"),
-            ("Critical path (margin)", f"{steps['critical_path'] or 'unknown'} "
-             f"({_pct(steps['critical_margin'])})"),
+            (
+                "Host: launch calls + between",
+                f"{_ms(per['host_launch_ns'])} + {_ms(per['host_between_ns'])}"
+                if steps["host_known_steps"]
+                else "not known: kernels without their launch call",
+            ),
+            (
+                "Non-graph kernels: host / GPU",
+                f"{_ms(per['nongraph_host_ns'])} / {_ms(per['nongraph_kernel_ns'])}"
+                if steps["host_known_steps"]
+                else f"n/a / {_ms(per['nongraph_kernel_ns'])}",
+            ),
+            ("Critical path (margin)", f"{steps['critical_path'] or 'unknown'} ({_pct(steps['critical_margin'])})"),
         )
         blocks.append(Table(("Per steady step (median)", "Value"), rows))
     launches = tuple(
-        (c["name"], f"{c['per_step']:.1f}", f"{c['host_ns_per_launch'] / 1e3:,.1f} µs",
-         f"{c['launch_call_ns_per_launch'] / 1e3:,.1f} µs", f"{c['kernel_ns_per_launch'] / 1e3:,.1f} µs")
+        (
+            c["name"],
+            f"{c['per_step']:.1f}",
+            f"{c['host_ns_per_launch'] / 1e3:,.1f} µs",
+            f"{c['launch_call_ns_per_launch'] / 1e3:,.1f} µs",
+            f"{c['kernel_ns_per_launch'] / 1e3:,.1f} µs",
+        )
         for c in steps["nongraph_launches"]
     )
     if launches:
         blocks += [
-            Paragraph("Kernels launched outside CUDA graphs, by host time per steady step: host per launch is the "
-                      "launch call and the host time since the step's previous launch."),
+            Paragraph(
+                "Kernels launched outside CUDA graphs, by host time per steady step: host per launch is the "
+                "launch call and the host time since the step's previous launch."
+            ),
             Table(("Kernel", "Per step", "Host per launch", "In the call", "GPU per launch"), launches),
         ]
     return blocks
@@ -538,8 +557,9 @@ def _device_blocks(m: Metrics) -> list[Block]:
     )
     blocks: list[Block] = [
         Heading("GPUs side by side"),
-        Table(("GPU", "Processes", "Kernels", "Busy", "In collectives", "Overlapped with compute", "Top kernel"),
-              devices),
+        Table(
+            ("GPU", "Processes", "Kernels", "Busy", "In collectives", "Overlapped with compute", "Top kernel"), devices
+        ),
     ]
     kinds = tuple(
         (
