@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import pyarrow as pa
 
+from llmprof.common.errors import InputError
 from llmprof.nsys import schema
 from llmprof.nsys.export import Export
 from llmprof.nsys.schema import (
@@ -314,11 +315,24 @@ _DURATION_SOURCES: dict[str, tuple[str, Callable[[Export], str]]] = {
 }
 
 
+def complete_values(batches: Iterator[pa.RecordBatch], export: Export, table: str) -> Iterator[pa.RecordBatch]:
+    """``batches`` as they come, stopped with a clear error at the first row without its value: nsys writes every
+    start, end and size, so a NULL there means the export is damaged (summing around it would misstate totals)."""
+    for batch in batches:
+        if batch.column("value").null_count:
+            raise InputError(
+                f"{export.path}: {table} holds rows without start, end or size; the export is damaged: "
+                "export the capture again"
+            )
+        yield batch
+
+
 def duration_batches(export: Export, name: str) -> Iterator[pa.RecordBatch]:
     """``name_id`` and ``value`` (duration, ns) of every kernel, CUDA call or OS runtime call, in no fixed order."""
     table, name_column = _DURATION_SOURCES[name]
     where = _osrt_filter(export) if name == "osrt" else ""
-    return export.parallel_batches(table, f'{name_column(export)} AS name_id, "end" - start AS value', where)
+    batches = export.parallel_batches(table, f'{name_column(export)} AS name_id, "end" - start AS value', where)
+    return complete_values(batches, export, table)
 
 
 def name_transform(name: str) -> str:
@@ -352,7 +366,8 @@ def memory_operations(export: Export, measure: str) -> tuple[Iterator[pa.RecordB
     if schema.MEMCPY_KINDS in export.columns:
         kinds = export.query(f"SELECT id, label FROM {schema.MEMCPY_KINDS}")
         labels.update({int(k): f"[CUDA memcpy {v}]" for k, v in kinds})
-    return export.arrow_batches(" UNION ALL ".join(parts)), labels
+    tables = " and ".join(t for t in (MEMCPY, MEMSET) if t in export.columns)
+    return complete_values(export.arrow_batches(" UNION ALL ".join(parts)), export, tables), labels
 
 
 def nvtx_range_sql(export: Export, same_thread_only: bool = False) -> str:
