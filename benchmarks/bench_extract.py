@@ -83,14 +83,29 @@ def bench(sqlite: Path, nsys: str | None = None) -> dict[str, object]:
         result["arrow_floor"] = measure([python, "-c", ARROW_FLOOR, str(sqlite)])
         result["group_by_floor"] = measure([python, "-c", GROUP_BY_FLOOR, str(sqlite)])
         result["extract"] = measure([*llmprof, "extract", str(sqlite), "-o", f"{scratch}/x", "--quiet", "--force"])
-        result["stats"] = measure([*llmprof, "stats", str(sqlite), "-r", SIX, "--format", "csv",
-                                   "-o", f"{scratch}/s", "--quiet", "--force"])
+        result["stats"] = measure(
+            [*llmprof, "stats", str(sqlite), "-r", SIX, "--format", "csv", "-o", f"{scratch}/s", "--quiet", "--force"]
+        )
         if nsys is not None:  # nsys stats on a copy: it may add tables to the file it reads
             copy = Path(scratch) / sqlite.name
             shutil.copy(sqlite, copy)
             fresh = ["sh", "-c", 'rm -f "$0"_*.csv; exec "$@"', f"{scratch}/n"]  # nsys keeps existing CSVs
-            result["nsys_stats"] = measure([*fresh, nsys, "stats", "--format", "csv", "--timeunit", "ns", "-r", SIX,
-                                            "-o", f"{scratch}/n", str(copy)])
+            result["nsys_stats"] = measure(
+                [
+                    *fresh,
+                    nsys,
+                    "stats",
+                    "--format",
+                    "csv",
+                    "--timeunit",
+                    "ns",
+                    "-r",
+                    SIX,
+                    "-o",
+                    f"{scratch}/n",
+                    str(copy),
+                ]
+            )
             result["stats_speedup_vs_nsys"] = round(result["nsys_stats"]["wall_s"] / result["stats"]["wall_s"], 2)  # type: ignore[index]
             result["stats_csv_identical_to_nsys"] = same_csvs(f"{scratch}/s", f"{scratch}/n")
     for name in ("arrow_floor", "group_by_floor", "extract", "stats", "nsys_stats"):
@@ -112,8 +127,13 @@ def main() -> None:
     args = parser.parse_args()
     global REPEAT
     REPEAT = args.repeat
-    machine = {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version, "cpus": os.cpu_count(),
-               "processor": platform.processor() or platform.machine(), "host": platform.node()}
+    machine = {
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "host": platform.node(),
+    }
     results = [bench(p, args.nsys) for p in args.exports]
     report = {"machine": machine, "results": results}
     print(json.dumps(report, indent=2))

@@ -23,13 +23,18 @@ def replicate(db: sqlite3.Connection, table: str, target_rows: int, span: int, i
     columns = [r[1] for r in db.execute(f'PRAGMA table_info("{table}")')]
     base = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     copies = math.ceil(target_rows / base)
-    shifted = {"start": f"start + c.k * {span}", "end": f'"end" + c.k * {span}',
-               "correlationId": f"correlationId + c.k * {id_range}"}
+    shifted = {
+        "start": f"start + c.k * {span}",
+        "end": f'"end" + c.k * {span}',
+        "correlationId": f"correlationId + c.k * {id_range}",
+    }
     select = ", ".join(shifted.get(c, f'"{c}"') for c in columns)
     db.execute("CREATE TEMP TABLE copies (k INTEGER PRIMARY KEY)")
     db.executemany("INSERT INTO copies VALUES (?)", [(k,) for k in range(1, copies)])
-    db.execute(f'INSERT INTO {table} ({", ".join(chr(34) + c + chr(34) for c in columns)}) '
-               f"SELECT {select} FROM {table} t, copies c WHERE t.rowid <= {base} ORDER BY c.k, t.rowid")
+    db.execute(
+        f"INSERT INTO {table} ({', '.join(chr(34) + c + chr(34) for c in columns)}) "
+        f"SELECT {select} FROM {table} t, copies c WHERE t.rowid <= {base} ORDER BY c.k, t.rowid"
+    )
     db.execute("DROP TABLE copies")
     return base * copies
 
@@ -47,14 +52,18 @@ def main() -> None:
     with sqlite3.connect(args.out) as db:
         db.execute("PRAGMA journal_mode = OFF")
         db.execute("PRAGMA synchronous = OFF")
-        lo, hi = db.execute(f'SELECT min(start), max("end") FROM (SELECT start, "end" FROM {KERNEL} '
-                            f'UNION ALL SELECT start, "end" FROM {RUNTIME})').fetchone()
+        lo, hi = db.execute(
+            f'SELECT min(start), max("end") FROM (SELECT start, "end" FROM {KERNEL} '
+            f'UNION ALL SELECT start, "end" FROM {RUNTIME})'
+        ).fetchone()
         span = hi - lo + 1_000_000
         id_range = 1 + max(db.execute(f"SELECT max(correlationId) FROM {t}").fetchone()[0] for t in (KERNEL, RUNTIME))
         kernels = replicate(db, KERNEL, args.kernels, span, id_range)
         runtime = replicate(db, RUNTIME, args.runtime, span, id_range)
-    print(f"{args.out}: {kernels:,} kernels, {runtime:,} runtime rows, "
-          f"{args.out.stat().st_size / 1e9:.2f} GB in {time.perf_counter() - started:.0f} s")
+    print(
+        f"{args.out}: {kernels:,} kernels, {runtime:,} runtime rows, "
+        f"{args.out.stat().st_size / 1e9:.2f} GB in {time.perf_counter() - started:.0f} s"
+    )
 
 
 if __name__ == "__main__":
