@@ -15,7 +15,7 @@ from typing import Generic, NamedTuple, TypeVar
 
 from llmprof.analysis.expert import GAP_MS, UTIL_THRESHOLD_PCT
 from llmprof.analysis.iterations import MIN_STEADY_STEPS
-from llmprof.analysis.timing import GRAPHS_WHOLE, run_timing
+from llmprof.analysis.timing import GRAPHS_WHOLE, run_timing, serving_tpot, timed_span
 from llmprof.common.records import FindingRecord, IterationTiming, Metrics, Rank, RunRecord
 
 #: What a rule reads: a run's records (:class:`RunResults`) or a study's table.
@@ -251,12 +251,12 @@ def _not_measured(what: str) -> Observation:
 
 def _idle_evidence(timing: IterationTiming, raw_idle: float, untraced_s: float, largest_ns: int) -> str:
     """The corrected idle share's numbers: the raw share, busy per iteration, the untraced latency, the assumption."""
-    overhead = timing["iteration_overhead"]
+    overhead, span = timing["iteration_overhead"], timed_span(timing)
     return (
         f"Raw {pct(raw_idle)} idle of the traced window (the profiler's own work left out), inflated by the tracer by "
-        f"{'an unknown amount' if overhead is None else pct(overhead)} per iteration. GPU busy "
-        f"{_ms(timing['busy_ns_per_iteration'] or 0)} per captured iteration ({timing['iterations']} captured) "
-        f"against an untraced median iteration of {_ms(untraced_s * 1e9)}; largest gap between GPU operations "
+        f"{'an unknown amount' if overhead is None else pct(overhead)} per {timing['overhead_unit']}. GPU busy "
+        f"{_ms(timing['busy_ns_per_iteration'] or 0)} per captured {span} ({timing['iterations']} captured) "
+        f"against an untraced median {span} of {_ms(untraced_s * 1e9)}; largest gap between GPU operations "
         f"{_ms(largest_ns)}. {timing['assumption']}"
     )
 
@@ -284,7 +284,7 @@ def gpu_idle(run: RunResults) -> Iterator[Observation]:
     largest = max((g["duration_ns"] for d in activity["devices"] for g in d["largest_gaps"]), default=0)
     untraced = timing["untraced_latency"]
     if corrected is not None and untraced is not None:
-        title = f"GPU idle {pct(idle)} of an untraced iteration"
+        title = f"GPU idle {pct(idle)} of an untraced {timed_span(timing)}"
         evidence = _idle_evidence(timing, raw_idle, untraced["median_s"], largest)
     else:
         title = f"GPU idle {pct(idle)} of the capture window"
@@ -453,20 +453,10 @@ def library_nvtx_only(run: RunResults) -> Iterator[Observation]:
     )
 
 
-def _serving_tpot(traced: RunRecord, untraced: RunRecord) -> tuple[float, float] | None:
-    """Median TPOT (ms) traced and untraced of a serving run: its speed per token, which a fixed request rate does
-    not hide as it hides throughput."""
-    a, b = traced.get("serving"), untraced.get("serving")
-    if a is None or b is None:
-        return None
-    t, u = a["tpot"]["p50_ms"], b["tpot"]["p50_ms"]
-    return (t, u) if t and u else None
-
-
 def profiler_overhead(traced: RunRecord, untraced: RunRecord) -> float | None:
     """Relative throughput lost under nsys: 1 - traced tok/s / untraced tok/s; for a serving run, where the request
     rate sets the throughput, the speed per token lost: 1 - untraced / traced median TPOT."""
-    tpot = _serving_tpot(traced, untraced)
+    tpot = serving_tpot(traced, untraced)
     if tpot is not None:
         return 1 - tpot[1] / tpot[0]
     t, u = traced["output_tokens_per_s"], untraced["output_tokens_per_s"]
@@ -474,7 +464,7 @@ def profiler_overhead(traced: RunRecord, untraced: RunRecord) -> float | None:
 
 
 def _overhead_evidence(traced: RunRecord, untraced: RunRecord) -> str:
-    tpot = _serving_tpot(traced, untraced)
+    tpot = serving_tpot(traced, untraced)
     if tpot is not None:
         return (
             f"Median time per output token {tpot[0]:,.2f} ms traced against {tpot[1]:,.2f} ms untraced, same load, "
@@ -492,7 +482,7 @@ def nsys_overhead(run: RunResults) -> Iterator[Observation]:
     loss = profiler_overhead(run.traced, run.untraced)
     if loss is None:
         return
-    what = "per-token speed" if _serving_tpot(run.traced, run.untraced) is not None else "throughput"
+    what = "per-token speed" if serving_tpot(run.traced, run.untraced) is not None else "throughput"
     yield Observation(
         "warning" if loss >= OVERHEAD_SHARE else "info",
         f"Profiler overhead: {pct(loss)} of {what} under nsys",
@@ -654,10 +644,11 @@ def profiler_work(run: RunResults) -> Iterator[Observation]:
     if not work["recorded"] or share < PROFILER_WINDOW_SHARE:
         return
     largest = work["largest"][0]
-    slowdown = run_timing(run.metrics, run.traced, run.untraced)["iteration_overhead"]
+    timing = run_timing(run.metrics, run.traced, run.untraced)
+    slowdown = timing["iteration_overhead"]
     measured = (
-        f"The measured slowdown of a traced iteration is {pct(slowdown)}: most of it is the tracing of every call, "
-        "which these windows do not show."
+        f"The measured slowdown of a traced {timing['overhead_unit']} is {pct(slowdown)}: most of it is the tracing "
+        "of every call, which these windows do not show."
         if slowdown is not None
         else "Only an untraced run of the same workload measures the tracer's whole slowdown."
     )

@@ -47,6 +47,8 @@ PARAMETERS = (
     ("enforce_eager", "engine", pa.bool_()),
     ("tensor_parallel_size", "engine", pa.int64()),
 )
+#: Parameters a serving run does not have: the request rate, not a batch, sets its load.
+OFFLINE_ONLY = frozenset({"batch_size"})
 #: What a run must share with another to be placed on one axis with it: runs differing in any of these are
 #: split into comparison groups (their values, from the traced run record, are columns of the study table).
 GROUP_FIELDS = ("mode", "capture_mode", "nsys_arguments", "model", "gpu_name", "vllm_version")
@@ -82,7 +84,7 @@ STUDY_SCHEMA = pa.schema(
         pa.field("mean_iteration_latency_s_untraced", pa.float64()),  # the same workload without nsys
         pa.field("kernel_count", pa.int64()),
         pa.field("kernel_time_ns", pa.int64()),
-        pa.field("iteration_overhead", pa.float64()),  # traced / untraced median iteration latency - 1
+        pa.field("iteration_overhead", pa.float64()),  # traced / untraced median latency - 1: iteration or TPOT
         pa.field("busy_share_raw", pa.float64()),  # GPU busy / traced capture window
         pa.field("busy_share_corrected", pa.float64()),  # GPU busy per iteration / untraced median latency
         *(pa.field(f"share_{c.replace('/', '_')}", pa.float64()) for c in CATEGORY_ORDER),
@@ -180,7 +182,8 @@ def _record_columns(traced: RunRecord | None, untraced: RunRecord | None) -> dic
             "serve": spec.get("serve", {}) if row["mode"] == "serve" else {},
         }
         for name, section, _ in PARAMETERS:
-            row[name] = sections[section].get(name)
+            applies = row["mode"] != "serve" or name not in OFFLINE_ONLY
+            row[name] = sections[section].get(name) if applies else None
         row["output_tok_per_s_traced"] = traced["output_tokens_per_s"]
         row.update(
             model=traced["model"]["name"], gpu_name=traced["gpu"]["name"], vllm_version=traced["versions"]["vllm"]
@@ -364,7 +367,8 @@ def _busy_basis(sweep: Sweep) -> tuple[str, str, str]:
     The corrected share where every run of the group has it; else the raw one, said to be inflated.
     """
     if sweep.runs["busy_share_corrected"].notna().all():
-        return "busy_share_corrected", "share of an untraced iteration", "Busy share of an untraced iteration per run"
+        span = "load" if (sweep.runs["mode"] == "serve").all() else "iteration"
+        return "busy_share_corrected", f"share of an untraced {span}", f"Busy share of an untraced {span} per run"
     return (
         "busy_share_raw",
         "share of the traced window, inflated by the tracer",
@@ -395,9 +399,32 @@ def idle_trend(study: StudyResults) -> Iterator[Observation]:
         )
 
 
+def served_rate(sweep: Sweep) -> Iterator[Observation]:
+    """Along a request-rate sweep, throughput follows the offered rate until the server saturates: how much of the
+    highest rate it served says whether the sweep reached the knee."""
+    served = _measured(sweep, "request_per_s")
+    if served is None:
+        return
+    offered, achieved = float(sweep.last["request_rate"]), float(sweep.last[served])
+    each = "; ".join(f"{r['request_rate']:g} offered: {r[served]:,.2f} served" for _, r in sweep.runs.iterrows())
+    yield Observation(
+        "info",
+        f"Served {achieved:,.1f} of {offered:g} requests/s offered at the highest rate ({pct(achieved / offered)})"
+        f"{sweep.where}",
+        f"Requests/s per run ({served.rsplit('_', 1)[1]}): {each}. An open-loop load sets throughput by its rate "
+        "until the server saturates, so throughput alone does not show the server's speed; latency does.",
+        "Where the served rate falls below the offered one, the server is saturated: sweep higher rates until it "
+        "does, to find the knee of the latency-throughput curve.",
+    )
+
+
 def throughput_scaling(study: StudyResults) -> Iterator[Observation]:
-    """Throughput from the first to the last run of each sweep: untraced where measured, else traced."""
+    """Throughput from the first to the last run of each sweep: untraced where measured, else traced; for a
+    request-rate sweep, the share of the offered rate served."""
     for sweep in study.sweeps:
+        if sweep.parameter == "request_rate":
+            yield from served_rate(sweep)
+            continue
         first, last, parameter, label = sweep.first, sweep.last, sweep.parameter, sweep.label
         for column, which in (("output_tok_per_s_untraced", "untraced"), ("output_tok_per_s_traced", "traced")):
             if pd.notna(first[column]) and pd.notna(last[column]) and first[column] > 0:
@@ -430,12 +457,13 @@ def category_shift(study: StudyResults) -> Iterator[Observation]:
 
 def overhead_range(study: StudyResults) -> Iterator[Observation]:
     for sweep in study.sweeps:
-        overheads, per_iteration = sweep.runs["profiler_overhead"], sweep.runs["iteration_overhead"]
+        overheads, slowdowns = sweep.runs["profiler_overhead"], sweep.runs["iteration_overhead"]
         if overheads.isna().all():
             continue
+        unit = "output token (TPOT p50)" if (sweep.runs["mode"] == "serve").all() else "iteration"
         latency = (
-            f" Per-iteration latency {pct(per_iteration.min())}–{pct(per_iteration.max())} longer traced."
-            if per_iteration.notna().any()
+            f" Latency per {unit} {pct(slowdowns.min())}–{pct(slowdowns.max())} longer traced."
+            if slowdowns.notna().any()
             else ""
         )
         yield Observation(

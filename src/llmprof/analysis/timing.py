@@ -33,6 +33,34 @@ def latency_spread(record: RunRecord | None) -> LatencySpread | None:
     return {"median_s": statistics.median(latencies), "min_s": min(latencies), "max_s": max(latencies)}
 
 
+def serving_tpot(traced: RunRecord | None, untraced: RunRecord | None) -> tuple[float, float] | None:
+    """Median TPOT (ms) traced and untraced of a serving run: its speed per token, which a fixed request rate does
+    not hide as it hides throughput and the load's duration. None for offline runs."""
+    a = traced.get("serving") if traced is not None else None
+    b = untraced.get("serving") if untraced is not None else None
+    if a is None or b is None:
+        return None
+    t, u = a["tpot"]["p50_ms"], b["tpot"]["p50_ms"]
+    return (t, u) if t and u else None
+
+
+def _slowdown(traced: RunRecord | None, untraced: RunRecord | None) -> tuple[float | None, str]:
+    """The tracer's slowdown and what it is of: a serving load's duration is set by its request rate, so a
+    serving run's is that of an output token; an offline run's, that of an iteration."""
+    tpot = serving_tpot(traced, untraced)
+    if tpot is not None:
+        return tpot[0] / tpot[1] - 1, "output token"
+    traced_latency, untraced_latency = latency_spread(traced), latency_spread(untraced)
+    if traced_latency is None or untraced_latency is None or untraced_latency["median_s"] <= 0:
+        return None, "iteration"
+    return traced_latency["median_s"] / untraced_latency["median_s"] - 1, "iteration"
+
+
+def timed_span(timing: IterationTiming) -> str:
+    """What the corrected busy share is of: a serving run's whole untraced load, else an untraced iteration."""
+    return "load" if timing["overhead_unit"] == "output token" else "iteration"
+
+
 def cuda_graph_trace(traced: RunRecord | None) -> str | None:
     """The ``--cuda-graph-trace`` value the traced run was captured with (None: no record of its arguments)."""
     nsys = traced.get("nsys") if traced is not None else None
@@ -66,9 +94,7 @@ def iteration_timing(
     graphs = cuda_graph_trace(traced)
     measured = activity["captured"] and graphs != "graph"
     per_iteration = busy_ns / iterations if measured and iterations else None
-    overhead = None
-    if traced_latency is not None and untraced_latency is not None and untraced_latency["median_s"] > 0:
-        overhead = traced_latency["median_s"] / untraced_latency["median_s"] - 1
+    overhead, unit = _slowdown(traced, untraced)
     corrected = None
     if per_iteration is not None and untraced_latency is not None and untraced_latency["median_s"] > 0:
         corrected = min(1.0, per_iteration / (untraced_latency["median_s"] * 1e9))
@@ -77,7 +103,14 @@ def iteration_timing(
     elif not activity["captured"]:
         basis, note = "none", "no GPU work captured"
     elif corrected is not None:
-        basis, note = "untraced", "busy time per captured iteration over the untraced median iteration latency"
+        basis, note = (
+            "untraced",
+            (
+                "busy time in the captured load over the untraced load's duration"
+                if unit == "output token"
+                else "busy time per captured iteration over the untraced median iteration latency"
+            ),
+        )
     else:
         basis, note = "traced window", NO_UNTRACED if untraced is None else NO_TRACED
     return {
@@ -87,6 +120,7 @@ def iteration_timing(
         "traced_latency": traced_latency,
         "untraced_latency": untraced_latency,
         "iteration_overhead": overhead,
+        "overhead_unit": unit,
         "busy_share_raw": activity["busy_fraction"] if measured else None,
         "busy_share_corrected": corrected,
         "cuda_graph_trace": graphs,

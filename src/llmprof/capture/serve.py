@@ -345,6 +345,22 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def torch_cuda_version() -> str | None:
+    """The CUDA version the server's torch was built with, asked of this interpreter (the server's) in a child
+    process, so that the stage itself never imports torch; None where torch is absent or does not answer."""
+    try:
+        answer = subprocess.run(
+            [sys.executable, "-c", "import torch; print(torch.version.cuda or '')"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return answer.stdout.strip() or None
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -376,7 +392,7 @@ def serving_run_record(
             "llmprof": __version__,
             "vllm": _version("vllm"),
             "torch": _version("torch"),
-            "cuda": None,
+            "cuda": torch_cuda_version(),
             "driver": driver,
             "python": ".".join(map(str, sys.version_info[:3])),
         },

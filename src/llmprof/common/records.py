@@ -335,7 +335,8 @@ class IterationTiming(TypedDict):
     busy_ns_per_iteration: float | None  # mean per-device busy time / captured iterations
     traced_latency: LatencySpread | None
     untraced_latency: LatencySpread | None
-    iteration_overhead: float | None  # traced median / untraced median - 1
+    iteration_overhead: float | None  # traced median / untraced median - 1 (of overhead_unit)
+    overhead_unit: str  # "iteration", or "output token" for a serving run (its median TPOT)
     busy_share_raw: float | None  # busy / traced capture window
     busy_share_corrected: float | None  # busy per iteration / untraced median latency, capped at 1
     cuda_graph_trace: str | None  # --cuda-graph-trace of the traced record (None: not recorded)

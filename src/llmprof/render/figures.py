@@ -411,25 +411,51 @@ def study_throughput(table: pd.DataFrame, parameter: str | None, entries: list[R
     _legend_outside(ax, *ax.get_legend_handles_labels())
 
 
+#: The latency the study compares, traced and untraced: a generate call's (offline) or an output token's (serving,
+#: whose load lasts as long as its request rate says, traced or not): measure → (offline column in s, serving in ms).
+LATENCY_COLUMNS = {
+    "without nsys": ("mean_iteration_latency_s_untraced", "tpot_p50_ms_untraced"),
+    "under nsys": ("mean_iteration_latency_s", "tpot_p50_ms_traced"),
+}
+
+
+def _latency_ms(ok: pd.DataFrame) -> dict[str, np.ndarray]:
+    serving = (ok["mode"] == "serve").to_numpy()
+    return {
+        measure: np.where(serving, ok[tpot].to_numpy(dtype=float), ok[call].to_numpy(dtype=float) * 1e3)
+        for measure, (call, tpot) in LATENCY_COLUMNS.items()
+    }
+
+
+def _latency_label(ok: pd.DataFrame) -> str:
+    serving = ok["mode"] == "serve"
+    if serving.all():
+        return "median time per output token (ms)"
+    return (
+        "latency (ms): generate call, TPOT p50 when serving" if serving.any() else "mean latency per generate call (ms)"
+    )
+
+
 def study_latency(table: pd.DataFrame, parameter: str | None, entries: list[RunEntry], fig: Figure) -> None:
-    """Mean latency of a generate call per run, without and under nsys side by side, from 0."""
+    """Latency per run, without and under nsys side by side, from 0: of a generate call, or for a serving run of an
+    output token (median TPOT)."""
     ax = fig.subplots()
     ok, label = _study_x(table, parameter)
-    measures = {"without nsys": "mean_iteration_latency_s_untraced", "under nsys": "mean_iteration_latency_s"}
-    ok = ok.dropna(subset=list(measures.values()), how="all")
+    latency = _latency_ms(ok)
+    measured = ~np.all([np.isnan(v) for v in latency.values()], axis=0)
+    ok, latency = ok[measured], {m: v[measured] for m, v in latency.items()}
     if ok.empty:
         return _no_data(ax, "No run records: latency was not measured")
     positions, width = np.arange(len(ok)), 0.38
     palette = sns.color_palette("tab10").as_hex()
-    for offset, colour, (measure, column) in zip((-width / 2, width / 2), palette, measures.items()):
-        ms = ok[column].to_numpy(dtype=float) * 1e3
+    for offset, colour, (measure, ms) in zip((-width / 2, width / 2), palette, latency.items()):
         ax.bar(positions + offset, np.nan_to_num(ms), width, color=colour, label=measure)
         for x, value in zip(positions + offset, ms):
-            note = "n/a" if np.isnan(value) else f"{value:,.1f}"
+            note = "n/a" if np.isnan(value) else f"{value:,.1f}" if value >= 10 else f"{value:,.2f}"
             ax.annotate(note, (x, np.nan_to_num(value)), xytext=(0, 3), textcoords="offset points", ha="center")
     ax.set_xticks(positions, _run_names(ok, label) if _split(ok) else list(ok["x"]))
-    ax.set_ylim(0, 1.15 * float(np.nanmax(ok[list(measures.values())].to_numpy(dtype=float))) * 1e3)
-    ax.set(xlabel=label, ylabel="mean latency per generate call (ms)", title="Latency without and under nsys")
+    ax.set_ylim(0, 1.15 * float(np.nanmax(np.concatenate(list(latency.values())))))
+    ax.set(xlabel=label, ylabel=_latency_label(ok), title="Latency without and under nsys")
     _legend_outside(ax, *ax.get_legend_handles_labels())
 
 
@@ -507,7 +533,11 @@ StudyDrawing = Callable[[pd.DataFrame, str | None, list[RunEntry], Figure], None
 #: Study figures: name → drawing function, size (inches) and caption.
 STUDY_FIGURES: dict[str, tuple[StudyDrawing, tuple[float, float], str]] = {
     "throughput": (study_throughput, (9, 4.5), "Throughput with and without nsys along the swept parameter"),
-    "latency": (study_latency, (9, 4.5), "Mean latency of a generate call, without and under nsys"),
+    "latency": (
+        study_latency,
+        (9, 4.5),
+        "Latency without and under nsys: of a generate call, or of an output token (median TPOT) for serving runs",
+    ),
     "categories": (study_categories, (11, 4.5), "GPU time by kernel category per run"),
     "top_kernels": (study_top_kernels, (11, 7), "Top kernels' share of GPU time per run"),
     "serving": (study_serving, (12, 4.5), "Serving runs: latency against request throughput, and GPU busy share"),

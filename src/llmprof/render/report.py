@@ -18,10 +18,18 @@ from llmprof.analysis.categories import kernel_label
 from llmprof.analysis.findings import Finding, findings, pct, profiler_overhead, rank_label
 from llmprof.analysis.iterations import MIN_STEADY_STEPS
 from llmprof.analysis.serving import LATENCIES, PhaseSteps, engine_steps, latency_overhead, phase_steps, serving
-from llmprof.analysis.timing import run_timing
+from llmprof.analysis.timing import run_timing, timed_span
 from llmprof.common.errors import InputError
 from llmprof.common.outputs import staged_directory, write_json
-from llmprof.common.records import IterationTiming, Metrics, RunRecord, ServingRecord, load_metrics, load_run_record
+from llmprof.common.records import (
+    IterationTiming,
+    Metrics,
+    RunRecord,
+    ServingRecord,
+    StepMetrics,
+    load_metrics,
+    load_run_record,
+)
 from llmprof.render.document import Block, Figure, Heading, Paragraph, Table, embedded_images, to_html, to_markdown
 from llmprof.render.figures import FIGURES, figure_links
 
@@ -47,14 +55,15 @@ def _busy_share(value: float | None, timing: IterationTiming) -> str:
 
 def _timing_rows(timing: IterationTiming) -> list[tuple[str, str]]:
     """The tracer's per-iteration overhead and the busy share of the traced window beside an untraced iteration's."""
-    overhead = timing["iteration_overhead"]
+    overhead, unit = timing["iteration_overhead"], timing["overhead_unit"]
+    measure = "TPOT" if unit == "output token" else "latency"
     return [
         (
-            "Per-iteration overhead (traced / untraced median latency − 1)",
+            f"Per-{unit.replace(' ', '-')} overhead (traced / untraced median {measure} − 1)",
             "not measured" if overhead is None else pct(overhead),
         ),
         ("GPU busy, traced window (raw)", _busy_share(timing["busy_share_raw"], timing)),
-        ("GPU busy, untraced iteration (corrected)", _busy_share(timing["busy_share_corrected"], timing)),
+        (f"GPU busy, untraced {timed_span(timing)} (corrected)", _busy_share(timing["busy_share_corrected"], timing)),
     ]
 
 
@@ -175,7 +184,7 @@ def _workload_text(traced: RunRecord) -> str:
             f"{workload['output_len']} tokens; {len(traced['warmup_latency_s'])} warmup calls before the "
             f"capture, {len(traced['iterations'])} captured"
         )
-    rate = f"{load['request_rate']:g} requests/s (Poisson)" if load["request_rate"] else "all at once"
+    rate = f"at {load['request_rate']:g} requests/s (Poisson arrivals)" if load["request_rate"] else "sent at once"
     limit = f", at most {load['max_concurrency']} in flight" if load["max_concurrency"] else ""
     return (
         f"`vllm serve`: {load['num_prompts']} requests {rate}{limit}, input {workload['input_len']} tokens, output "
@@ -414,6 +423,11 @@ def _step_blocks(m: Metrics) -> list[Block]:
             ("Critical path (margin)", f"{steps['critical_path'] or 'unknown'} ({_pct(steps['critical_margin'])})"),
         )
         blocks.append(Table(("Per steady step (median)", "Value"), rows))
+    return blocks + _launch_blocks(steps)
+
+
+def _launch_blocks(steps: StepMetrics) -> list[Block]:
+    """The kernels launched outside CUDA graphs, by host time per steady step (none: no blocks)."""
     launches = tuple(
         (
             c["name"],
@@ -424,15 +438,15 @@ def _step_blocks(m: Metrics) -> list[Block]:
         )
         for c in steps["nongraph_launches"]
     )
-    if launches:
-        blocks += [
-            Paragraph(
-                "Kernels launched outside CUDA graphs, by host time per steady step: host per launch is the "
-                "launch call and the host time since the step's previous launch."
-            ),
-            Table(("Kernel", "Per step", "Host per launch", "In the call", "GPU per launch"), launches),
-        ]
-    return blocks
+    if not launches:
+        return []
+    return [
+        Paragraph(
+            "Kernels launched outside CUDA graphs, by host time per steady step: host per launch is the "
+            "launch call and the host time since the step's previous launch."
+        ),
+        Table(("Kernel", "Per step", "Host per launch", "In the call", "GPU per launch"), launches),
+    ]
 
 
 #: Where iteration windows came from, in words.
@@ -529,10 +543,10 @@ def _profiler_blocks(m: Metrics, timing: IterationTiming) -> list[Block]:
         Paragraph(
             f"The export records {work['count']} windows of profiler work ({_ms(work['time_ns'])} summed over "
             f"threads, {_ms(work['in_window_ns'])} of the capture window); {_ms(work['gpu_idle_ns'])} of GPU idle "
-            "time falls in them and is counted as profiler work, not idle. Measured slowdown of a traced iteration: "
-            f"{'not measured (no untraced run)' if overhead is None else pct(overhead)}. These windows show only part "
-            "of the profiler's cost: the tracing of every call slows the host too, which only the untraced run "
-            "measures."
+            "time falls in them and is counted as profiler work, not idle. Measured slowdown of a traced "
+            f"{timing['overhead_unit']}: {'not measured (no untraced run)' if overhead is None else pct(overhead)}. "
+            "These windows show only part of the profiler's cost: the tracing of every call slows the host too, "
+            "which only the untraced run measures."
         ),
         Table(("Profiler work", "pid/tid", "Duration", "Capture window"), rows),
     ]

@@ -30,13 +30,13 @@ RUN_COLUMNS = (
     ("comparison_group", "comparison group", ""),
     ("output_tok_per_s_untraced", "output tok/s without nsys", "tok"),
     ("output_tok_per_s_traced", "output tok/s under nsys", "tok"),
-    ("profiler_overhead", "throughput lost to nsys", "pct"),
-    ("iteration_overhead", "iteration slowdown under nsys", "pct"),
+    ("profiler_overhead", "lost to nsys (tok/s; serving: per-token speed)", "pct"),
+    ("iteration_overhead", "slowdown under nsys (iteration; serving: TPOT)", "pct"),
 )
 GPU_COLUMNS = (
     ("run", "run", ""),
     ("busy_share_raw", "GPU busy, traced window", "pct"),
-    ("busy_share_corrected", "GPU busy, untraced iteration", "pct"),
+    ("busy_share_corrected", "GPU busy, untraced iteration (serving: load)", "pct"),
     ("share_gemm", "GEMM (% of kernel time)", "pct"),
     ("share_attention", "attention (% of kernel time)", "pct"),
     ("sync_share", "sync (% of CUDA API time)", "pct"),
@@ -58,13 +58,14 @@ SERVING_COLUMNS = (
     ("tpot_p50_ms_untraced", "TPOT p50", "ms"),
     ("itl_p99_ms_untraced", "ITL p99", "ms"),
     ("ttft_p99_ms_traced", "TTFT p99 under nsys", "ms"),
+    ("tpot_p50_ms_traced", "TPOT p50 under nsys", "ms"),
     ("mean_batch_requests", "requests per engine step", "rate"),
 )
 
 
 def _cell(value: object, kind: str = "") -> str:
     """A table cell: n/a where the value is missing, numbers written as their kind says (pct, tok, mb, name)."""
-    if value is None or (isinstance(value, float) and pd.isna(value)):
+    if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)):
         return "n/a"
     if kind == "name":
         text = str(value)
