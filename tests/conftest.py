@@ -3,10 +3,13 @@ workflow run once."""
 
 from __future__ import annotations
 
+import hashlib
+import lzma
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,24 +24,50 @@ SAMPLES = ROOT / "resources" / "samples"
 DEMO = DATA / "vllm_inproc_h100_3iter" / "vllm.sqlite"
 
 
+#: Where exports kept xz-compressed in tests/data are unpacked, once per content, outside the working tree.
+UNPACKED = Path(tempfile.gettempdir()) / "llmprof-test-data"
+
+
+def unpacked(packed: Path) -> Path:
+    """The export ``NAME.sqlite.xz`` unpacked to ``NAME.sqlite`` in a folder named by its content's digest."""
+    digest = hashlib.sha256(packed.read_bytes()).hexdigest()[:16]
+    target = UNPACKED / digest / packed.name.removesuffix(".xz")
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+        with lzma.open(packed) as source, partial.open("wb") as sink:
+            shutil.copyfileobj(source, sink)
+        partial.replace(target)
+    return target
+
+
+def data_export(folder: Path, stem: str) -> Path:
+    """The export ``stem`` of a tests/data folder: ``stem.sqlite``, or ``stem.sqlite.xz`` unpacked."""
+    plain = folder / f"{stem}.sqlite"
+    return plain if plain.exists() else unpacked(folder / f"{stem}.sqlite.xz")
+
+
 @dataclass(frozen=True)
 class Capture:
-    """One real export with its nsys stats golden files."""
+    """One real export with its nsys stats golden files (in ``home``, the folder it is kept in)."""
 
     id: str
     sqlite: Path
+    home: Path
 
     @property
     def oracle_dir(self) -> Path:
-        return self.sqlite.parent / "nsys-stats"
+        return self.home / "nsys-stats"
 
     def oracle(self, report: str) -> Path:
         return self.oracle_dir / f"{self.sqlite.stem}_{report}.csv"
 
 
 def all_captures() -> list[Capture]:
-    tests = [Capture(f"{p.parent.name}/{p.stem}", p) for p in sorted(DATA.glob("*/*.sqlite"))]
-    samples = [Capture(f"samples/{p.parent.name}", p) for p in sorted(SAMPLES.glob("*/*.sqlite"))]
+    kept = sorted([*DATA.glob("*/*.sqlite"), *DATA.glob("*/*.sqlite.xz")])
+    stems = [(p.parent, p.name.removesuffix(".xz").removesuffix(".sqlite")) for p in kept]
+    tests = [Capture(f"{folder.name}/{stem}", data_export(folder, stem), folder) for folder, stem in stems]
+    samples = [Capture(f"samples/{p.parent.name}", p, p.parent) for p in sorted(SAMPLES.glob("*/*.sqlite"))]
     return tests + samples
 
 

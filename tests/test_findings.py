@@ -458,10 +458,10 @@ def test_runs_of_another_capture_mode_are_split_apart(extracted: dict[str, Path]
 
 
 def _serving(p50_ms: float, p99_ms: float) -> dict[str, object]:
-    """A serving record of the documented client result (tests/data/vllm_bench_serve_result) with the given TTFT."""
-    document = json.loads((DATA / "vllm_bench_serve_result" / "result.json").read_text())
+    """A serving record of a real client result (tests/data/vllm_serve_h200_rate32) with the given TTFT."""
+    document = json.loads((DATA / "vllm_serve_h200_rate32" / "client-result.json").read_text())
     document.update(p50_ttft_ms=p50_ms, p99_ttft_ms=p99_ms)
-    settings = run_spec("srv", {"model": "m", "mode": "serve", "serve": {"request_rate": 4, "num_prompts": 16}})
+    settings = run_spec("srv", {"model": "m", "mode": "serve", "serve": {"request_rate": 32, "num_prompts": 24}})
     return dict(serving_record(document, settings, DATA / "result.json"))
 
 
@@ -470,8 +470,8 @@ def test_ttft_tail(m: Metrics) -> None:
     assert silent("ttft_tail", m, traced, untraced)  # offline runs have no serving load
     traced["serving"] = _serving(10.0, 10.0 * rules.TTFT_TAIL_RATIO + 0.01)  # type: ignore[typeddict-item]
     found = fired("ttft_tail", m, traced)
-    assert found.confidence == "medium" and found.title == "Time to first token: p99 3.0× the median at 4 requests/s"
-    assert found.numbers["ttft_p99_ms"] == 30.01 and "traced load of 16 requests" in found.evidence
+    assert found.confidence == "medium" and found.title == "Time to first token: p99 3.0× the median at 32 requests/s"
+    assert found.numbers["ttft_p99_ms"] == 30.01 and "traced load of 24 requests" in found.evidence
     untraced["serving"] = _serving(10.0, 10.0 * rules.TTFT_TAIL_RATIO - 0.01)  # type: ignore[typeddict-item]
     assert silent("ttft_tail", m, traced, untraced)  # the untraced load is the one judged where it exists
     untraced["serving"] = _serving(10.0, 10.0 * rules.TTFT_TAIL_RATIO + 0.01)  # type: ignore[typeddict-item]

@@ -38,7 +38,7 @@ from llmprof.common.errors import ConfigError, InputError, LlmprofError
 from llmprof.common.records import RunSpec, load_run_record
 
 SERVING = ROOT / "tests" / "serving"
-RESULT = DATA / "vllm_bench_serve_result" / "result.json"
+RESULT = DATA / "vllm_serve_h200_rate32" / "client-result.json"
 #: A real capture of vLLM engine steps, standing in for what nsys would export from the server.
 STEP_CAPTURE = ROOT / "resources" / "samples" / "vllm-llama1b-bs16" / "profile.sqlite"
 
@@ -135,10 +135,14 @@ def test_vllm_client_result_format_becomes_the_record(model_dir: Path, pids: Pat
     standin = [sys.executable, str(SERVING / "vllm_bench_standin.py")]
     record = serve_baseline(spec(client="vllm", client_command=standin), model_dir, tmp_path / "run.json")
     serving, result = record["serving"], json.loads(RESULT.read_text())
-    assert serving["ttft"] == {"mean_ms": 21.5, "p50_ms": 19.75, "p90_ms": 27.25, "p99_ms": 33.5}
+    ttft = {f"{key}_ms": result[f"{key}_ttft_ms"] for key in ("mean", "p50", "p90", "p99")}
+    assert serving["ttft"] == ttft and ttft["p99_ms"] == pytest.approx(28.229, abs=1e-3)
     assert serving["tpot"]["p99_ms"] == result["p99_tpot_ms"] and serving["itl"]["p90_ms"] == result["p90_itl_ms"]
-    assert serving["request_throughput_per_s"] == 4.0 and serving["output_tokens_per_s"] == 128.0
-    assert serving["duration_s"] == 4.0 and record["output_tokens"] == 512
+    assert serving["request_throughput_per_s"] == result["request_throughput"]
+    assert serving["output_tokens_per_s"] == result["output_throughput"] and serving["completed"] == 24
+    assert (
+        serving["duration_s"] == result["duration"] and record["output_tokens"] == result["total_output_tokens"] == 384
+    )
     assert running(pids) == []
 
 

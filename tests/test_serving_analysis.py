@@ -1,7 +1,8 @@
-"""Engine steps of a real vLLM capture (hook mode, batch 16), and a serving run's report beside them.
+"""Engine steps of real vLLM captures, and a serving run's report beside them.
 
-The serving records are built from the bundled capture's own run records plus the documented result file of
-`vllm bench serve` (tests/data/vllm_bench_serve_result), the untraced one with every latency 0.8 times as long.
+The serving run is a real one (tests/data/vllm_serve_h200_rate32: `vllm serve` on an H200 under `vllm bench serve`
+at 32 requests/s, traced and untraced). The study tests build request-rate sweeps from the offline captures' own
+run records plus that run's client result, scaled.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from llmprof.render.study import write_study
 
 HOOK = "samples/vllm-llama1b-bs16"
 INPROC = "vllm_inproc_h100_3iter/vllm"
-RESULT = DATA / "vllm_bench_serve_result" / "result.json"
+SERVE = "vllm_serve_h200_rate32/profile"
+SERVE_RUN = DATA / "vllm_serve_h200_rate32"
+RESULT = DATA / "vllm_serve_h200_rate32" / "client-result.json"
 
 
 def test_steps_carry_phase_batch_and_gpu_time(extracted: dict[str, Path]) -> None:
@@ -50,33 +53,32 @@ def test_a_capture_without_step_ranges_has_no_steps(extracted: dict[str, Path]) 
     assert phase_steps(steps) == [] and mean_batch_requests(steps) is None
 
 
-def _serving_records(folder: Path) -> tuple[Path, Path]:
-    """The bundled capture's records, as a serving run's: traced, and untraced with 0.8 times the latencies."""
-    settings = run_spec("srv", {"model": "m", "mode": "serve", "serve": {"request_rate": 4, "num_prompts": 16}})
+def test_serving_capture_steps_account_for_every_output_token(extracted: dict[str, Path]) -> None:
+    """Each engine step yields one token per running request: the steps' requests add up to the client's tokens."""
+    steps = engine_steps(extracted[SERVE])
     result = json.loads(RESULT.read_text())
-    paths = []
-    for name, scale in (("run", 1.0), ("baseline", 0.8)):
-        record: dict[str, Any] = json.loads((SAMPLES / "vllm-llama1b-bs16" / f"{name}.json").read_text())
-        record["spec"].update(mode="serve", serve=settings["serve"])
-        scaled = {k: v * scale if k.endswith("_ms") else v for k, v in result.items()}
-        record["serving"] = serving_record(scaled, settings, RESULT)
-        paths.append(folder / f"{name}.json")
-        paths[-1].write_text(json.dumps(record))
-    return paths[0], paths[1]
+    assert int(steps["batch_requests"].sum()) == result["total_output_tokens"] == 24 * 16
+    phases = {p.phase: p for p in phase_steps(steps)}
+    assert {name: p.steps for name, p in phases.items()} == {"prefill": 4, "decode": 173, "mixed": 18}
+    context = steps["context_requests"].sum()
+    assert context == result["completed"]  # every request's prefill is in one step, alone or beside decodes
 
 
 def test_report_puts_latency_beside_the_engine_steps(extracted: dict[str, Path], tmp_path: Path) -> None:
-    traced, untraced = _serving_records(tmp_path)
-    found = write_report(extracted[HOOK], tmp_path / "report", run="srv", record=traced, baseline=untraced)
+    traced, untraced = SERVE_RUN / "run.json", SERVE_RUN / "baseline.json"
+    found = write_report(extracted[SERVE], tmp_path / "report", run="srv", record=traced, baseline=untraced)
     text = (tmp_path / "report" / "report.md").read_text()
     assert "## Serving: latency and the GPU behind it" in text
-    assert "16 requests 4 requests/s (Poisson), input 128 tokens, output 32 tokens, client vllm" in text
-    assert "| TTFT | 15.80 ms | 21.80 ms | 26.80 ms | prefill | 2 | 2 (3 max) | 32 |" in text
-    assert "| TPOT | 4.90 ms | 5.50 ms | 6.00 ms | decode | 62 | 16 (16 max) | 16 |" in text
-    assert "| TTFT | 19.75 ms / 15.80 ms | 27.25 ms / 21.80 ms | 33.50 ms / 26.80 ms | 25.0% | 25.0% |" in text
+    assert "24 requests at 32 requests/s (Poisson arrivals), input 64 tokens, output 16 tokens, client vllm" in text
+    assert "| TTFT | 14.41 ms | 15.89 ms | 16.86 ms | prefill | 4 | 1 (1 max) | 64 |" in text
+    assert "| TPOT | 1.94 ms | 2.74 ms | 2.79 ms | decode | 173 | 1 (5 max) | 1 |" in text
+    assert "| TTFT | 20.08 ms / 14.41 ms | 22.64 ms / 15.89 ms | 28.23 ms / 16.86 ms | 39.3% | 67.4% |" in text
+    assert "| Per-output-token overhead (traced / untraced median TPOT − 1) | 73.3% |" in text  # 3.36 / 1.94 ms
+    assert "Measured slowdown of a traced output token: 73.3%" in text
     assert "| Captured iteration |" not in text  # a serving load is one captured load, not iterations
     assert "Serving: latency" in (tmp_path / "report" / "report.html").read_text()
-    assert "ttft_tail" not in {f.id for f in found}  # p99 / p50 = 1.7 in the documented result
+    overhead = next(f for f in found if f.id == "profiler_overhead")
+    assert overhead.title == "Profiler overhead: 42.3% of per-token speed under nsys"
 
 
 def test_offline_report_has_no_serving_section(extracted: dict[str, Path], tmp_path: Path) -> None:
@@ -88,7 +90,7 @@ def test_offline_report_has_no_serving_section(extracted: dict[str, Path], tmp_p
 
 def _serving_entry(tmp: Path, extracted: dict[str, Path], size: int, rate: float, slower: float) -> RunEntry:
     """A serving run at ``rate`` requests/s from the bundled capture of batch ``size``; latency ``slower`` × the
-    documented result's, throughput ``rate``."""
+    real client result's, throughput ``rate``."""
     settings = run_spec("srv", {"model": "m", "mode": "serve", "serve": {"request_rate": rate, "num_prompts": 16}})
     paths = []
     for name in ("run", "baseline"):
@@ -108,11 +110,12 @@ def test_study_sweeps_the_request_rate(extracted: dict[str, Path], tmp_path: Pat
     table = study_table(entries)
     assert table["mode"].tolist() == ["serve", "serve"] and table["request_rate"].tolist() == [2.0, 8.0]
     assert swept_parameter(table) == "request_rate"
-    assert table["ttft_p99_ms_untraced"].tolist() == [33.5, pytest.approx(100.5)]
+    p99 = json.loads(RESULT.read_text())["p99_ttft_ms"]
+    assert table["ttft_p99_ms_untraced"].tolist() == [p99, pytest.approx(3 * p99)]
     assert table["request_per_s_untraced"].tolist() == [2.0, 8.0] and table["mean_batch_requests"].notna().all()
     (found,) = [f for f in study_findings(table) if f.id == "latency_throughput"]
     assert found.title == "From request rate 2.0 to 8.0: requests/s 4.0×, TTFT p99 3.0×, TPOT p50 3.0×"
-    assert "request rate 2.0: 2.00 requests/s, TTFT p99 33.5 ms" in found.evidence
+    assert f"request rate 2.0: 2.00 requests/s, TTFT p99 {p99:.1f} ms" in found.evidence
     write_study(entries, tmp_path / "study")
     assert (tmp_path / "study" / "figures" / "serving.png").stat().st_size > 0
     text = (tmp_path / "study" / "report.md").read_text()

@@ -1,6 +1,6 @@
 """A stand-in for `vllm bench serve`: takes its flags, opens and closes the capture when given --profile, and
-writes the result file of tests/data/vllm_bench_serve_result (the documented format) where --result-dir and
---result-filename say."""
+writes a result file `vllm bench serve` wrote on the H200 (tests/data/vllm_serve_h200_rate32/client-result.json)
+where --result-dir and --result-filename say."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-RESULT = Path(__file__).resolve().parents[1] / "data" / "vllm_bench_serve_result" / "result.json"
+RESULT = Path(__file__).resolve().parents[1] / "data" / "vllm_serve_h200_rate32" / "client-result.json"
 
 
 def post(url: str) -> None:
