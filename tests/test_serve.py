@@ -356,3 +356,23 @@ def test_stage_stopped_by_a_signal_stops_the_server(
     assert stage.returncode == 1 and stderr.count("\n") == 1
     assert f"stopped by {signal.Signals(signum).name}; the server was stopped" in stderr
     assert running(pids) == [] and not out.exists() and not list(tmp_path.glob("*.partial*"))
+
+
+def test_stage_killed_outright_takes_the_server_with_it(
+    model_dir: Path, pids: Path, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """SIGKILL reaches no handler: the server, in its own session, still ends (SIGTERM on its parent's death)."""
+    entry = {key: value for key, value in spec("slow-start", ready_timeout_s=60).items() if key != "run"}
+    args = ["baseline", "srv", "--spec", json.dumps(entry), "--model", str(model_dir), "-o", str(tmp_path / "r.json")]
+    env = {**os.environ, "PATH": cli_env["PATH"]}
+    stage = subprocess.Popen([sys.executable, "-m", "llmprof", *args, "--quiet"], env=env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not pids.exists():
+        time.sleep(0.1)
+    assert len(running(pids)) == 1
+    stage.kill()
+    stage.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and running(pids):
+        time.sleep(0.1)
+    assert running(pids) == []

@@ -81,9 +81,12 @@ def main() -> None:
         note("FAKE_SERVER_PIDS", str(child.pid))
         print("INFO compiling graphs", flush=True)
         time.sleep(600)
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if args.behaviour == "slow-start":  # still loading, as a real server, but ends on SIGTERM
+        print("INFO loading weights", flush=True)
+        time.sleep(600)
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.serve_forever()
 
 

@@ -17,6 +17,7 @@ exits. The run record is written only when everything succeeded.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shlex
@@ -173,8 +174,20 @@ def stopped_by_signals_as_errors(run: str) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+#: prctl(PR_SET_PDEATHSIG, ...): the signal Linux sends a process when the thread that started it ends.
+PR_SET_PDEATHSIG = 1
+
+
+def _end_with_the_stage() -> None:
+    """In the child before exec: SIGTERM to it when the stage ends, even by SIGKILL, which no handler sees. The
+    server (or nsys, which then stops the server) shuts down instead of holding the GPU as an orphan. Linux only."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_process(command: list[str], log: IO[str]) -> subprocess.Popen[bytes]:
-    """Start ``command`` in a new session (its own process group), its output into ``log``."""
+    """Start ``command`` in a new session (its own process group), its output into ``log``; on Linux it gets
+    SIGTERM should the stage die without stopping it."""
     log.write("$ " + shlex.join(command) + "\n")
     log.flush()
     try:
@@ -185,6 +198,7 @@ def start_process(command: list[str], log: IO[str]) -> subprocess.Popen[bytes]:
             stdin=subprocess.DEVNULL,
             env={**os.environ, **WORKLOAD_ENV},
             start_new_session=True,
+            preexec_fn=_end_with_the_stage if sys.platform.startswith("linux") else None,
         )
     except OSError as exc:
         raise ServeError(f"{command[0]}: cannot be started ({exc.strerror or exc})") from exc
