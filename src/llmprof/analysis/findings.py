@@ -487,7 +487,8 @@ def nsys_overhead(run: RunResults) -> Iterator[Observation]:
         "warning" if loss >= OVERHEAD_SHARE else "info",
         f"Profiler overhead: {pct(loss)} of {what} under nsys",
         _overhead_evidence(run.traced, run.untraced),
-        "Quote the untraced throughput and the corrected busy share; read traced kernel times as relative. The cost "
+        "Quote the untraced throughput (a serving run's untraced latencies) and the corrected busy share; read traced "
+        "kernel times as relative. The cost "
         "is CUDA tracing itself (benchmarks/overhead/LADDER.md): no flag that still times every kernel lowers it "
         "measurably, and --cuda-graph-trace=graph lowers it by no longer timing the kernels inside CUDA graphs.",
         {
