@@ -120,6 +120,8 @@ def test_study_sweeps_the_request_rate(extracted: dict[str, Path], tmp_path: Pat
     assert (tmp_path / "study" / "figures" / "serving.png").stat().st_size > 0
     text = (tmp_path / "study" / "report.md").read_text()
     assert "| TTFT p99 |" in text and "| srv-rate8 | ok |" in text
+    assert "| per-token speed lost to nsys | TPOT slowdown under nsys |" in text  # a fixed rate hides throughput
+    assert "| GPU busy, untraced load |" in text and "iteration" not in text.split("## Findings")[0]
 
 
 def test_study_refuses_to_mix_offline_and_serving_runs(extracted: dict[str, Path], tmp_path: Path) -> None:
@@ -133,3 +135,6 @@ def test_study_refuses_to_mix_offline_and_serving_runs(extracted: dict[str, Path
     assert table["comparison_group"].tolist() == ["mode=offline", "mode=serve"]
     assert numeric_sweeps(table) == ()
     assert [f.id for f in study_findings(table)] == ["comparison_split"]
+    write_study([offline, _serving_entry(tmp_path, extracted, 1, 2.0, 1.0)], tmp_path / "study")
+    text = (tmp_path / "study" / "report.md").read_text()
+    assert "| lost to nsys (tok/s; serving: per-token speed) | slowdown under nsys (iteration; serving: TPOT) |" in text

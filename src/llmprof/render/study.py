@@ -30,13 +30,19 @@ RUN_COLUMNS = (
     ("comparison_group", "comparison group", ""),
     ("output_tok_per_s_untraced", "output tok/s without nsys", "tok"),
     ("output_tok_per_s_traced", "output tok/s under nsys", "tok"),
-    ("profiler_overhead", "lost to nsys (tok/s; serving: per-token speed)", "pct"),
-    ("iteration_overhead", "slowdown under nsys (iteration; serving: TPOT)", "pct"),
+    ("profiler_overhead", "throughput lost to nsys", "pct"),
+    ("iteration_overhead", "iteration slowdown under nsys", "pct"),
 )
+#: The overhead columns' labels by the study's modes: a serving run's overhead is that of its median TPOT.
+OVERHEAD_LABELS = {
+    "offline": ("throughput lost to nsys", "iteration slowdown under nsys"),
+    "serve": ("per-token speed lost to nsys", "TPOT slowdown under nsys"),
+    "both": ("lost to nsys (tok/s; serving: per-token speed)", "slowdown under nsys (iteration; serving: TPOT)"),
+}
 GPU_COLUMNS = (
     ("run", "run", ""),
     ("busy_share_raw", "GPU busy, traced window", "pct"),
-    ("busy_share_corrected", "GPU busy, untraced iteration (serving: load)", "pct"),
+    ("busy_share_corrected", "GPU busy, untraced iteration", "pct"),
     ("share_gemm", "GEMM (% of kernel time)", "pct"),
     ("share_attention", "attention (% of kernel time)", "pct"),
     ("sync_share", "sync (% of CUDA API time)", "pct"),
@@ -83,6 +89,20 @@ def _cell(value: object, kind: str = "") -> str:
     return f"{float(value) / 1e6:,.2f}"
 
 
+def _by_mode(table: pd.DataFrame, columns: tuple[tuple[str, str, str], ...]) -> tuple[tuple[str, str, str], ...]:
+    """``columns`` with the overhead and busy labels of the study's modes (offline runs, serving runs or both)."""
+    modes = set(table["mode"].dropna())
+    kind = "both" if len(modes) > 1 else "serve" if modes == {"serve"} else "offline"
+    lost, slowdown = OVERHEAD_LABELS[kind]
+    span = {"offline": "iteration", "serve": "load", "both": "iteration (serving: load)"}[kind]
+    labels = {
+        "profiler_overhead": lost,
+        "iteration_overhead": slowdown,
+        "busy_share_corrected": f"GPU busy, untraced {span}",
+    }
+    return tuple((name, labels.get(name, label), kind_) for name, label, kind_ in columns)
+
+
 def _table(table: pd.DataFrame, columns: tuple[tuple[str, str, str], ...]) -> Table:
     rows = tuple(tuple(_cell(row[c], k) for c, _, k in columns) for _, row in table.iterrows())
     return Table(tuple(label for _, label, _ in columns), rows)
@@ -102,9 +122,9 @@ def study_blocks(
             f"{(parameter or 'run').replace('_', ' ')}."
         ),
         Heading("Runs"),
-        _table(table, RUN_COLUMNS),
+        _table(table, _by_mode(table, RUN_COLUMNS)),
         Heading("Where the GPU time went", 3),
-        _table(table, GPU_COLUMNS),
+        _table(table, _by_mode(table, GPU_COLUMNS)),
         *serving,
         Heading("Findings"),
         *finding_blocks(found, "No comparison finding: fewer than two complete runs differ in a run parameter."),
