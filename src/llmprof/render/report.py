@@ -616,7 +616,7 @@ def build_report(
         Heading(f"llmprof report: {run}", 1),
         Paragraph(
             f"Capture `{source['file']}` "
-            f"(Nsight Systems {source['nsys_version'] or 'version not recorded in this export'}, "
+            f"(exported by Nsight Systems {source['nsys_version'] or 'of a version this export does not record'}, "
             f"export schema {source['export_schema_version'] or 'n/a'})."
         ),
         Heading("Headline numbers"),
