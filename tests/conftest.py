@@ -24,8 +24,9 @@ SAMPLES = ROOT / "resources" / "samples"
 DEMO = DATA / "vllm_inproc_h100_3iter" / "vllm.sqlite"
 
 
-#: Where exports kept xz-compressed in tests/data are unpacked, once per content, outside the working tree.
-UNPACKED = Path(tempfile.gettempdir()) / "llmprof-test-data"
+#: Where exports kept xz-compressed in tests/data are unpacked, once per content, outside the working tree: a
+#: folder of this user's own (another user's files there are never read).
+UNPACKED = Path(tempfile.gettempdir()) / f"llmprof-test-data-{os.getuid()}"
 
 
 def unpacked(packed: Path) -> Path:

@@ -62,3 +62,15 @@ def test_a_name_that_does_not_resolve_names_nothing(tmp_path: Path, table: str, 
         top = {k["name"]: k["category"] for k in metrics["kernels"]["top"]}
         assert top[None] == "other"
         assert "| ? | other | 1 |" in (tmp_path / "report" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("table", "report"),
+    [(RUNTIME, "cuda_api_sum"), (KERNEL, "cuda_gpu_kern_sum"), ("CUPTI_ACTIVITY_KIND_MEMCPY", "cuda_gpu_mem_time_sum")],
+)
+def test_stats_on_a_row_without_its_start_is_one_error_line(tmp_path: Path, table: str, report: str) -> None:
+    """A NULL start would drop out of nsys's SQL sums unseen; llmprof says the export is damaged instead."""
+    export = _damaged(tmp_path, table, "start = NULL")
+    code, output = _run("stats", str(export), "-r", report, "--format", "csv")
+    assert code == 1 and output.count("\n") == 1
+    assert f"rows of {table} without their start, end or size; the export is damaged" in output

@@ -341,7 +341,8 @@ def test_loadgen_without_a_profiling_server_is_one_error_line(tmp_path: Path) ->
 def test_stage_stopped_by_a_signal_stops_the_server(
     signum: int, model_dir: Path, pids: Path, tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
-    """A scheduler's time limit (SIGTERM) or a lost session (SIGHUP) mid-run: no server left, no record, one line."""
+    """A scheduler's time limit (SIGTERM) or a lost session (SIGHUP) mid-run, signalled twice: no server left, no
+    record, one line."""
     entry = {key: value for key, value in spec("hang", ready_timeout_s=60).items() if key != "run"}
     out = tmp_path / "r.json"
     args = ["baseline", "srv", "--spec", json.dumps(entry), "--model", str(model_dir), "-o", str(out), "--quiet"]
@@ -352,6 +353,8 @@ def test_stage_stopped_by_a_signal_stops_the_server(
         time.sleep(0.1)
     assert len(running(pids)) == 2  # the server and its child, both ignoring SIGTERM
     stage.send_signal(signum)
+    time.sleep(0.3)
+    stage.send_signal(signum)  # a second one, while the server is being stopped, must not cut that short
     _, stderr = stage.communicate(timeout=60)
     assert stage.returncode == 1 and stderr.count("\n") == 1
     assert f"stopped by {signal.Signals(signum).name}; the server was stopped" in stderr

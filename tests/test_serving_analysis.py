@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 from conftest import DATA, SAMPLES
 
+from llmprof.analysis.findings import profiler_overhead
 from llmprof.analysis.serving import engine_steps, mean_batch_requests, phase_steps
 from llmprof.analysis.study import RunEntry, numeric_sweeps, study_findings, study_table, swept_parameter
+from llmprof.analysis.timing import iteration_timing
 from llmprof.capture.serve import serving_record
 from llmprof.common.config import run_spec
 from llmprof.common.records import load_metrics
@@ -113,6 +115,11 @@ def test_study_sweeps_the_request_rate(extracted: dict[str, Path], tmp_path: Pat
     p99 = json.loads(RESULT.read_text())["p99_ttft_ms"]
     assert table["ttft_p99_ms_untraced"].tolist() == [p99, pytest.approx(3 * p99)]
     assert table["request_per_s_untraced"].tolist() == [2.0, 8.0] and table["mean_batch_requests"].notna().all()
+    (served,) = [f for f in study_findings(table) if f.id == "throughput_scaling"]
+    assert served.title == "Served 8.0 of 8 requests/s offered at the highest rate (100.0%)"
+    assert "2 offered: 2.00 served; 8 offered: 8.00 served" in served.evidence
+    (overhead,) = [f for f in study_findings(table) if f.id == "overhead_range"]
+    assert overhead.title.startswith("Profiler overhead: median TPOT ") and "per-token speed lost" in overhead.evidence
     (found,) = [f for f in study_findings(table) if f.id == "latency_throughput"]
     assert found.title == "From request rate 2.0 to 8.0: requests/s 4.0×, TTFT p99 3.0×, TPOT p50 3.0×"
     assert f"request rate 2.0: 2.00 requests/s, TTFT p99 {p99:.1f} ms" in found.evidence
@@ -138,3 +145,17 @@ def test_study_refuses_to_mix_offline_and_serving_runs(extracted: dict[str, Path
     write_study([offline, _serving_entry(tmp_path, extracted, 1, 2.0, 1.0)], tmp_path / "study")
     text = (tmp_path / "study" / "report.md").read_text()
     assert "| lost to nsys (tok/s; serving: per-token speed) | slowdown under nsys (iteration; serving: TPOT) |" in text
+
+
+@pytest.mark.parametrize("tpot", [0.0, float("nan"), None], ids=["one-token-requests", "nan", "missing"])
+def test_serving_overhead_without_a_tpot_is_unknown_not_the_load_duration(
+    tpot: float | None, extracted: dict[str, Path]
+) -> None:
+    """Without a TPOT to compare, a serving run's overhead is not measured: never the load's duration ratio, which
+    its request rate sets, nor the throughput lost."""
+    traced, untraced = (json.loads((SERVE_RUN / name).read_text()) for name in ("run.json", "baseline.json"))
+    assert profiler_overhead(traced, untraced) == pytest.approx(1 - 1.9400 / 3.3630, abs=1e-4)
+    traced["serving"]["tpot"]["p50_ms"] = tpot
+    timing = iteration_timing(load_metrics(extracted[SERVE]), traced, untraced)
+    assert (timing["iteration_overhead"], timing["overhead_unit"]) == (None, "output token")
+    assert profiler_overhead(traced, untraced) is None

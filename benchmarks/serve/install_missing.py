@@ -4,7 +4,8 @@
 
 On an offline GPU node the machine's own packages (torch and the rest) must win: a wheel is installed only where
 ``importlib.metadata`` finds no distribution of its name on the current path (SITE included, when it is on
-PYTHONPATH). Prints what was present and what it installs.
+PYTHONPATH). Names are compared, not versions: a distribution present in another version than the resolved one
+is kept, as the node's own stack must be. Prints what was present and what it installs.
 """
 
 from __future__ import annotations

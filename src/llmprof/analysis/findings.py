@@ -15,7 +15,7 @@ from typing import Generic, NamedTuple, TypeVar
 
 from llmprof.analysis.expert import GAP_MS, UTIL_THRESHOLD_PCT
 from llmprof.analysis.iterations import MIN_STEADY_STEPS
-from llmprof.analysis.timing import GRAPHS_WHOLE, run_timing, serving_tpot, timed_span
+from llmprof.analysis.timing import GRAPHS_WHOLE, is_serving, run_timing, serving_tpot, timed_span
 from llmprof.common.records import FindingRecord, IterationTiming, Metrics, Rank, RunRecord
 
 #: What a rule reads: a run's records (:class:`RunResults`) or a study's table.
@@ -249,13 +249,24 @@ def _not_measured(what: str) -> Observation:
     )
 
 
+def _inflation(timing: IterationTiming) -> str:
+    """How much the tracer stretched the window the raw share is of: an iteration, or a serving run's whole load
+    (whose length its request rate mostly sets, so not by the per-token slowdown)."""
+    if timed_span(timing) == "iteration":
+        overhead = timing["iteration_overhead"]
+        return f"inflated by the tracer by {'an unknown amount' if overhead is None else pct(overhead)} per iteration"
+    traced, untraced = timing["traced_latency"], timing["untraced_latency"]
+    if traced is None or untraced is None or untraced["median_s"] <= 0:
+        return "with a traced load of unknown length against the untraced one"
+    return f"with the traced load {pct(traced['median_s'] / untraced['median_s'] - 1)} longer than the untraced one"
+
+
 def _idle_evidence(timing: IterationTiming, raw_idle: float, untraced_s: float, largest_ns: int) -> str:
     """The corrected idle share's numbers: the raw share, busy per iteration, the untraced latency, the assumption."""
-    overhead, span = timing["iteration_overhead"], timed_span(timing)
+    span = timed_span(timing)
     return (
-        f"Raw {pct(raw_idle)} idle of the traced window (the profiler's own work left out), inflated by the tracer by "
-        f"{'an unknown amount' if overhead is None else pct(overhead)} per {timing['overhead_unit']}. GPU busy "
-        f"{_ms(timing['busy_ns_per_iteration'] or 0)} per captured {span} ({timing['iterations']} captured) "
+        f"Raw {pct(raw_idle)} idle of the traced window (the profiler's own work left out), {_inflation(timing)}. "
+        f"GPU busy {_ms(timing['busy_ns_per_iteration'] or 0)} per captured {span} ({timing['iterations']} captured) "
         f"against an untraced median {span} of {_ms(untraced_s * 1e9)}; largest gap between GPU operations "
         f"{_ms(largest_ns)}. {timing['assumption']}"
     )
@@ -456,9 +467,9 @@ def library_nvtx_only(run: RunResults) -> Iterator[Observation]:
 def profiler_overhead(traced: RunRecord, untraced: RunRecord) -> float | None:
     """Relative throughput lost under nsys: 1 - traced tok/s / untraced tok/s; for a serving run, where the request
     rate sets the throughput, the speed per token lost: 1 - untraced / traced median TPOT."""
-    tpot = serving_tpot(traced, untraced)
-    if tpot is not None:
-        return 1 - tpot[1] / tpot[0]
+    if is_serving(traced):
+        tpot = serving_tpot(traced, untraced)
+        return None if tpot is None else 1 - tpot[1] / tpot[0]
     t, u = traced["output_tokens_per_s"], untraced["output_tokens_per_s"]
     return 1 - t / u if t and u else None
 
@@ -482,7 +493,7 @@ def nsys_overhead(run: RunResults) -> Iterator[Observation]:
     loss = profiler_overhead(run.traced, run.untraced)
     if loss is None:
         return
-    what = "per-token speed" if serving_tpot(run.traced, run.untraced) is not None else "throughput"
+    what = "per-token speed" if is_serving(run.traced) else "throughput"
     yield Observation(
         "warning" if loss >= OVERHEAD_SHARE else "info",
         f"Profiler overhead: {pct(loss)} of {what} under nsys",

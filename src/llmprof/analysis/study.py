@@ -412,9 +412,10 @@ def served_rate(sweep: Sweep) -> Iterator[Observation]:
         f"Served {achieved:,.1f} of {offered:g} requests/s offered at the highest rate ({pct(achieved / offered)})"
         f"{sweep.where}",
         f"Requests/s per run ({served.rsplit('_', 1)[1]}): {each}. An open-loop load sets throughput by its rate "
-        "until the server saturates, so throughput alone does not show the server's speed; latency does.",
-        "Where the served rate falls below the offered one, the server is saturated: sweep higher rates until it "
-        "does, to find the knee of the latency-throughput curve.",
+        "until the server saturates, so throughput alone does not show the server's speed; latency does. With few "
+        "requests a run's Poisson arrivals stray from the offered rate by chance.",
+        "A served rate well below the offered one, with TTFT climbing, marks saturation; until the sweep reaches "
+        "it, add higher rates (and more requests per run) to find the knee of the latency-throughput curve.",
     )
 
 
@@ -456,20 +457,27 @@ def category_shift(study: StudyResults) -> Iterator[Observation]:
 
 
 def overhead_range(study: StudyResults) -> Iterator[Observation]:
+    """The profiler's overhead across each sweep: throughput lost and iteration slowdown, or for serving runs the
+    median TPOT's (the request rate sets their throughput, traced or not)."""
     for sweep in study.sweeps:
         overheads, slowdowns = sweep.runs["profiler_overhead"], sweep.runs["iteration_overhead"]
         if overheads.isna().all():
             continue
-        unit = "output token (TPOT p50)" if (sweep.runs["mode"] == "serve").all() else "iteration"
-        latency = (
-            f" Latency per {unit} {pct(slowdowns.min())}–{pct(slowdowns.max())} longer traced."
-            if slowdowns.notna().any()
-            else ""
-        )
+        lost, longer = (f"{pct(v.min())}–{pct(v.max())}" for v in (overheads, slowdowns))
+        if (sweep.runs["mode"] == "serve").all():
+            yield Observation(
+                "info",
+                f"Profiler overhead: median TPOT {longer} longer under nsys across runs{sweep.where}",
+                f"Traced against untraced median time per output token of the same load: {lost} of the per-token "
+                "speed lost. A fixed request rate sets the throughput traced or not, so throughput shows none of it.",
+                "Compare runs on their untraced latencies; use traced timings for where the time goes, not how much.",
+            )
+            continue
+        latency = f" Per-iteration latency {longer} longer traced." if slowdowns.notna().any() else ""
         yield Observation(
             "info",
-            f"Profiler overhead {pct(overheads.min())}–{pct(overheads.max())} across runs{sweep.where}",
-            f"Traced against untraced output tok/s of the same workload (median TPOT for serving runs).{latency}",
+            f"Profiler overhead {lost} across runs{sweep.where}",
+            f"Traced against untraced output tok/s of the same workload.{latency}",
             "Compare runs on untraced throughput; use traced timings for where the time goes, not how much.",
         )
 

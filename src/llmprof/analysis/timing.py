@@ -11,6 +11,7 @@ the basis the findings use and why.
 
 from __future__ import annotations
 
+import math
 import statistics
 
 from llmprof.common.records import CaptureMetrics, IterationTiming, LatencySpread, Metrics, RunRecord
@@ -33,23 +34,31 @@ def latency_spread(record: RunRecord | None) -> LatencySpread | None:
     return {"median_s": statistics.median(latencies), "min_s": min(latencies), "max_s": max(latencies)}
 
 
+def is_serving(record: RunRecord | None) -> bool:
+    """Whether a run record is a serving run's (it carries the client's measurements)."""
+    return record is not None and record.get("serving") is not None
+
+
 def serving_tpot(traced: RunRecord | None, untraced: RunRecord | None) -> tuple[float, float] | None:
     """Median TPOT (ms) traced and untraced of a serving run: its speed per token, which a fixed request rate does
-    not hide as it hides throughput and the load's duration. None for offline runs."""
+    not hide as it hides throughput and the load's duration. None for offline runs, and where either is missing,
+    zero (one output token per request) or not a number."""
     a = traced.get("serving") if traced is not None else None
     b = untraced.get("serving") if untraced is not None else None
     if a is None or b is None:
         return None
     t, u = a["tpot"]["p50_ms"], b["tpot"]["p50_ms"]
-    return (t, u) if t and u else None
+    if not (isinstance(t, (int, float)) and isinstance(u, (int, float))):
+        return None
+    return (float(t), float(u)) if all(math.isfinite(v) and v > 0 for v in (t, u)) else None
 
 
 def _slowdown(traced: RunRecord | None, untraced: RunRecord | None) -> tuple[float | None, str]:
     """The tracer's slowdown and what it is of: a serving load's duration is set by its request rate, so a
-    serving run's is that of an output token; an offline run's, that of an iteration."""
-    tpot = serving_tpot(traced, untraced)
-    if tpot is not None:
-        return tpot[0] / tpot[1] - 1, "output token"
+    serving run's is that of an output token (none without a TPOT to compare); an offline run's, an iteration's."""
+    if is_serving(traced):
+        tpot = serving_tpot(traced, untraced)
+        return (None if tpot is None else tpot[0] / tpot[1] - 1), "output token"
     traced_latency, untraced_latency = latency_spread(traced), latency_spread(untraced)
     if traced_latency is None or untraced_latency is None or untraced_latency["median_s"] <= 0:
         return None, "iteration"

@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -164,25 +164,42 @@ def stopped_by_signals_as_errors(run: str) -> Iterator[None]:
         return
 
     def stop(signum: int, _frame: object) -> None:
+        for ignored in previous:  # once: a second signal must not cut short the stopping of the server
+            signal.signal(ignored, signal.SIG_IGN)
         raise ServeError(f"run {run}: stopped by {signal.Signals(signum).name}; the server was stopped, no run kept")
 
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    previous: dict[signal.Signals, Any] = {}
+    for caught in (signal.SIGTERM, signal.SIGHUP):
+        previous[caught] = signal.signal(caught, stop)
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for caught, handler in previous.items():
+            signal.signal(caught, handler)
 
 
 #: prctl(PR_SET_PDEATHSIG, ...): the signal Linux sends a process when the thread that started it ends.
 PR_SET_PDEATHSIG = 1
+#: libc's prctl, looked up here: the child must not load libraries between fork and exec.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
-def _end_with_the_stage() -> None:
-    """In the child before exec: SIGTERM to it when the stage ends, even by SIGKILL, which no handler sees. The
-    server (or nsys, which then stops the server) shuts down instead of holding the GPU as an orphan. Linux only."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _ending_with(stage: int) -> Callable[[], None] | None:
+    """What the child runs before exec: SIGTERM to it when the stage ends, even by SIGKILL, which no handler sees.
+
+    The server (or nsys, which then stops the server) shuts down instead of holding the GPU as an orphan. A stage
+    gone before the child could ask for that ends the child at once. None off Linux.
+    """
+    if _PRCTL is None:
+        return None
+    prctl = _PRCTL
+
+    def end_with_the_stage() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != stage:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return end_with_the_stage
 
 
 def start_process(command: list[str], log: IO[str]) -> subprocess.Popen[bytes]:
@@ -198,7 +215,7 @@ def start_process(command: list[str], log: IO[str]) -> subprocess.Popen[bytes]:
             stdin=subprocess.DEVNULL,
             env={**os.environ, **WORKLOAD_ENV},
             start_new_session=True,
-            preexec_fn=_end_with_the_stage if sys.platform.startswith("linux") else None,
+            preexec_fn=_ending_with(os.getpid()),
         )
     except OSError as exc:
         raise ServeError(f"{command[0]}: cannot be started ({exc.strerror or exc})") from exc
@@ -360,8 +377,9 @@ def _version(package: str) -> str:
 
 
 def torch_cuda_version() -> str | None:
-    """The CUDA version the server's torch was built with, asked of this interpreter (the server's) in a child
-    process, so that the stage itself never imports torch; None where torch is absent or does not answer."""
+    """The CUDA version this interpreter's torch was built with (the one `vllm serve` runs on unless
+    serve.server_command replaces it), asked in a child process so that the stage never imports torch; None where
+    torch is absent or does not answer."""
     try:
         answer = subprocess.run(
             [sys.executable, "-c", "import torch; print(torch.version.cuda or '')"],

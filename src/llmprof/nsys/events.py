@@ -321,7 +321,7 @@ def complete_values(batches: Iterator[pa.RecordBatch], export: Export, table: st
     for batch in batches:
         if batch.column("value").null_count:
             raise InputError(
-                f"{export.path}: {table} holds rows without start, end or size; the export is damaged: "
+                f"{export.path}: rows of {table} without their start, end or size; the export is damaged: "
                 "export the capture again"
             )
         yield batch

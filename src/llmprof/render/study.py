@@ -111,8 +111,8 @@ def _table(table: pd.DataFrame, columns: tuple[tuple[str, str, str], ...]) -> Ta
 def study_blocks(
     table: pd.DataFrame, found: list[Finding], parameter: str | None, figures: list[tuple[str, str]]
 ) -> list[Block]:
-    """The study report: the runs, the comparison findings and the figures ((path, caption) of each). The tables
-    list the runs along the swept parameter (failed runs last), as the figures draw them."""
+    """The study report: the runs, the comparison findings and the figures ((path, caption) of each). With a swept
+    parameter the tables list the runs along it (runs without a value last), else in the study's order."""
     if parameter is not None:
         table = table.sort_values([parameter, "run"], na_position="last", kind="stable")
     serving: list[Block] = []
