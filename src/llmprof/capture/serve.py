@@ -31,24 +31,22 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any
 
 from llmprof.capture.loadgen import stream_completion
 from llmprof.capture.model import model_path
 from llmprof.capture.profile import WorkloadError, captured_kernels, log_tail, nsys_arguments, nsys_version
-from llmprof.capture.workload import WORKLOAD_ENV, gpu_summary, synthetic_prompts
-from llmprof.common.config import config_digest
+from llmprof.capture.workload import WORKLOAD_ENV, gpu_summary, now_utc, run_record, synthetic_prompts
 from llmprof.common.errors import ConfigError, InputError
 from llmprof.common.outputs import staged_directory, staged_file, write_json
 from llmprof.common.records import (
     LatencyPercentiles,
-    ModelRecord,
     RunRecord,
     RunSpec,
     ServingRecord,
+    VersionsRecord,
     load_json,
 )
 from llmprof.common.version import __version__
@@ -393,43 +391,34 @@ def torch_cuda_version() -> str | None:
     return answer.stdout.strip() or None
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def serving_run_record(
     spec: RunSpec, model_dir: Path, serving: ServingRecord, *, profile: bool, timings: dict[str, Any]
 ) -> RunRecord:
     """The run record of a serving load: the load is its one iteration; ``timings``: start, ready_s, warmup."""
     gpu, driver = gpu_summary()
     tokens, duration = serving["total_output_tokens"], serving["duration_s"]
-    return {
-        "run": spec["run"],
-        "profiled": profile,
-        "capture_mode": spec["capture_mode"],
-        "config_digest": config_digest(spec),
-        "spec": spec,
-        "model": cast(ModelRecord, load_json(model_dir / "model.json", "`llmprof model`")),
-        "engine_start_s": timings["ready_s"],
-        "started_at": timings["started_at"],
-        "finished_at": _now(),
-        "warmup_latency_s": timings["warmup"],
-        "iterations": [
+    versions: VersionsRecord = {
+        "llmprof": __version__,
+        "vllm": _version("vllm"),
+        "torch": _version("torch"),
+        "cuda": torch_cuda_version(),
+        "driver": driver,
+        "python": ".".join(map(str, sys.version_info[:3])),
+    }
+    record = run_record(
+        spec,
+        model_dir,
+        profile=profile,
+        started_at=timings["started_at"],
+        engine_start_s=timings["ready_s"],
+        warmup=timings["warmup"],
+        iterations=[
             {"index": 0, "latency_s": duration, "output_tokens": tokens, "output_tokens_per_s": tokens / duration}
         ],
-        "output_tokens": tokens,
-        "output_tokens_per_s": tokens / duration,
-        "gpu": gpu,
-        "versions": {
-            "llmprof": __version__,
-            "vllm": _version("vllm"),
-            "torch": _version("torch"),
-            "cuda": torch_cuda_version(),
-            "driver": driver,
-            "python": ".".join(map(str, sys.version_info[:3])),
-        },
-        "serving": serving,
-    }
+        machine=(gpu, versions),
+    )
+    record["serving"] = serving
+    return record
 
 
 # the stage
@@ -454,7 +443,7 @@ def serve_load(spec: RunSpec, model_dir: str | Path, work: Path, *, nsys_prefix:
     base_url, profile = f"http://127.0.0.1:{port}", nsys_prefix is not None
     log, result, pid_file = work / "server.log", work / "client-result.json", work / "server.pid"
     command = [*(nsys_prefix or []), *with_pid_file(pid_file, server_command(spec, path, port, profile=profile))]
-    timings: dict[str, Any] = {"started_at": _now()}
+    timings: dict[str, Any] = {"started_at": now_utc()}
     with stopped_by_signals_as_errors(spec["run"]), log.open("w") as handle:
         server, stopped = start_process(command, handle), False
         try:

@@ -37,6 +37,7 @@ from llmprof.common.records import (
     ModelRecord,
     RunRecord,
     RunSpec,
+    VersionsRecord,
     WorkloadSettings,
     load_json,
 )
@@ -161,11 +162,12 @@ def _timed_loop(
     return warmup, iterations
 
 
-def _now() -> str:
+def now_utc() -> str:
+    """The wall-clock time a record gives, to the second, in UTC."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _run_record(
+def run_record(
     spec: RunSpec,
     model_dir: Path,
     *,
@@ -174,13 +176,13 @@ def _run_record(
     engine_start_s: float,
     warmup: list[float],
     iterations: list[IterationRecord],
+    machine: tuple[GpuSummary, VersionsRecord],
 ) -> RunRecord:
-    """The run's record: its settings and model, timings and throughput, GPU and software versions."""
-    import torch
-    import vllm
-
+    """A run's record: its settings and model, timings and throughput, GPU and software versions (``machine``).
+    The workload's, and the serving stage's, whose load is its one iteration."""
     total_tokens = sum(i["output_tokens"] for i in iterations)
     total_s = sum(i["latency_s"] for i in iterations)
+    gpu, versions = machine
     return {
         "run": spec["run"],
         "profiled": profile,
@@ -190,21 +192,30 @@ def _run_record(
         "model": cast(ModelRecord, load_json(model_dir / "model.json", "`llmprof model`")),
         "engine_start_s": engine_start_s,
         "started_at": started_at,
-        "finished_at": _now(),
+        "finished_at": now_utc(),
         "warmup_latency_s": warmup,
         "iterations": iterations,
         "output_tokens": total_tokens,
         "output_tokens_per_s": total_tokens / total_s if total_s else None,
-        "gpu": {"name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count()},
-        "versions": {
-            "llmprof": __version__,
-            "vllm": vllm.__version__,
-            "torch": torch.__version__,
-            "cuda": torch.version.cuda,
-            "driver": gpu_summary()[1],
-            "python": platform.python_version(),
-        },
+        "gpu": gpu,
+        "versions": versions,
     }
+
+
+def _engine_machine() -> tuple[GpuSummary, VersionsRecord]:
+    """The GPU and software of this process's engine (torch and vLLM are imported here)."""
+    import torch
+    import vllm
+
+    versions: VersionsRecord = {
+        "llmprof": __version__,
+        "vllm": vllm.__version__,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "driver": gpu_summary()[1],
+        "python": platform.python_version(),
+    }
+    return {"name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count()}, versions
 
 
 def run_workload(spec: RunSpec, model_dir: str | Path, out: str | Path, *, profile: bool) -> RunRecord:
@@ -227,13 +238,13 @@ def run_workload(spec: RunSpec, model_dir: str | Path, out: str | Path, *, profi
 
     path = model_path(model_dir)
     prompts, text_prompts = _prompts(spec["workload"], path)
-    started_at = _now()
+    started_at = now_utc()
     started = time.perf_counter()
     with nvtx.annotate("model_load"):
         llm = LLM(**engine_arguments(spec, path, text_prompts=text_prompts, profile=profile))
     engine_start_s = time.perf_counter() - started
     warmup, iterations = _timed_loop(llm, prompts, spec, profile=profile)
-    record = _run_record(
+    record = run_record(
         spec,
         Path(model_dir),
         profile=profile,
@@ -241,6 +252,7 @@ def run_workload(spec: RunSpec, model_dir: str | Path, out: str | Path, *, profi
         engine_start_s=engine_start_s,
         warmup=warmup,
         iterations=iterations,
+        machine=_engine_machine(),
     )
     write_json(Path(out), record)
     return record
