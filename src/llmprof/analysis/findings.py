@@ -15,7 +15,7 @@ from typing import Generic, NamedTuple, TypeVar
 
 from llmprof.analysis.expert import GAP_MS, UTIL_THRESHOLD_PCT
 from llmprof.analysis.iterations import MIN_STEADY_STEPS
-from llmprof.analysis.timing import GRAPHS_WHOLE, is_serving, run_timing, serving_tpot, timed_span
+from llmprof.analysis.timing import GRAPHS_WHOLE, run_timing, serving, serving_tpot, shown_load, timed_span
 from llmprof.common.records import FindingRecord, IterationTiming, Metrics, Rank, RunRecord
 
 #: What a rule reads: a run's records (:class:`RunResults`) or a study's table.
@@ -467,7 +467,7 @@ def library_nvtx_only(run: RunResults) -> Iterator[Observation]:
 def profiler_overhead(traced: RunRecord, untraced: RunRecord) -> float | None:
     """Relative throughput lost under nsys: 1 - traced tok/s / untraced tok/s; for a serving run, where the request
     rate sets the throughput, the speed per token lost: 1 - untraced / traced median TPOT."""
-    if is_serving(traced):
+    if serving(traced) is not None:
         tpot = serving_tpot(traced, untraced)
         return None if tpot is None else 1 - tpot[1] / tpot[0]
     t, u = traced["output_tokens_per_s"], untraced["output_tokens_per_s"]
@@ -493,7 +493,7 @@ def nsys_overhead(run: RunResults) -> Iterator[Observation]:
     loss = profiler_overhead(run.traced, run.untraced)
     if loss is None:
         return
-    what = "per-token speed" if is_serving(run.traced) else "throughput"
+    what = "per-token speed" if serving(run.traced) is not None else "throughput"
     yield Observation(
         "warning" if loss >= OVERHEAD_SHARE else "info",
         f"Profiler overhead: {pct(loss)} of {what} under nsys",
@@ -851,11 +851,10 @@ def nsys_expert_rules(run: RunResults) -> Iterator[Observation]:
 
 def ttft_tail(run: RunResults) -> Iterator[Observation]:
     """A serving load whose slowest first tokens take several times the median: requests wait to be scheduled."""
-    untraced = run.untraced.get("serving") if run.untraced is not None else None
-    traced = run.traced.get("serving") if run.traced is not None else None
-    load, which = (untraced, "untraced") if untraced is not None else (traced, "traced")
-    if load is None:
+    shown = shown_load(run.traced, run.untraced)
+    if shown is None:
         return
+    load, which = shown
     p50, p99 = load["ttft"]["p50_ms"], load["ttft"]["p99_ms"]
     if p50 is None or p99 is None or p50 <= 0 or p99 / p50 < TTFT_TAIL_RATIO:
         return

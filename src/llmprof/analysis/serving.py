@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from llmprof.analysis.metrics import VLLM_STEP
-from llmprof.common.records import LatencyPercentiles, RunRecord, ServingRecord
+from llmprof.common.records import LatencyPercentiles
 
 #: The step phases in the order reports list them; ``empty``: a step that scheduled no request.
 STEP_PHASES = ("prefill", "decode", "mixed", "empty")
@@ -112,11 +112,6 @@ def mean_batch_requests(steps: pd.DataFrame) -> float | None:
     """Requests per engine step, averaged over the steps that scheduled any (None without step ranges)."""
     busy = steps[steps["batch_requests"] > 0]
     return float(busy["batch_requests"].mean()) if len(busy) else None
-
-
-def serving(record: RunRecord | None) -> ServingRecord | None:
-    """The serving measurements of a run record (None for a record of an offline run, or no record)."""
-    return record.get("serving") if record is not None else None
 
 
 def latency_overhead(traced: LatencyPercentiles, untraced: LatencyPercentiles, key: str) -> float | None:

@@ -23,8 +23,8 @@ import yaml
 from llmprof.analysis.categories import CATEGORY_ORDER
 from llmprof.analysis.findings import Finding, Observation, Rule, pct, profiler_overhead, run_rules
 from llmprof.analysis.metrics import records
-from llmprof.analysis.serving import engine_steps, mean_batch_requests, serving
-from llmprof.analysis.timing import iteration_timing
+from llmprof.analysis.serving import engine_steps, mean_batch_requests
+from llmprof.analysis.timing import iteration_timing, serving
 from llmprof.common.errors import InputError, brief
 from llmprof.common.records import (
     ManifestEntry,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from llmprof.common.records import CaptureMetrics, IterationTiming, LatencySpread, Metrics, RunRecord
+from llmprof.common.records import CaptureMetrics, IterationTiming, LatencySpread, Metrics, RunRecord, ServingRecord
 
 ASSUMPTION = (
     "The GPU work of an iteration is taken to be the same traced and untraced: the tracer slows host calls, "
@@ -34,17 +34,24 @@ def latency_spread(record: RunRecord | None) -> LatencySpread | None:
     return {"median_s": statistics.median(latencies), "min_s": min(latencies), "max_s": max(latencies)}
 
 
-def is_serving(record: RunRecord | None) -> bool:
-    """Whether a run record is a serving run's (it carries the client's measurements)."""
-    return record is not None and record.get("serving") is not None
+def serving(record: RunRecord | None) -> ServingRecord | None:
+    """The serving measurements of a run record (None for a record of an offline run, or no record)."""
+    return record.get("serving") if record is not None else None
+
+
+def shown_load(traced: RunRecord | None, untraced: RunRecord | None) -> tuple[ServingRecord, str] | None:
+    """The serving load to quote and which it is: the untraced one where there is one, else the traced one."""
+    untraced_load, traced_load = serving(untraced), serving(traced)
+    if untraced_load is not None:
+        return untraced_load, "untraced"
+    return (traced_load, "traced") if traced_load is not None else None
 
 
 def serving_tpot(traced: RunRecord | None, untraced: RunRecord | None) -> tuple[float, float] | None:
     """Median TPOT (ms) traced and untraced of a serving run: its speed per token, which a fixed request rate does
     not hide as it hides throughput and the load's duration. None for offline runs, and where either is missing,
     zero (one output token per request) or not a number."""
-    a = traced.get("serving") if traced is not None else None
-    b = untraced.get("serving") if untraced is not None else None
+    a, b = serving(traced), serving(untraced)
     if a is None or b is None:
         return None
     t, u = a["tpot"]["p50_ms"], b["tpot"]["p50_ms"]
@@ -56,7 +63,7 @@ def serving_tpot(traced: RunRecord | None, untraced: RunRecord | None) -> tuple[
 def _slowdown(traced: RunRecord | None, untraced: RunRecord | None) -> tuple[float | None, str]:
     """The tracer's slowdown and what it is of: a serving load's duration is set by its request rate, so a
     serving run's is that of an output token (none without a TPOT to compare); an offline run's, an iteration's."""
-    if is_serving(traced):
+    if serving(traced) is not None:
         tpot = serving_tpot(traced, untraced)
         return (None if tpot is None else tpot[0] / tpot[1] - 1), "output token"
     traced_latency, untraced_latency = latency_spread(traced), latency_spread(untraced)

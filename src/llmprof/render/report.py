@@ -17,8 +17,8 @@ import pandas as pd
 from llmprof.analysis.categories import kernel_label
 from llmprof.analysis.findings import Finding, findings, pct, profiler_overhead, rank_label
 from llmprof.analysis.iterations import MIN_STEADY_STEPS
-from llmprof.analysis.serving import LATENCIES, PhaseSteps, engine_steps, latency_overhead, phase_steps, serving
-from llmprof.analysis.timing import run_timing, timed_span
+from llmprof.analysis.serving import LATENCIES, PhaseSteps, engine_steps, latency_overhead, phase_steps
+from llmprof.analysis.timing import run_timing, serving, shown_load, timed_span
 from llmprof.common.errors import InputError
 from llmprof.common.outputs import staged_directory, write_json
 from llmprof.common.records import (
@@ -285,10 +285,10 @@ def _side_by_side(load: ServingRecord, which: str, phases: list[PhaseSteps]) -> 
 
 def _serving_blocks(traced: RunRecord, untraced: RunRecord | None, steps: pd.DataFrame | None) -> list[Block]:
     """The serving load's latency percentiles beside the engine steps that served it."""
-    load, baseline = serving(traced), serving(untraced)
-    if load is None:
+    load, baseline, quoted = serving(traced), serving(untraced), shown_load(traced, untraced)
+    if load is None or quoted is None:
         return []
-    shown, which = (baseline, "untraced") if baseline is not None else (load, "traced")
+    shown, which = quoted
     phases = phase_steps(steps) if steps is not None else []
     throughput = ", ".join(
         f"{record['request_throughput_per_s']:,.2f} requests/s and {record['output_tokens_per_s']:,.0f} output tok/s "
