@@ -412,3 +412,28 @@ def sqlite_round(value: float, decimals: int = 1) -> float:
         return math.nan
     quantum = Decimal(1).scaleb(-decimals)
     return float(Decimal(float(value)).quantize(quantum, rounding=ROUND_HALF_UP))
+
+
+class IntervalUnion:
+    """A union of intervals, merged and sorted, answering "is this instant covered?" for many instants at once."""
+
+    def __init__(self, starts: np.ndarray, ends: np.ndarray) -> None:
+        order = np.argsort(starts, kind="stable")
+        starts, ends = starts[order], np.maximum.accumulate(ends[order]) if len(ends) else ends
+        fresh = np.concatenate(([True], starts[1:] > ends[:-1])) if len(starts) else np.zeros(0, dtype=bool)
+        group = np.cumsum(fresh) - 1
+        self.starts = starts[fresh]
+        self.ends = np.zeros(len(self.starts), dtype="int64")
+        np.maximum.at(self.ends, group, ends)
+
+    def covers(self, times: np.ndarray) -> np.ndarray:
+        at = np.searchsorted(self.starts, times, side="right") - 1
+        return (at >= 0) & (times < self.ends[np.maximum(at, 0)]) if len(self.starts) else np.zeros(len(times), bool)
+
+    def bounds(self) -> np.ndarray:
+        return np.concatenate([self.starts, self.ends])
+
+    @property
+    def length(self) -> int:
+        """Total length of the union."""
+        return int((self.ends - self.starts).sum())

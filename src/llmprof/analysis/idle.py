@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from llmprof.analysis.busy import IDLE_GAP_MIN_NS, GpuTime, Iterations
-from llmprof.analysis.grouped import bin_ranges, bin_shift, int_column, write_partitions
+from llmprof.analysis.grouped import IntervalUnion, bin_ranges, bin_shift, int_column, write_partitions
 from llmprof.common.outputs import write_table
 from llmprof.common.records import DeviceIdle, IdleGap, IdleMetrics, IterationIdle
 
@@ -135,26 +135,6 @@ def _launching_calls(stage: Path, neighbours: pd.DataFrame) -> pd.DataFrame:
     return every.drop_duplicates("gap")[["gap", "tid", "name"]]
 
 
-class _Union:
-    """A union of intervals, merged and sorted, answering "is this instant covered?" for many instants at once."""
-
-    def __init__(self, starts: np.ndarray, ends: np.ndarray) -> None:
-        order = np.argsort(starts, kind="stable")
-        starts, ends = starts[order], np.maximum.accumulate(ends[order]) if len(ends) else ends
-        fresh = np.concatenate(([True], starts[1:] > ends[:-1])) if len(starts) else np.zeros(0, dtype=bool)
-        group = np.cumsum(fresh) - 1
-        self.starts = starts[fresh]
-        self.ends = np.zeros(len(self.starts), dtype="int64")
-        np.maximum.at(self.ends, group, ends)
-
-    def covers(self, times: np.ndarray) -> np.ndarray:
-        at = np.searchsorted(self.starts, times, side="right") - 1
-        return (at >= 0) & (times < self.ends[np.maximum(at, 0)]) if len(self.starts) else np.zeros(len(times), bool)
-
-    def bounds(self) -> np.ndarray:
-        return np.concatenate([self.starts, self.ends])
-
-
 def _overlapping(gap_starts: np.ndarray, gap_ends: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Which intervals overlap at least one of some sorted, disjoint gaps."""
     return np.searchsorted(gap_ends, starts, side="right") < np.searchsorted(gap_starts, ends, side="left")
@@ -187,7 +167,7 @@ class _Threads:
         self.gaps = []
         for key in self.keys.tolist():
             mine = known[keys == key]
-            self.gaps.append(_Union(mine["start_ns"].to_numpy("int64"), mine["end_ns"].to_numpy("int64")))
+            self.gaps.append(IntervalUnion(mine["start_ns"].to_numpy("int64"), mine["end_ns"].to_numpy("int64")))
 
     def codes(self, pid: np.ndarray, tid: np.ndarray) -> np.ndarray:
         """The code of each (pid, tid), -1 for a thread without gaps."""
@@ -199,7 +179,7 @@ class _Threads:
         return int(self.codes(np.array([pid]), np.array([tid]))[0])
 
 
-def _near(stage: Path, every: _Union, threads: _Threads) -> Iterator[np.ndarray]:
+def _near(stage: Path, every: IntervalUnion, threads: _Threads) -> Iterator[np.ndarray]:
     """Every interval the classes read that overlaps a gap, as records (see ``RECORD``), a batch at a time:
     copies and memsets (code: device), profiler windows (pid), collective kernels (device), and the CUDA calls
     of the gaps' threads (thread code; only those that overlap one of that thread's gaps)."""
@@ -228,7 +208,9 @@ def _near(stage: Path, every: _Union, threads: _Threads) -> Iterator[np.ndarray]
         yield _records(start[rows], end[rows], code[rows], _call_kinds(batch.column("name").take(pa.array(rows))))
 
 
-def _filed(stage: Path, every: _Union, threads: _Threads, scratch: Path) -> Iterator[tuple[int, int, np.ndarray]]:
+def _filed(
+    stage: Path, every: IntervalUnion, threads: _Threads, scratch: Path
+) -> Iterator[tuple[int, int, np.ndarray]]:
     """Time windows in order, each with the records that overlap it (at most about ``NEAR_BUDGET`` filed in each).
 
     One pass counts records per time bin, one files them by the window of their start; a record that
@@ -258,12 +240,12 @@ def _filed(stage: Path, every: _Union, threads: _Threads, scratch: Path) -> Iter
         carried = records[records["end"] > end]
 
 
-def _set(records: np.ndarray, mine: np.ndarray) -> _Union | None:
-    return _Union(records["start"][mine], records["end"][mine]) if mine.any() else None
+def _set(records: np.ndarray, mine: np.ndarray) -> IntervalUnion | None:
+    return IntervalUnion(records["start"][mine], records["end"][mine]) if mine.any() else None
 
 
 def _classify(
-    gs: np.ndarray, ge: np.ndarray, sets: list[_Union | None], known: bool, iterations: Iterations
+    gs: np.ndarray, ge: np.ndarray, sets: list[IntervalUnion | None], known: bool, iterations: Iterations
 ) -> tuple[np.ndarray, np.ndarray]:
     """Time of each class (columns, in ``CLASSES`` order) in each gap, and in each iteration (last row: outside).
 
@@ -332,7 +314,7 @@ def _classified(stage: Path, gaps: pd.DataFrame, iterations: Iterations) -> tupl
     against the records overlapping it.
     """
     threads = _Threads(gaps)
-    every = _Union(gaps["start_ns"].to_numpy("int64"), gaps["end_ns"].to_numpy("int64"))
+    every = IntervalUnion(gaps["start_ns"].to_numpy("int64"), gaps["end_ns"].to_numpy("int64"))
     per_gap = np.zeros((len(gaps), len(CLASSES)), dtype="int64")
     per_iteration: dict[int, np.ndarray] = {}
     groups = _Groups(gaps, threads).groups

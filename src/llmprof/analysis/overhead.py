@@ -14,19 +14,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from llmprof.analysis.grouped import IntervalUnion
 from llmprof.common.records import CaptureWindow, IdleMetrics, ProfilerMetrics
 
 TOP_WINDOWS = 5
-
-
-def _union_ns(starts: np.ndarray, ends: np.ndarray) -> int:
-    """Total length of the union of intervals."""
-    if not len(starts):
-        return 0
-    order = np.argsort(starts, kind="stable")
-    starts, ends = starts[order], np.maximum.accumulate(ends[order])
-    covered_before = np.concatenate(([starts[0]], ends[:-1]))
-    return int((ends - np.maximum(starts, covered_before)).clip(min=0).sum())
 
 
 def profiler_work(stage: Path, window: CaptureWindow, idle: IdleMetrics) -> ProfilerMetrics:
@@ -40,7 +31,7 @@ def profiler_work(stage: Path, window: CaptureWindow, idle: IdleMetrics) -> Prof
     rows = pq.read_table(stage / "profiler_overhead.parquet").to_pandas()
     low, high = int(window["start_ns"]), int(window["end_ns"])
     starts, ends = rows["start_ns"].to_numpy("int64"), rows["end_ns"].to_numpy("int64")
-    inside = _union_ns(np.clip(starts, low, high), np.clip(ends, low, high))
+    inside = IntervalUnion(np.clip(starts, low, high), np.clip(ends, low, high)).length
     by_name = rows.assign(name=rows["name"].fillna("?")).groupby("name", sort=True)["duration_ns"].agg(["size", "sum"])
     by_name = by_name.reset_index().sort_values(["sum", "name"], ascending=[False, True], kind="stable")
     largest = rows.sort_values(["duration_ns", "start_ns"], ascending=[False, True], kind="stable").head(TOP_WINDOWS)
@@ -48,7 +39,7 @@ def profiler_work(stage: Path, window: CaptureWindow, idle: IdleMetrics) -> Prof
         "recorded": bool(len(rows)),
         "count": len(rows),
         "time_ns": int(rows["duration_ns"].sum()),
-        "union_ns": _union_ns(starts, ends),
+        "union_ns": IntervalUnion(starts, ends).length,
         "in_window_ns": inside,
         "gpu_idle_ns": sum(d["classes"]["profiler"] for d in idle["devices"]),
         "by_name": [
