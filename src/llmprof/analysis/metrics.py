@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from llmprof.analysis.busy import gpu_time
 from llmprof.analysis.categories import CATEGORY_ORDER, TENSOR_CORE, WAITING_OSRT, Classifier
 from llmprof.common.records import (
     ApiKind,
@@ -226,15 +225,23 @@ def nvtx_metrics(stage: Path) -> NvtxMetrics:
 VLLM_STEP = re.compile(r"execute_context_(\d+)\((\d+)\)_generation_(\d+)\((\d+)\)")
 
 
+def phase_of(context_requests: int, generation_requests: int) -> str:
+    """An engine step's phase from its requests: prefill, decode, mixed, or empty when it scheduled none."""
+    if context_requests and generation_requests:
+        return "mixed"
+    if context_requests:
+        return "prefill"
+    return "decode" if generation_requests else "empty"
+
+
 def step_phase(name: str) -> str | None:
-    """prefill, decode or mixed for a vLLM engine-step range name; None for other ranges."""
+    """prefill, decode or mixed for a vLLM engine-step range name; None for other ranges. The GPU time of a step
+    that scheduled no request is filed under decode here, as metrics.json has always filed it."""
     match = VLLM_STEP.search(name)
     if match is None:
         return None
-    context, generation = int(match.group(1)), int(match.group(3))
-    if context and generation:
-        return "mixed"
-    return "prefill" if context else "decode"
+    phase = phase_of(int(match.group(1)), int(match.group(3)))
+    return "decode" if phase == "empty" else phase
 
 
 def phase_metrics(stage: Path) -> PhaseMetrics:
@@ -274,13 +281,11 @@ def gpus(stage: Path) -> list[GpuRecord]:
     return cast(list[GpuRecord], pq.read_table(stage / "gpus.parquet").to_pylist())
 
 
-def compute_metrics(
-    export: Export, stage: Path, classifier: Classifier, activity: GpuActivity | None = None
-) -> CaptureMetrics:
+def compute_metrics(export: Export, stage: Path, classifier: Classifier, activity: GpuActivity) -> CaptureMetrics:
     """All headline metrics of one capture (see the module docstring).
 
-    ``activity``: :func:`llmprof.analysis.busy.gpu_time`'s when computed already (extraction runs it beside the
-    summaries, as soon as the GPU tables are written).
+    ``activity``: :func:`llmprof.analysis.busy.gpu_time`'s (extraction runs it beside the summaries, as soon as
+    the GPU tables are written).
     """
     metadata = export.metadata()
     window = capture_window(stage)
@@ -293,7 +298,7 @@ def compute_metrics(
         },
         "capture_window": window,
         "gpus": gpus(stage),
-        "gpu_activity": activity if activity is not None else gpu_time(stage, window).activity,
+        "gpu_activity": activity,
         "kernels": kernel_metrics(stage, classifier),
         "cuda_api": cuda_api_metrics(stage),
         "memcpy": memcpy_metrics(stage),

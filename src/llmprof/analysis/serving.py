@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from llmprof.analysis.metrics import VLLM_STEP
+from llmprof.analysis.metrics import VLLM_STEP, phase_of
 from llmprof.common.records import LatencyPercentiles
 
 #: The step phases in the order reports list them; ``empty``: a step that scheduled no request.
@@ -41,12 +41,6 @@ STEP_COLUMNS = {
 LATENCIES = (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2el", "E2EL"))
 
 
-def _phase(context: int, generation: int) -> str:
-    if context and generation:
-        return "mixed"
-    return "prefill" if context else ("decode" if generation else "empty")
-
-
 def engine_steps(extract_dir: Path) -> pd.DataFrame:
     """One row per vLLM engine-step range of an extract folder, in time order (no row when there is none)."""
     columns = ["name", "start_ns", "end_ns", "proj_end_ns", "gpu_time_ns", "gpu_ops"]
@@ -62,7 +56,7 @@ def engine_steps(extract_dir: Path) -> pd.DataFrame:
     steps["duration_ns"] = (end - steps["start_ns"]).astype("int64")
     steps["batch_requests"] = steps["context_requests"] + steps["generation_requests"]
     steps["batch_tokens"] = steps["context_tokens"] + steps["generation_tokens"]
-    steps["phase"] = [_phase(c, g) for c, g in zip(steps["context_requests"], steps["generation_requests"])]
+    steps["phase"] = [phase_of(c, g) for c, g in zip(steps["context_requests"], steps["generation_requests"])]
     steps["gpu_busy_share"] = (steps["gpu_time_ns"] / steps["duration_ns"].clip(lower=1)).clip(upper=1.0)
     ordered: pd.DataFrame = steps.sort_values(["start_ns", "batch_tokens"], kind="stable").reset_index(drop=True)
     return ordered[list(STEP_COLUMNS)].astype(STEP_COLUMNS)
