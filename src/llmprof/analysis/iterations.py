@@ -324,9 +324,8 @@ def critical_paths(*sides: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(PATHS, dtype=object)[order[0]], margin
 
 
-def _iteration_of(stage: Path, start: np.ndarray) -> np.ndarray:
-    """The workload's ``iteration k`` holding each step start (-1: none)."""
-    marked = marked_iterations(stage)
+def _iteration_of(marked: pd.DataFrame, start: np.ndarray) -> np.ndarray:
+    """The workload's ``iteration k`` (of ``marked``) holding each step start (-1: none)."""
     if marked.empty:
         return np.full(len(start), -1, dtype="int64")
     index = step_of(marked["start_ns"].to_numpy(), start)
@@ -393,8 +392,9 @@ def _critical(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return np.where(known, path, "unknown"), np.where(known, margin, np.nan)
 
 
-def step_frame(stage: Path, windows: StepWindows) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per step (the ``STEPS`` columns), and the host cost of each kernel name launched outside graphs."""
+def step_frame(stage: Path, windows: StepWindows, marked: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per step (the ``STEPS`` columns), and the host cost of each kernel name launched outside graphs;
+    ``marked``: the workload's iterations (:func:`llmprof.analysis.steps.marked_iterations`)."""
     totals, calls = StepTotals(windows), LaunchCalls.read(stage)
     columns = [
         "device_id",
@@ -415,7 +415,7 @@ def step_frame(stage: Path, windows: StepWindows) -> tuple[pd.DataFrame, pd.Data
         frame[name] = values
     if frame.empty:
         return STEPS.empty_table().to_pandas(), launch_costs(calls, between, np.zeros(0, dtype=bool), [])
-    frame["iteration"] = _iteration_of(stage, frame["start_ns"].to_numpy())
+    frame["iteration"] = _iteration_of(marked, frame["start_ns"].to_numpy())
     frame["steady"] = np.concatenate(
         [
             steady_steps(part["kernels"].to_numpy(), part["interval_ns"].to_numpy(), part["iteration"].to_numpy())
@@ -564,7 +564,7 @@ def step_metrics(frame: pd.DataFrame, costs: pd.DataFrame, windows: StepWindows,
 
 def write_steps(stage: Path) -> tuple[int, StepMetrics]:
     """``steps.parquet`` (one row per step of every device) and the ``steps`` section of metrics.json."""
-    windows = step_windows(stage)
-    frame, costs = step_frame(stage, windows)
+    windows, marked = step_windows(stage), marked_iterations(stage)
+    frame, costs = step_frame(stage, windows, marked)
     write_table(stage / "steps.parquet", steps_table(frame))
-    return len(frame), step_metrics(frame, costs, windows, len(marked_iterations(stage)))
+    return len(frame), step_metrics(frame, costs, windows, len(marked))
