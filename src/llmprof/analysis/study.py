@@ -284,6 +284,12 @@ def swept_parameter(table: pd.DataFrame) -> str | None:
     return None
 
 
+def modes_of(runs: pd.DataFrame) -> str:
+    """The modes of these runs: offline, serve, or both (a run without a record has none)."""
+    modes = set(runs["mode"].dropna())
+    return "both" if len(modes) > 1 else "serve" if modes == {"serve"} else "offline"
+
+
 @dataclass(frozen=True)
 class Sweep:
     """The complete runs of one comparison group ordered along a numeric swept parameter, first value to last."""
@@ -367,7 +373,7 @@ def _busy_basis(sweep: Sweep) -> tuple[str, str, str]:
     The corrected share where every run of the group has it; else the raw one, said to be inflated.
     """
     if sweep.runs["busy_share_corrected"].notna().all():
-        span = "load" if (sweep.runs["mode"] == "serve").all() else "iteration"
+        span = "load" if modes_of(sweep.runs) == "serve" else "iteration"
         return "busy_share_corrected", f"share of an untraced {span}", f"Busy share of an untraced {span} per run"
     return (
         "busy_share_raw",
@@ -464,7 +470,7 @@ def overhead_range(study: StudyResults) -> Iterator[Observation]:
         if overheads.isna().all():
             continue
         lost, longer = (f"{pct(v.min())}–{pct(v.max())}" for v in (overheads, slowdowns))
-        if (sweep.runs["mode"] == "serve").all():
+        if modes_of(sweep.runs) == "serve":
             yield Observation(
                 "info",
                 f"Profiler overhead: median TPOT {longer} longer under nsys across runs{sweep.where}",

@@ -29,7 +29,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from llmprof.analysis.categories import CATEGORY_ORDER, kernel_label  # noqa: E402
 from llmprof.analysis.metrics import grouped_sums, records, step_phase, time_span  # noqa: E402
-from llmprof.analysis.study import RunEntry  # noqa: E402
+from llmprof.analysis.study import RunEntry, modes_of  # noqa: E402
 from llmprof.common.errors import InputError, brief  # noqa: E402
 from llmprof.common.outputs import staged_directory  # noqa: E402
 from llmprof.common.records import Metrics, load_metrics  # noqa: E402
@@ -427,13 +427,12 @@ def _latency_ms(ok: pd.DataFrame) -> dict[str, np.ndarray]:
     }
 
 
-def _latency_label(ok: pd.DataFrame) -> str:
-    serving = ok["mode"] == "serve"
-    if serving.all():
-        return "median time per output token (ms)"
-    return (
-        "latency (ms): generate call, TPOT p50 when serving" if serving.any() else "mean latency per generate call (ms)"
-    )
+#: The latency figure's axis label by the modes of its runs.
+LATENCY_LABELS = {
+    "offline": "mean latency per generate call (ms)",
+    "serve": "median time per output token (ms)",
+    "both": "latency (ms): generate call, TPOT p50 when serving",
+}
 
 
 def study_latency(table: pd.DataFrame, parameter: str | None, entries: list[RunEntry], fig: Figure) -> None:
@@ -455,7 +454,7 @@ def study_latency(table: pd.DataFrame, parameter: str | None, entries: list[RunE
             ax.annotate(note, (x, np.nan_to_num(value)), xytext=(0, 3), textcoords="offset points", ha="center")
     ax.set_xticks(positions, _run_names(ok, label) if _split(ok) else list(ok["x"]))
     ax.set_ylim(0, 1.15 * float(np.nanmax(np.concatenate(list(latency.values())))))
-    ax.set(xlabel=label, ylabel=_latency_label(ok), title="Latency without and under nsys")
+    ax.set(xlabel=label, ylabel=LATENCY_LABELS[modes_of(ok)], title="Latency without and under nsys")
     _legend_outside(ax, *ax.get_legend_handles_labels())
 
 

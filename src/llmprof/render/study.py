@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 
 from llmprof.analysis.findings import Finding, pct
-from llmprof.analysis.study import STUDY_SCHEMA, RunEntry, study_findings, study_table, swept_parameter
+from llmprof.analysis.study import STUDY_SCHEMA, RunEntry, modes_of, study_findings, study_table, swept_parameter
 from llmprof.common.outputs import staged_directory, write_json, write_table
 from llmprof.render.document import Block, Figure, Heading, Paragraph, Table, embedded_images, to_html, to_markdown
 from llmprof.render.figures import STUDY_FIGURES, draw_study_figures, figure_links
@@ -33,12 +33,6 @@ RUN_COLUMNS = (
     ("profiler_overhead", "throughput lost to nsys", "pct"),
     ("iteration_overhead", "iteration slowdown under nsys", "pct"),
 )
-#: The overhead columns' labels by the study's modes: a serving run's overhead is that of its median TPOT.
-OVERHEAD_LABELS = {
-    "offline": ("throughput lost to nsys", "iteration slowdown under nsys"),
-    "serve": ("per-token speed lost to nsys", "TPOT slowdown under nsys"),
-    "both": ("lost to nsys (tok/s; serving: per-token speed)", "slowdown under nsys (iteration; serving: TPOT)"),
-}
 GPU_COLUMNS = (
     ("run", "run", ""),
     ("busy_share_raw", "GPU busy, traced window", "pct"),
@@ -89,18 +83,26 @@ def _cell(value: object, kind: str = "") -> str:
     return f"{float(value) / 1e6:,.2f}"
 
 
+#: The labels that change when a study has serving runs (offline runs' are the columns' own): a serving run's
+#: overhead is that of its median TPOT, its busy share that of its whole load.
+MODE_LABELS = {
+    "serve": {
+        "profiler_overhead": "per-token speed lost to nsys",
+        "iteration_overhead": "TPOT slowdown under nsys",
+        "busy_share_corrected": "GPU busy, untraced load",
+    },
+    "both": {
+        "profiler_overhead": "lost to nsys (tok/s; serving: per-token speed)",
+        "iteration_overhead": "slowdown under nsys (iteration; serving: TPOT)",
+        "busy_share_corrected": "GPU busy, untraced iteration (serving: load)",
+    },
+}
+
+
 def _by_mode(table: pd.DataFrame, columns: tuple[tuple[str, str, str], ...]) -> tuple[tuple[str, str, str], ...]:
-    """``columns`` with the overhead and busy labels of the study's modes (offline runs, serving runs or both)."""
-    modes = set(table["mode"].dropna())
-    kind = "both" if len(modes) > 1 else "serve" if modes == {"serve"} else "offline"
-    lost, slowdown = OVERHEAD_LABELS[kind]
-    span = {"offline": "iteration", "serve": "load", "both": "iteration (serving: load)"}[kind]
-    labels = {
-        "profiler_overhead": lost,
-        "iteration_overhead": slowdown,
-        "busy_share_corrected": f"GPU busy, untraced {span}",
-    }
-    return tuple((name, labels.get(name, label), kind_) for name, label, kind_ in columns)
+    """``columns`` with the labels of the study's modes (offline runs, serving runs or both)."""
+    labels = MODE_LABELS.get(modes_of(table), {})
+    return tuple((name, labels.get(name, label), kind) for name, label, kind in columns)
 
 
 def _table(table: pd.DataFrame, columns: tuple[tuple[str, str, str], ...]) -> Table:
