@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """A stand-in for the nsys CLI, enough for the serving stage: ``profile [flags] -o OUT CMD...`` runs CMD as its
 child and writes OUT.nsys-rep when CMD ends (a SIGINT or SIGTERM to the stand-in itself ends CMD and loses the
-report, as it can with nsys); ``export ... -o OUT
-REPORT`` writes the export named in $FAKE_NSYS_EXPORT (a real SQLite export) to OUT; ``--version`` prints one."""
+report, as it can with nsys); ``export ... -o OUT REPORT`` writes the export named in $FAKE_NSYS_EXPORT (a real
+SQLite export) to OUT when REPORT is one the stand-in wrote, and fails otherwise; ``--version`` prints one."""
 
 from __future__ import annotations
 
@@ -32,6 +32,21 @@ def profile(args: list[str]) -> int:
     return code
 
 
+def export(args: list[str]) -> int:
+    """Like nsys: fails on a report it did not write; else writes the export named in $FAKE_NSYS_EXPORT."""
+    report = args[-1]
+    try:
+        with open(report) as handle:
+            made_here = handle.read().startswith("stand-in report of ")
+    except OSError:
+        made_here = False
+    if not made_here:
+        print(f"cannot open {report}", file=sys.stderr)
+        return 1
+    shutil.copyfile(os.environ["FAKE_NSYS_EXPORT"], args[args.index("-o") + 1])
+    return 0
+
+
 def main() -> int:
     args = sys.argv[1:]
     if args == ["--version"]:
@@ -40,8 +55,7 @@ def main() -> int:
     if args[0] == "profile":
         return profile(args[1:])
     if args[0] == "export":
-        shutil.copyfile(os.environ["FAKE_NSYS_EXPORT"], args[args.index("-o") + 1])
-        return 0
+        return export(args[1:])
     return 2
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from llmprof.capture.workload import WORKLOAD_ENV
 from llmprof.common.errors import LlmprofError
 from llmprof.common.outputs import staged_directory, staged_file, write_json
-from llmprof.common.records import NsysSettings, RunRecord, RunSpec, load_run_record
-from llmprof.nsys.convert import ToolError, export_sqlite
+from llmprof.common.records import NsysRecord, NsysSettings, RunRecord, RunSpec, load_run_record
+from llmprof.nsys.convert import nsys_executable, readable_export
 from llmprof.nsys.events import count_kernels
 from llmprof.nsys.export import open_export
 
@@ -77,9 +77,8 @@ def captured_kernels(report: Path, spec: RunSpec, nsys: str) -> int:
             f"run {spec['run']}: nsys wrote no report: the capture range never opened "
             f"(capture_mode={spec['capture_mode']}: check that the profiler start reaches the engine process)"
         )
-    with tempfile.TemporaryDirectory() as scratch:
-        with open_export(export_sqlite(report, Path(scratch) / "check.sqlite", nsys=nsys)) as export:
-            kernels = count_kernels(export)
+    with readable_export(report, nsys=nsys) as sqlite, open_export(sqlite) as export:
+        kernels = count_kernels(export)
     if kernels == 0:
         hint = (
             "with capture_mode=in_process VLLM_ENABLE_V1_MULTIPROCESSING=0 must be set before vLLM is imported"
@@ -90,6 +89,13 @@ def captured_kernels(report: Path, spec: RunSpec, nsys: str) -> int:
     return kernels
 
 
+def nsys_record(report: Path, spec: RunSpec, nsys: str) -> NsysRecord:
+    """What a profiled run's record says of its capture: nsys's version and arguments, the kernels it caught
+    (CaptureError when there is no report or no kernel in it)."""
+    kernels = captured_kernels(report, spec, nsys)
+    return {"version": nsys_version(nsys), "arguments": nsys_arguments(spec["nsys"]), "kernels_captured": kernels}
+
+
 def profile_run(
     spec: RunSpec, model_dir: str | Path, out: str | Path, *, nsys: str = "nsys", force: bool = False
 ) -> RunRecord:
@@ -98,9 +104,7 @@ def profile_run(
     Returns:
         The run record, with the nsys version and the number of kernels captured added.
     """
-    executable = shutil.which(nsys)
-    if executable is None:
-        raise ToolError(f"{nsys}: Nsight Systems CLI not found; install it or set nsys.executable in the config")
+    executable = nsys_executable(nsys)
     model_dir = Path(model_dir).resolve()
     with staged_directory(Path(out), force, "profile") as stage:
         spec_path, record_path, log = stage / "spec.json", stage / "run.json", stage / "profile.log"
@@ -123,13 +127,8 @@ def profile_run(
             raise WorkloadError(
                 f"run {spec['run']}: the workload under nsys failed (exit {result.returncode}): {log_tail(log)}"
             )
-        kernels = captured_kernels(stage / "profile.nsys-rep", spec, executable)
         record = load_run_record(record_path)
-        record["nsys"] = {
-            "version": nsys_version(executable),
-            "arguments": nsys_arguments(spec["nsys"]),
-            "kernels_captured": kernels,
-        }
+        record["nsys"] = nsys_record(stage / "profile.nsys-rep", spec, executable)
         write_json(record_path, record)
     return record
 

@@ -37,7 +37,7 @@ from typing import IO, Any
 
 from llmprof.capture.loadgen import stream_completion
 from llmprof.capture.model import model_path
-from llmprof.capture.profile import WorkloadError, captured_kernels, log_tail, nsys_arguments, nsys_version
+from llmprof.capture.profile import WorkloadError, log_tail, nsys_arguments, nsys_record
 from llmprof.capture.workload import WORKLOAD_ENV, gpu_summary, now_utc, run_record, synthetic_prompts
 from llmprof.common.errors import ConfigError, InputError
 from llmprof.common.outputs import staged_directory, staged_file, write_json
@@ -50,7 +50,7 @@ from llmprof.common.records import (
     load_json,
 )
 from llmprof.common.version import __version__
-from llmprof.nsys.convert import ToolError
+from llmprof.nsys.convert import nsys_executable
 
 #: vLLM's command line, run by this interpreter (the ``vllm`` script need not be on PATH).
 VLLM_CLI = [sys.executable, "-m", "vllm.entrypoints.cli.main"]
@@ -466,19 +466,12 @@ def serve_profile(
 ) -> RunRecord:
     """The serving load with the server under nsys: ``profile.nsys-rep``, ``run.json``, ``spec.json`` and logs."""
     _check_mode(spec)
-    executable = shutil.which(nsys)
-    if executable is None:
-        raise ToolError(f"{nsys}: Nsight Systems CLI not found; install it or set nsys.executable in the config")
+    executable = nsys_executable(nsys)
     with staged_directory(Path(out), force, "profile") as stage:
         write_json(stage / "spec.json", spec)
         prefix = [executable, "profile", *nsys_arguments(spec["nsys"]), "-o", str(stage / "profile")]
         record = serve_load(spec, model_dir, stage, nsys_prefix=prefix)
-        kernels = captured_kernels(stage / "profile.nsys-rep", spec, executable)
-        record["nsys"] = {
-            "version": nsys_version(executable),
-            "arguments": nsys_arguments(spec["nsys"]),
-            "kernels_captured": kernels,
-        }
+        record["nsys"] = nsys_record(stage / "profile.nsys-rep", spec, executable)
         write_json(stage / "run.json", record)
     return record
 

@@ -18,6 +18,14 @@ class ToolError(LlmprofError):
     """An external tool (nsys) is missing or failed."""
 
 
+def nsys_executable(nsys: str) -> str:
+    """The path of the nsys CLI named ``nsys`` (a name on PATH or a path); ToolError when there is none."""
+    executable = shutil.which(nsys)
+    if executable is None:
+        raise ToolError(f"{nsys}: Nsight Systems CLI not found; install it or set nsys.executable in the config")
+    return executable
+
+
 def export_sqlite(report: str | Path, out: str | Path, *, nsys: str = "nsys", force: bool = False) -> Path:
     """Convert a report with ``nsys export --type sqlite``; the result appears only if it is a whole export.
 
@@ -31,9 +39,7 @@ def export_sqlite(report: str | Path, out: str | Path, *, nsys: str = "nsys", fo
     if not report.is_file():
         raise InputError(f"{report}: no such report file")
     refuse_existing(out, force, "export")
-    executable = shutil.which(nsys)
-    if executable is None:
-        raise ToolError(f"{nsys}: Nsight Systems CLI not found; install it or set nsys.executable in the config")
+    executable = nsys_executable(nsys)
     with staged_file(out, force, "export") as partial:
         command = [executable, "export", "--type", "sqlite", "--force-overwrite=true", "-o", str(partial), str(report)]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
