@@ -31,14 +31,21 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
 from llmprof.capture.loadgen import stream_completion
 from llmprof.capture.model import model_path
 from llmprof.capture.profile import WorkloadError, log_tail, nsys_arguments, nsys_record
-from llmprof.capture.workload import WORKLOAD_ENV, gpu_summary, now_utc, run_record, synthetic_prompts
+from llmprof.capture.workload import (
+    WORKLOAD_ENV,
+    gpu_summary,
+    now_utc,
+    run_record,
+    synthetic_prompts,
+    versions_record,
+    vocab_size,
+)
 from llmprof.common.errors import ConfigError, InputError
 from llmprof.common.outputs import staged_directory, staged_file, write_json
 from llmprof.common.records import (
@@ -46,10 +53,9 @@ from llmprof.common.records import (
     RunRecord,
     RunSpec,
     ServingRecord,
-    VersionsRecord,
     load_json,
 )
-from llmprof.common.version import __version__
+from llmprof.common.version import package_version
 from llmprof.nsys.convert import nsys_executable
 
 #: vLLM's command line, run by this interpreter (the ``vllm`` script need not be on PATH).
@@ -286,7 +292,7 @@ def client_command(spec: RunSpec, base_url: str, path: Path, result: Path, *, pr
     lengths = (str(workload["input_len"]), str(workload["output_len"]))
     if serve["client"] == "builtin":
         prefix = serve["client_command"] or [sys.executable, "-m", "llmprof", "loadgen"]
-        own = ["--input-len", lengths[0], "--output-len", lengths[1], "--vocab-size", str(_vocab_size(path))]
+        own = ["--input-len", lengths[0], "--output-len", lengths[1], "--vocab-size", str(vocab_size(path))]
         return [*prefix, "--base-url", base_url, "--model", spec["model"], *own, *load, "-o", str(result)]
     prefix = serve["client_command"] or [*VLLM_CLI, "bench", "serve"]
     own = ["--backend", "openai", "--base-url", base_url, "--model", spec["model"], "--tokenizer", str(path)]
@@ -311,10 +317,6 @@ def run_client(command: list[str], log: Path, timeout_s: float, run: str) -> Non
         raise ServeError(f"run {run}: the load client did not finish within {timeout_s:g} s (serve.client_timeout_s)")
     if code != 0:
         raise ServeError(f"run {run}: the load client failed (exit {code}): {log_tail(log)}")
-
-
-def _vocab_size(path: Path) -> int:
-    return int(load_json(path / "config.json", "`llmprof model`")["vocab_size"])
 
 
 # the record
@@ -367,13 +369,6 @@ def serving_record(result: dict[str, Any], spec: RunSpec, source: Path) -> Servi
     }
 
 
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def torch_cuda_version() -> str | None:
     """The CUDA version this interpreter's torch was built with (the one `vllm serve` runs on unless
     serve.server_command replaces it), asked in a child process so that the stage never imports torch; None where
@@ -397,14 +392,12 @@ def serving_run_record(
     """The run record of a serving load: the load is its one iteration; ``timings``: start, ready_s, warmup."""
     gpu, driver = gpu_summary()
     tokens, duration = serving["total_output_tokens"], serving["duration_s"]
-    versions: VersionsRecord = {
-        "llmprof": __version__,
-        "vllm": _version("vllm"),
-        "torch": _version("torch"),
-        "cuda": torch_cuda_version(),
-        "driver": driver,
-        "python": ".".join(map(str, sys.version_info[:3])),
-    }
+    versions = versions_record(
+        vllm=package_version("vllm") or "not installed",
+        torch=package_version("torch") or "not installed",
+        cuda=torch_cuda_version(),
+        driver=driver,
+    )
     record = run_record(
         spec,
         model_dir,
@@ -435,9 +428,9 @@ def _check_mode(spec: RunSpec) -> None:
 def serve_load(spec: RunSpec, model_dir: str | Path, work: Path, *, nsys_prefix: list[str] | None) -> RunRecord:
     """Start the server (under ``nsys_prefix`` when given), warm it up, drive the load, stop the server.
 
-    Writes ``server.log``, ``client.log`` and ``client-result.json`` into ``work``; returns the run record.
+    Writes ``server.log``, ``client.log`` and ``client-result.json`` into ``work``; returns the run record. The
+    stages (:func:`serve_profile`, :func:`serve_baseline`) check the run's mode first.
     """
-    _check_mode(spec)
     settings, model_dir = spec["serve"], Path(model_dir).resolve()
     path, port = model_path(model_dir), claim_port(settings["port"])
     base_url, profile = f"http://127.0.0.1:{port}", nsys_prefix is not None
@@ -448,7 +441,7 @@ def serve_load(spec: RunSpec, model_dir: str | Path, work: Path, *, nsys_prefix:
         server, stopped = start_process(command, handle), False
         try:
             timings["ready_s"] = wait_ready(server, base_url, settings["ready_timeout_s"], log, spec["run"])
-            timings["warmup"] = warm_up(spec, base_url, _vocab_size(path))
+            timings["warmup"] = warm_up(spec, base_url, vocab_size(path))
             client = client_command(spec, base_url, path, result, profile=profile)
             run_client(client, work / "client.log", settings["client_timeout_s"], spec["run"])
             stop_server(server, pid_file, settings["stop_timeout_s"])

@@ -94,13 +94,18 @@ def gpu_summary() -> tuple[GpuSummary, str | None]:
     return {"name": rows[0][0], "count": len(rows)}, rows[0][1] if len(rows[0]) > 1 else None
 
 
+def vocab_size(path: Path) -> int:
+    """The vocabulary size in the config of the model at ``path``."""
+    return int(load_json(path / "config.json", "`llmprof model`")["vocab_size"])
+
+
 def _prompts(workload: WorkloadSettings, path: Path) -> tuple[list[object], bool]:
     """The batch of prompts as vLLM takes them, and whether any is text (which needs the tokenizer)."""
     from vllm.inputs import TokensPrompt
 
-    vocab_size = int(json.loads((path / "config.json").read_text())["vocab_size"])
+    vocab = vocab_size(path)
     if workload["prompts"] == "synthetic":
-        ids = synthetic_prompts(workload["batch_size"], workload["input_len"], vocab_size, workload["seed"])
+        ids = synthetic_prompts(workload["batch_size"], workload["input_len"], vocab, workload["seed"])
         return [TokensPrompt(prompt_token_ids=p) for p in ids], False
     items = file_prompts(Path(workload["prompts"]), workload["batch_size"])
     prompts = [
@@ -202,19 +207,26 @@ def run_record(
     }
 
 
+def versions_record(*, vllm: str, torch: str, cuda: str | None, driver: str | None) -> VersionsRecord:
+    """The software a run record names, around the vLLM, torch, CUDA and driver versions given."""
+    return {
+        "llmprof": __version__,
+        "vllm": vllm,
+        "torch": torch,
+        "cuda": cuda,
+        "driver": driver,
+        "python": platform.python_version(),
+    }
+
+
 def _engine_machine() -> tuple[GpuSummary, VersionsRecord]:
     """The GPU and software of this process's engine (torch and vLLM are imported here)."""
     import torch
     import vllm
 
-    versions: VersionsRecord = {
-        "llmprof": __version__,
-        "vllm": vllm.__version__,
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "driver": gpu_summary()[1],
-        "python": platform.python_version(),
-    }
+    versions = versions_record(
+        vllm=vllm.__version__, torch=torch.__version__, cuda=torch.version.cuda, driver=gpu_summary()[1]
+    )
     return {"name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count()}, versions
 
 

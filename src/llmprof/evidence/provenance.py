@@ -11,7 +11,6 @@ import os
 import platform
 import subprocess
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +26,14 @@ from llmprof.common.records import (
     RunStack,
     load_run_record,
 )
-from llmprof.common.version import __version__
+from llmprof.common.version import __version__, package_version
 
 PACKAGES = ("pandas", "pyarrow", "numpy", "matplotlib", "seaborn", "snakemake", "vllm", "torch", "nvtx")
 
 
 def package_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version(), "llmprof": __version__}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return versions | {name: package_version(name) for name in PACKAGES}
 
 
 def git_state(root: Path) -> GitState:
