@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, TypeVar
 
 from llmprof.analysis.expert import GAP_MS, UTIL_THRESHOLD_PCT
+from llmprof.analysis.idle import CLASS_WORDS
 from llmprof.analysis.iterations import MIN_STEADY_STEPS
 from llmprof.analysis.timing import GRAPHS_WHOLE, run_timing, serving, serving_tpot, shown_load, timed_span
 from llmprof.common.records import FindingRecord, IterationTiming, Metrics, Rank, RunRecord
@@ -593,20 +594,21 @@ def idle_cause(run: RunResults) -> Iterator[Observation]:
         if part < IDLE_CAUSE_SHARE:
             continue
         listed = "; ".join(
-            f"{IDLE_SHORT[name]} {_ms(classes[name])} ({pct(classes[name] / d['idle_ns'])})"
+            f"{CLASS_WORDS[name].listed} {_ms(classes[name])} ({pct(classes[name] / d['idle_ns'])})"
             for name in sorted(classes, key=lambda c: -classes[c])
             if name != "copy" and classes[name]
         )
         largest = next((g for g in idle["largest"] if g["device_id"] == d["device_id"]), None)
         detail = (
             f" The longest gap, {_ms(largest['duration_ns'])}, ended with {largest['next_operation']} "
-            f"({largest['next_call'] or 'call not in the export'}); its cause: {IDLE_SHORT[largest['cause']]}."
+            f"({largest['next_call'] or 'call not in the export'}); its cause: {CLASS_WORDS[largest['cause']].listed}."
             if largest is not None and largest["next_operation"]
             else ""
         )
         yield Observation(
             "warning",
-            f"GPU {d['device_id']} idle time mostly {IDLE_WORDS[dominant]}: {pct(part)} of {_ms(d['idle_ns'])} idle",
+            f"GPU {d['device_id']} idle time mostly {CLASS_WORDS[dominant].cause}: {pct(part)} of "
+            f"{_ms(d['idle_ns'])} idle",
             f"Nothing ran on GPU {d['device_id']} for {_ms(d['idle_ns'])} of a {_ms(window)} window "
             f"({pct(share)}). By what the launching thread did in the {d['gaps']:,} gaps of at least "
             f"{idle['gap_min_ns'] / 1e3:g} µs: {listed}; {pct(d['explained_share'] or 0.0)} of the idle time is "
@@ -624,29 +626,6 @@ def idle_cause(run: RunResults) -> Iterator[Observation]:
             },
             "medium",
         )
-
-
-#: Short names of the idle classes, for lists.
-IDLE_SHORT = {
-    "copy": "copies",
-    "host": "host code",
-    "launch": "launch calls",
-    "sync": "synchronization",
-    "rank_wait": "waiting on another rank",
-    "cuda_api": "other CUDA calls",
-    "profiler": "profiler's own work",
-    "unattributed": "unattributed",
-}
-#: How findings name each idle class.
-IDLE_WORDS = {
-    "host": "the host between launches (Python, scheduling)",
-    "launch": "launch calls",
-    "sync": "host synchronization",
-    "rank_wait": "waiting on another rank",
-    "cuda_api": "other CUDA calls",
-    "profiler": "the profiler's own work",
-    "unattributed": "unattributed (no launching call)",
-}
 
 
 def profiler_work(run: RunResults) -> Iterator[Observation]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,37 @@ from llmprof.common.records import DeviceIdle, IdleGap, IdleMetrics, IterationId
 
 CLASSES = ("copy", "profiler", "rank_wait", "sync", "launch", "cuda_api", "host", "unattributed")
 HOST_CLASSES = CLASSES[1:-1]  # what the host side explains
+
+
+class ClassWords(NamedTuple):
+    """How an idle class is named: in a list of classes, as a finding's main cause, in the report's table of
+    classes, and as a column header."""
+
+    listed: str
+    cause: str
+    described: str
+    header: str
+
+
+CLASS_WORDS: dict[str, ClassWords] = {
+    "copy": ClassWords("copies", "copies", "copy engines busy (SMs idle)", "Copies"),
+    "profiler": ClassWords("profiler's own work", "the profiler's own work", "profiler's own work", "Profiler"),
+    "rank_wait": ClassWords(
+        "waiting on another rank", "waiting on another rank", "waiting on another rank", "Rank wait"
+    ),
+    "sync": ClassWords("synchronization", "host synchronization", "host blocked in synchronization", "Sync"),
+    "launch": ClassWords("launch calls", "launch calls", "host inside launch calls", "Launch calls"),
+    "cuda_api": ClassWords("other CUDA calls", "other CUDA calls", "host inside other CUDA calls", "Other CUDA calls"),
+    "host": ClassWords(
+        "host code",
+        "the host between launches (Python, scheduling)",
+        "host between launches (Python, scheduling)",
+        "Host",
+    ),
+    "unattributed": ClassWords(
+        "unattributed", "unattributed (no launching call)", "unattributed (no launching call)", "Unattributed"
+    ),
+}
 READ_ROWS = 1 << 18
 TOP_GAPS = 10
 GPU_TABLES = ("kernels", "memcpy", "memset")

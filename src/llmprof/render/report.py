@@ -16,6 +16,7 @@ import pandas as pd
 
 from llmprof.analysis.categories import kernel_label
 from llmprof.analysis.findings import Finding, findings, pct, profiler_overhead, rank_label
+from llmprof.analysis.idle import CLASS_WORDS
 from llmprof.analysis.iterations import MIN_STEADY_STEPS
 from llmprof.analysis.serving import LATENCIES, PhaseSteps, engine_steps, latency_overhead, phase_steps
 from llmprof.analysis.timing import run_timing, serving, shown_load, timed_span
@@ -463,14 +464,14 @@ def _idle_blocks(m: Metrics) -> list[Block]:
         for name in idle["classes"]:
             if d["classes"][name]:
                 share = _pct(d["classes"][name] / d["idle_ns"]) if name != "copy" and d["idle_ns"] else "—"
-                rows.append((f"GPU {d['device_id']}", CLASS_WORDS[name], _ms(d["classes"][name]), share))
+                rows.append((f"GPU {d['device_id']}", CLASS_WORDS[name].described, _ms(d["classes"][name]), share))
         rows.append((f"GPU {d['device_id']}", "shorter gaps (not classified)", _ms(d["short_gap_ns"]), "—"))
     gaps = tuple(
         (
             f"GPU {g['device_id']}",
             _ms(g["duration_ns"]),
             "n/a" if g["iteration"] is None else str(g["iteration"]),
-            CLASS_WORDS[g["cause"]],
+            CLASS_WORDS[g["cause"]].described,
             f"{g['next_operation'] or 'end of window'}" + (f" ({g['next_call']})" if g["next_call"] else ""),
         )
         for g in idle["largest"][:5]
@@ -481,7 +482,7 @@ def _idle_blocks(m: Metrics) -> list[Block]:
         for d in idle["devices"]
         for i in d["iterations"]
     )
-    header = ("GPU", "Iteration", *(CLASS_HEADERS[c] for c in shown))
+    header = ("GPU", "Iteration", *(CLASS_WORDS[c].header for c in shown))
     per_iteration: list[Block] = [Paragraph("Per iteration window:"), Table(header, iterations)] if iterations else []
     return [
         Heading("Idle time explained"),
@@ -495,32 +496,6 @@ def _idle_blocks(m: Metrics) -> list[Block]:
         *per_iteration,
         Table(("GPU", "Largest gap", "Iteration", "Cause", "Ended by"), gaps),
     ]
-
-
-#: How the report names each idle class.
-CLASS_WORDS = {
-    "copy": "copy engines busy (SMs idle)",
-    "profiler": "profiler's own work",
-    "rank_wait": "waiting on another rank",
-    "sync": "host blocked in synchronization",
-    "launch": "host inside launch calls",
-    "cuda_api": "host inside other CUDA calls",
-    "host": "host between launches (Python, scheduling)",
-    "unattributed": "unattributed (no launching call)",
-}
-
-
-#: Short names of the idle classes, for table headers.
-CLASS_HEADERS = {
-    "copy": "Copies",
-    "profiler": "Profiler",
-    "rank_wait": "Rank wait",
-    "sync": "Sync",
-    "launch": "Launch calls",
-    "cuda_api": "Other CUDA calls",
-    "host": "Host",
-    "unattributed": "Unattributed",
-}
 
 
 def _profiler_blocks(m: Metrics, timing: IterationTiming) -> list[Block]:
