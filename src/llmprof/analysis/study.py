@@ -408,7 +408,7 @@ def idle_trend(study: StudyResults) -> Iterator[Observation]:
 def served_rate(sweep: Sweep) -> Iterator[Observation]:
     """Along a request-rate sweep, throughput follows the offered rate until the server saturates: how much of the
     highest rate it served says whether the sweep reached the knee."""
-    served = _measured(sweep, "request_per_s")
+    served = measured_column(sweep.runs, "request_per_s")
     if served is None:
         return
     offered, achieved = float(sweep.last["request_rate"]), float(sweep.last[served])
@@ -417,7 +417,7 @@ def served_rate(sweep: Sweep) -> Iterator[Observation]:
         "info",
         f"Served {achieved:,.1f} of {offered:g} requests/s offered at the highest rate ({pct(achieved / offered)})"
         f"{sweep.where}",
-        f"Requests/s per run ({served.rsplit('_', 1)[1]}): {each}. An open-loop load sets throughput by its rate "
+        f"Requests/s per run ({which_run(served)}): {each}. An open-loop load sets throughput by its rate "
         "until the server saturates, so throughput alone does not show the server's speed; latency does. With few "
         "requests a run's Poisson arrivals stray from the offered rate by chance.",
         "A served rate well below the offered one, with TTFT climbing, marks saturation; until the sweep reaches "
@@ -488,10 +488,16 @@ def overhead_range(study: StudyResults) -> Iterator[Observation]:
         )
 
 
-def _measured(sweep: Sweep, stem: str) -> str | None:
-    """The column of ``stem`` every run of the sweep has: untraced where all have it, else traced."""
+def which_run(column: str) -> str:
+    """untraced or traced: which run a ``*_untraced`` / ``*_traced`` study column measures."""
+    return column.rsplit("_", 1)[1]
+
+
+def measured_column(runs: pd.DataFrame, stem: str) -> str | None:
+    """The column of ``stem`` every one of ``runs`` has: ``stem_untraced`` where all have it, else ``stem_traced``;
+    None when neither is complete."""
     for which in ("untraced", "traced"):
-        if sweep.runs[f"{stem}_{which}"].notna().all():
+        if runs[f"{stem}_{which}"].notna().all():
             return f"{stem}_{which}"
     return None
 
@@ -499,7 +505,7 @@ def _measured(sweep: Sweep, stem: str) -> str | None:
 def latency_throughput(study: StudyResults) -> Iterator[Observation]:
     """Along a serving sweep: how request throughput and latency move together, and the GPU's busy share."""
     for sweep in study.sweeps:
-        rate, ttft, tpot = (_measured(sweep, s) for s in ("request_per_s", "ttft_p99_ms", "tpot_p50_ms"))
+        rate, ttft, tpot = (measured_column(sweep.runs, s) for s in ("request_per_s", "ttft_p99_ms", "tpot_p50_ms"))
         if rate is None or ttft is None or tpot is None:
             continue
         runs, label, busy = records(sweep.runs), sweep.label, _busy_basis(sweep)[0]
@@ -514,7 +520,7 @@ def latency_throughput(study: StudyResults) -> Iterator[Observation]:
             f"From {label} {first[sweep.parameter]} to {last[sweep.parameter]}{sweep.where}: requests/s "
             f"{last[rate] / first[rate]:.1f}×, TTFT p99 {last[ttft] / first[ttft]:.1f}×, "
             f"TPOT p50 {last[tpot] / first[tpot]:.1f}×",
-            f"{points} ({rate.rsplit('_', 1)[1]} latency; busy: {busy.replace('_', ' ')}).",
+            f"{points} ({which_run(rate)} latency; busy: {busy.replace('_', ' ')}).",
             "Where requests/s stops growing while TTFT keeps rising, the server is saturated: serve below that "
             "rate, or raise its capacity (batch limits, CUDA graphs, more GPUs) and sweep again.",
         )

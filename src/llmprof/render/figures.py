@@ -29,7 +29,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from llmprof.analysis.categories import CATEGORY_ORDER, kernel_label  # noqa: E402
 from llmprof.analysis.metrics import grouped_sums, records, step_phase, time_span  # noqa: E402
-from llmprof.analysis.study import RunEntry, modes_of  # noqa: E402
+from llmprof.analysis.study import RunEntry, measured_column, modes_of, which_run  # noqa: E402
 from llmprof.common.errors import InputError, brief  # noqa: E402
 from llmprof.common.outputs import staged_directory  # noqa: E402
 from llmprof.common.records import Metrics, load_metrics  # noqa: E402
@@ -496,30 +496,22 @@ def study_top_kernels(table: pd.DataFrame, parameter: str | None, entries: list[
     ax.set(xlabel="", ylabel="", title="Top kernels: share of GPU time per run")
 
 
-def _serving_column(runs: pd.DataFrame, stem: str) -> tuple[str, str] | None:
-    """The column of ``stem`` every serving run has (untraced first) and its word, or None."""
-    for which in ("untraced", "traced"):
-        if runs[f"{stem}_{which}"].notna().all():
-            return f"{stem}_{which}", which
-    return None
-
-
 def study_serving(table: pd.DataFrame, parameter: str | None, entries: list[RunEntry], fig: Figure) -> None:
     """Serving runs: latency against request throughput (the latency-throughput curve), and GPU busy share."""
     ok, label = _study_x(table, parameter)
     runs = ok[ok["mode"] == "serve"]
-    rate = _serving_column(runs, "request_per_s") if not runs.empty else None
+    rate = measured_column(runs, "request_per_s") if not runs.empty else None
     if rate is None:
         return _no_data(fig.subplots(), "No serving runs in this study")
     left, right = fig.subplots(1, 2)
     for stem, name in (("ttft_p50_ms", "TTFT p50"), ("ttft_p99_ms", "TTFT p99"), ("tpot_p50_ms", "TPOT p50")):
-        found = _serving_column(runs, stem)
+        found = measured_column(runs, stem)
         if found is not None:
-            left.plot(runs[rate[0]], runs[found[0]], marker="o", label=f"{name} ({found[1]})")
-    tail = _serving_column(runs, "ttft_p99_ms")
-    for x, y, value in zip(runs[rate[0]], runs[tail[0] if tail else rate[0]], runs["x"]):
+            left.plot(runs[rate], runs[found], marker="o", label=f"{name} ({which_run(found)})")
+    tail = measured_column(runs, "ttft_p99_ms")
+    for x, y, value in zip(runs[rate], runs[tail or rate], runs["x"]):
         left.annotate(f"{label} {value}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    left.set(xlabel=f"requests / s ({rate[1]})", ylabel="latency (ms)", title="Latency against throughput")
+    left.set(xlabel=f"requests / s ({which_run(rate)})", ylabel="latency (ms)", title="Latency against throughput")
     left.legend(fontsize=8)
     busy = runs["busy_share_corrected"].where(runs["busy_share_corrected"].notna(), runs["busy_share_raw"])
     right.bar(runs["x"].astype(str), 100 * busy.fillna(0).to_numpy(), color=PALETTE["gemm"])
