@@ -15,7 +15,7 @@ from typing import Generic, NamedTuple, TypeVar
 
 from llmprof.analysis.expert import GAP_MS, UTIL_THRESHOLD_PCT
 from llmprof.analysis.idle import CLASS_WORDS
-from llmprof.analysis.iterations import MIN_STEADY_STEPS
+from llmprof.analysis.iterations import MIN_STEADY_STEPS, no_step_reasons
 from llmprof.analysis.timing import GRAPHS_WHOLE, run_timing, serving, serving_tpot, shown_load, timed_span
 from llmprof.common.records import FindingRecord, IterationTiming, Metrics, Rank, RunRecord
 
@@ -673,7 +673,7 @@ def few_steady_steps(run: RunResults) -> Iterator[Observation]:
         return
     numbers = {"steady_steps": steps["steady_steps"], "steps": steps["steps"]}
     if not steps["steps"]:
-        why = "; ".join(f"GPU {d['device_id']}: {d['reason']}" for d in steps["devices"] if d["reason"])
+        why = no_step_reasons(steps)
         yield Observation(
             "info",
             "No repeating iteration found: no per-iteration numbers",

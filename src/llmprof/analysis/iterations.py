@@ -85,6 +85,11 @@ STEPS = pa.schema(
 _COUNTS = ("kernels", "graph_kernels", "kernel_ns", "graph_kernel_ns", "communication_ns", "matched_kernels")
 
 
+def no_step_reasons(steps: StepMetrics) -> str:
+    """Why no step was found, per GPU that says why ("" when none does)."""
+    return "; ".join(f"GPU {d['device_id']}: {d['reason']}" for d in steps["devices"] if d["reason"])
+
+
 def _joined(parts: list[np.ndarray]) -> np.ndarray:
     """Arrays read batch by batch, end to end (an empty int64 array when no batch held rows)."""
     return np.concatenate(parts) if parts else np.zeros(0, dtype="int64")

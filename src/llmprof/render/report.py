@@ -17,7 +17,7 @@ import pandas as pd
 from llmprof.analysis.categories import kernel_label
 from llmprof.analysis.findings import Finding, findings, pct, profiler_overhead, rank_label
 from llmprof.analysis.idle import CLASS_WORDS
-from llmprof.analysis.iterations import MIN_STEADY_STEPS
+from llmprof.analysis.iterations import MIN_STEADY_STEPS, no_step_reasons
 from llmprof.analysis.serving import LATENCIES, PhaseSteps, engine_steps, latency_overhead, phase_steps
 from llmprof.analysis.timing import run_timing, serving, shown_load, timed_span
 from llmprof.common.errors import InputError
@@ -386,7 +386,7 @@ def _step_blocks(m: Metrics) -> list[Block]:
     """Iterations (engine steps): how they were found, their latency, and what bounds them."""
     steps = m["steps"]
     if not steps["steps"]:
-        reasons = "; ".join(f"GPU {d['device_id']}: {d['reason']}" for d in steps["devices"] if d["reason"])
+        reasons = no_step_reasons(steps)
         return [Heading("Iterations"), Paragraph(f"No repeating iteration found{': ' + reasons if reasons else ''}.")]
     per, latency = steps["per_step"], steps["latency"]
     found = (
