@@ -169,6 +169,12 @@ def _record(path: Path | None) -> RunRecord | None:
     return load_run_record(path) if path is not None and path.exists() else None
 
 
+def _mean_latency(record: RunRecord) -> float | None:
+    """The mean latency of a record's iterations (s), None without any."""
+    latencies = [i["latency_s"] for i in record["iterations"]]
+    return statistics.fmean(latencies) if latencies else None
+
+
 def _record_columns(traced: RunRecord | None, untraced: RunRecord | None) -> dict[str, object]:
     """The study columns read from a run's records: its parameters, throughput and latency."""
     row: dict[str, object] = {}
@@ -190,12 +196,10 @@ def _record_columns(traced: RunRecord | None, untraced: RunRecord | None) -> dic
         )
         nsys = traced.get("nsys")
         row["nsys_arguments"] = json.dumps(nsys["arguments"]) if nsys is not None else None
-        latencies = [i["latency_s"] for i in traced["iterations"]]
-        row["mean_iteration_latency_s"] = sum(latencies) / len(latencies) if latencies else None
+        row["mean_iteration_latency_s"] = _mean_latency(traced)
     if untraced is not None:
         row["output_tok_per_s_untraced"] = untraced["output_tokens_per_s"]
-        untraced_latencies = [i["latency_s"] for i in untraced["iterations"]]
-        row["mean_iteration_latency_s_untraced"] = statistics.fmean(untraced_latencies) if untraced_latencies else None
+        row["mean_iteration_latency_s_untraced"] = _mean_latency(untraced)
     if traced is not None and untraced is not None:
         row["profiler_overhead"] = profiler_overhead(traced, untraced)
     for which, record in (("traced", traced), ("untraced", untraced)):
