@@ -85,10 +85,10 @@ def _col(export: Export, table: str, column: str, default: str = "NULL") -> str:
     return f't."{column}"' if export.has(table, column) else default
 
 
-def _case(column: str, labels: Mapping[int, str]) -> str:
-    """SQL CASE that turns an enum id into its label."""
+def _case(column: str, labels: Mapping[int, str], otherwise: str = "'Unknown'") -> str:
+    """SQL CASE that turns an enum id into its label (``otherwise``, an SQL value, for an id without one)."""
     whens = " ".join(f"WHEN {k} THEN '{v.replace(chr(39), chr(39) * 2)}'" for k, v in sorted(labels.items()))
-    return f"CASE {column} {whens} ELSE 'Unknown' END"
+    return f"CASE {column} {whens} ELSE {otherwise} END"
 
 
 #: The same two helpers for the other readers of this subpackage.

@@ -77,16 +77,20 @@ def gpu_operations_by_device(export: Export) -> Iterator[DeviceOperations]:
         RuleDataAbsent: the export has none of the three tables.
     """
     tables = _gpu_tables(export)
-    pid = pid_sql("globalPid")
+    pid = pid_sql("t.globalPid")
     keys = sorted(
-        {(int(p), int(d)) for table in tables for p, d in export.query(f"SELECT DISTINCT {pid}, deviceId FROM {table}")}
+        {
+            (int(p), int(d))
+            for table in tables
+            for p, d in export.query(f"SELECT DISTINCT {pid}, t.deviceId FROM {table} t")
+        }
     )
     for process, device in keys:
         parts = [
             _int_columns(
                 export,
                 f't.start, t."end", {column_or_null(export, table, "contextId", "0")}',
-                f"t.start > 0 AND t.deviceId = {device} AND {pid.replace('globalPid', 't.globalPid')} = {process}",
+                f"t.start > 0 AND t.deviceId = {device} AND {pid} = {process}",
                 table,
             )
             for table in tables
@@ -130,7 +134,7 @@ def runtime_calls_named(export: Export, patterns: Sequence[str]) -> pd.DataFrame
 
 def _mem_kind(export: Export, column: str, table: str) -> str:
     labels = export.enum_labels(schema.MEM_KINDS, schema.MEM_KIND_LABELS)
-    return enum_case(column_or_null(export, table, column), labels).replace("ELSE 'Unknown'", "ELSE NULL")
+    return enum_case(column_or_null(export, table, column), labels, otherwise="NULL")
 
 
 #: What each copy and memset rule reads: the operations table, the issuing call's name pattern
