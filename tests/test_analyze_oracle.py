@@ -8,6 +8,8 @@ and the SKIPPED messages. Every byte must match, except the input path in the pr
 from __future__ import annotations
 
 import re
+import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,22 @@ def test_chunks_out_of_range_is_reported_as_nsys_reports_it() -> None:
     with open_export(DATA / "vllm_inproc_h100_3iter" / "vllm.sqlite") as export:
         result = run_rule(export, "gpu_time_util", RuleOptions(chunks=0))
     assert result.error is not None and "between 1 and 1000" in result.error
+
+
+@pytest.mark.parametrize(
+    ("rule", "dropped", "asks"),
+    [
+        ("cuda_api_sync", "CUPTI_ACTIVITY_KIND_RUNTIME", "Does the application use CUDA runtime APIs?"),
+        ("cuda_memcpy_sync", "CUPTI_ACTIVITY_KIND_RUNTIME", "Does the application use CUDA runtime APIs?"),
+        ("cuda_memcpy_sync", "CUPTI_ACTIVITY_KIND_MEMCPY", "Does the application use CUDA memcpy APIs?"),
+    ],
+)
+def test_a_missing_table_is_named_for_what_it_holds(tmp_path: Path, rule: str, dropped: str, asks: str) -> None:
+    """Each rule's SKIPPED message asks about the data that is missing, not about another rule's."""
+    export = tmp_path / "dropped.sqlite"
+    shutil.copy(DATA / "vllm_inproc_h100_3iter" / "vllm.sqlite", export)
+    with sqlite3.connect(export) as db:
+        db.execute(f"DROP TABLE {dropped}")
+    with open_export(export) as opened:
+        result = run_rule(opened, rule)
+    assert result.error is not None and result.error.endswith(asks), result.error

@@ -152,14 +152,18 @@ ISSUED_SELECTIONS = {
 
 
 def _require(export: Export, table: str) -> None:
+    """RuleDataAbsent, with nsys's words, for the first of the tables ``table``'s rule reads that is missing."""
     needs = {
         STRINGS: f"{export.path} file does not contain StringIds table.",
         RUNTIME: f"{export.path} could not be analyzed because it does not contain the required CUDA data. "
         "Does the application use CUDA runtime APIs?",
-        table: f"{export.path} could not be analyzed because it does not contain the required CUDA data. "
-        f"Does the application use CUDA {'memcpy' if table == MEMCPY else 'memset'} APIs?",
-        schema.MEM_KINDS: f"{export.path} does not contain {schema.MEM_KINDS} table.",
     }
+    if table in (MEMCPY, MEMSET):
+        needs[table] = (
+            f"{export.path} could not be analyzed because it does not contain the required CUDA data. "
+            f"Does the application use CUDA {'memcpy' if table == MEMCPY else 'memset'} APIs?"
+        )
+        needs[schema.MEM_KINDS] = f"{export.path} does not contain {schema.MEM_KINDS} table."
     for needed, message in needs.items():
         if needed not in export.columns:
             raise RuleDataAbsent(message)
