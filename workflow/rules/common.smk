@@ -139,25 +139,18 @@ def get_study_config():
 
 def get_study_manifest():
     """The study's runs as shell-quoted JSON: the manifest file's content (and the error handler's inline manifest)."""
-    entries = []
-    for run in RUNS:
-        entries.append(
-            {
-                "run": run,
-                "extract": RunPaths(run).extract,
-                "logs": RunPaths(run).logs,
-                "sweep": run_config(run).get("sweep"),
-                **run_records(run),
-            }
-        )
-    return shlex.quote(json.dumps(entries, sort_keys=True))
+    return shlex.quote(json.dumps(layout.study_manifest(config["runs"], PROJECT), sort_keys=True))
 
 
 def get_study_inputs(wildcards):
-    inputs = {f"extract_{run}": RunPaths(run).extract for run in RUNS}
-    for run in RUNS:
-        inputs.update({f"{name}_{run}": path for name, path in run_records(run).items()})
-    return inputs
+    """What the manifest names that jobs make: every run's extract folder and run records."""
+    manifest = layout.study_manifest(config["runs"], PROJECT)
+    return {
+        f"{key}_{entry['run']}": entry[key]
+        for entry in manifest
+        for key in ("extract", "record", "baseline")
+        if key in entry
+    }
 
 
 def get_run_provenances():

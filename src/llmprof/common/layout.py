@@ -192,3 +192,18 @@ def run_records(run: str, spec: Mapping[str, Any], project: str = "") -> dict[st
         return {"record": RunPaths(run).profile_record, "baseline": RunPaths(run).baseline_record}
     keys = {"record": "run_record", "baseline": "baseline_record"}
     return {name: project_file(project, spec[key]) for name, key in keys.items() if key in spec}
+
+
+def study_manifest(runs: Mapping[str, Mapping[str, Any]], project: str = "") -> list[dict[str, Any]]:
+    """The study stage's manifest of the config's ``runs``, in name order: each run's extract folder, logs, sweep
+    and the run records it has."""
+    return [
+        {
+            "run": run,
+            "extract": RunPaths(run).extract,
+            "logs": RunPaths(run).logs,
+            "sweep": spec.get("sweep"),
+            **run_records(run, spec, project),
+        }
+        for run, spec in sorted(runs.items())
+    ]
