@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from llmprof.common.errors import InputError, LlmprofError
-from llmprof.common.outputs import refuse_existing, staged_file
+from llmprof.common.outputs import refuse_existing, staged_file, write_text_files
 from llmprof.common.progress import enable_bars
 from llmprof.common.version import __version__
 
@@ -83,6 +83,23 @@ def out_option(help_text: str, required: bool = True) -> Callable[[F], F]:
     return click.option("-o", "--out", type=click.Path(path_type=Path), required=required, help=help_text)
 
 
+def prefixed_files(out: Path | None, names: list[str], extension: str, force: bool, stage: str) -> dict[str, Path]:
+    """``PREFIX_<name>.<extension>`` per name, as nsys names its per-report files (none without a prefix); one
+    that exists is refused now, before the work, not after some files are written."""
+    if out is None:
+        return {}
+    targets = {name: Path(f"{out}_{name}.{extension}") for name in names}
+    for target in targets.values():
+        refuse_existing(target, force, stage)
+    return targets
+
+
+def write_all(written: dict[Path, str], force: bool, stage: str) -> None:
+    """Write the texts of a stage's per-report files, each logged."""
+    for path in write_text_files(written, force, stage):
+        log.info("wrote %s", path)
+
+
 @click.group()
 @click.version_option(__version__, prog_name="llmprof")
 def main() -> None:
@@ -122,15 +139,10 @@ def stats(sqlite: Path, reports: str, fmt: str, timeunit: str, out: Path | None,
     A report whose data is absent is announced as SKIPPED (as nsys does) and is not an error.
     """
     from llmprof.analysis.stats import run_reports, select_reports
-    from llmprof.common.outputs import write_text_files
     from llmprof.nsys.convert import readable_export
 
-    def target(name: str) -> Path:
-        return Path(f"{out}_{name}.{'csv' if fmt == 'csv' else 'txt'}")
-
-    if out is not None:  # refuse before the work, not after some files are written
-        for report in select_reports(reports):
-            refuse_existing(target(report.name), force, "stats")
+    names = [report.name for report in select_reports(reports)]
+    targets = prefixed_files(out, names, "csv" if fmt == "csv" else "txt", force, "stats")
     written: dict[Path, str] = {}
     with readable_export(sqlite) as export:
         results = run_reports(export, reports, fmt, timeunit)
@@ -139,12 +151,11 @@ def stats(sqlite: Path, reports: str, fmt: str, timeunit: str, out: Path | None,
         if result.text is None:
             click.echo(f"SKIPPED: {result.skipped}", err=True)
         if out is not None:
-            written[target(name)] = result.text or ""
+            written[targets[name]] = result.text or ""
         elif result.text is not None:
             click.echo(f"\n ** {name}:\n" if fmt == "table" else "", nl=False)
             click.echo(result.text, nl=False)
-    for path in write_text_files(written, force, "stats"):
-        log.info("wrote %s", path)
+    write_all(written, force, "stats")
 
 
 @main.command()
@@ -172,7 +183,6 @@ def analyze(sqlite: Path, rules: str, fmt: str | None, out: Path | None, force: 
     A rule whose data is absent is announced as SKIPPED (as nsys does) and is not an error.
     """
     from llmprof.analysis.expert import parse_rules, run_rule
-    from llmprof.common.outputs import write_text_files
     from llmprof.nsys.convert import readable_export
     from llmprof.nsys.export import open_export
     from llmprof.render.expert import render
@@ -180,10 +190,7 @@ def analyze(sqlite: Path, rules: str, fmt: str | None, out: Path | None, force: 
     fmt = fmt or ("column" if out is None else "csv")
     chosen = parse_rules(rules)
     extension = {"column": "txt", "csv": "csv", "json": "json"}[fmt]
-    targets = {tag: Path(f"{out}_{tag}.{extension}") for _, _, tag in chosen}
-    if out is not None:
-        for target in targets.values():
-            refuse_existing(target, force, "analyze")
+    targets = prefixed_files(out, [tag for _, _, tag in chosen], extension, force, "analyze")
     written: dict[Path, str] = {}
     with readable_export(sqlite) as readable, open_export(readable) as export:
         for name, options, tag in chosen:
@@ -195,8 +202,7 @@ def analyze(sqlite: Path, rules: str, fmt: str | None, out: Path | None, force: 
                 written[targets[tag]] = render(result, fmt, options)
             else:
                 click.echo(render(result, fmt, options), nl=False)
-    for path in write_text_files(written, force, "analyze"):
-        log.info("wrote %s", path)
+    write_all(written, force, "analyze")
 
 
 @main.command()
