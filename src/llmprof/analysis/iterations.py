@@ -36,9 +36,9 @@ from llmprof.analysis.steps import (
     kernel_batches,
     launch_key,
     marked_iterations,
-    step_of,
     step_windows,
     waits_on_gpu,
+    window_of,
 )
 from llmprof.common.outputs import write_table
 from llmprof.common.records import LaunchCost, StepDevice, StepMetrics, StepSpread
@@ -222,8 +222,8 @@ class StepTotals:
         for value in self.devices:
             window = self.windows.devices[value]
             mine = np.flatnonzero(device == value)
-            step = step_of(window.start_ns, start[mine])
-            inside = (step >= 0) & (start[mine] <= window.end_ns[np.maximum(step, 0)])
+            step = window_of(window.start_ns, window.end_ns, start[mine])
+            inside = step >= 0
             out[mine[inside]] = step[inside] + self.offset[value]
         return out
 
@@ -333,9 +333,8 @@ def _iteration_of(marked: pd.DataFrame, start: np.ndarray) -> np.ndarray:
     """The workload's ``iteration k`` (of ``marked``) holding each step start (-1: none)."""
     if marked.empty:
         return np.full(len(start), -1, dtype="int64")
-    index = step_of(marked["start_ns"].to_numpy(), start)
-    inside = (index >= 0) & (start <= marked["end_ns"].to_numpy()[np.maximum(index, 0)])
-    return np.where(inside, marked["iteration"].to_numpy()[np.maximum(index, 0)], -1)
+    index = window_of(marked["start_ns"].to_numpy(), marked["end_ns"].to_numpy(), start)
+    return np.where(index >= 0, marked["iteration"].to_numpy()[np.maximum(index, 0)], -1)
 
 
 def _windows_frame(windows: StepWindows) -> pd.DataFrame:

@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from llmprof.analysis import collectives
 from llmprof.analysis.grouped import int_column
 from llmprof.analysis.metrics import VLLM_STEP, step_phase, time_span
 
@@ -92,9 +93,8 @@ class IterationWindows:
 
 
 def kernel_batches(stage: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
-    """The kernels table, a batch at a time (names as dictionaries: one code per distinct name)."""
-    parquet = pq.ParquetFile(stage / "kernels.parquet", read_dictionary=["name", "short_name", "category"])
-    yield from parquet.iter_batches(columns=columns, batch_size=READ_ROWS)
+    """The kernels table of an extract folder, a batch at a time (names as dictionaries)."""
+    return collectives.kernel_batches(stage / "kernels.parquet", columns)
 
 
 def _sample(stage: Path) -> dict[int, pd.DataFrame]:
@@ -235,6 +235,13 @@ def _signature_starts(stage: Path, signatures: dict[int, str]) -> dict[int, np.n
 def step_of(starts: np.ndarray, times: np.ndarray) -> np.ndarray:
     """Index of the step whose window opened last at or before each time (-1: before the first)."""
     return np.searchsorted(starts, times, side="right") - 1
+
+
+def window_of(starts: np.ndarray, ends: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Index of the window (``starts``/``ends``, in start order) holding each time, its end included (-1: none)."""
+    index = step_of(starts, times)
+    inside = (index >= 0) & (times <= ends[np.maximum(index, 0)])
+    return np.where(inside, index, -1)
 
 
 def _segment_ends_and_counts(stage: Path, starts: dict[int, np.ndarray]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
