@@ -32,7 +32,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from llmprof.analysis.busy import IDLE_GAP_MIN_NS, GpuTime, Iterations
-from llmprof.analysis.grouped import IntervalUnion, bin_ranges, bin_shift, int_column, write_partitions
+from llmprof.analysis.grouped import (
+    IntervalUnion,
+    SpillBuffer,
+    bin_ranges,
+    bin_shift,
+    int_column,
+    read_chunks,
+    write_partitions,
+)
 from llmprof.common.outputs import write_table
 from llmprof.common.records import DeviceIdle, IdleGap, IdleMetrics, IterationIdle
 
@@ -244,19 +252,24 @@ def _filed(
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Time windows in order, each with the records that overlap it (at most about ``NEAR_BUDGET`` filed in each).
 
-    One pass counts records per time bin, one files them by the window of their start; a record that
-    reaches past its window's end is carried into the next ones.
+    The records are read once: one pass counts them per time bin as it keeps them (on disk past
+    ``NEAR_BUDGET``), the next files them by the window of their start; a record that reaches past
+    its window's end is carried into the next ones.
     """
     low, high = int(every.starts[0]), int(every.ends[-1])
     shift = bin_shift(low, high)
     histogram = np.zeros(((high - low) >> shift) + 1, dtype="int64")
+    kept = SpillBuffer(scratch / "near.bin", NEAR_BUDGET)
     for records in _near(stage, every, threads):
         histogram += np.bincount((np.clip(records["start"], low, high) - low) >> shift, minlength=len(histogram))
+        kept.append(records)
+    kept.close()
     starts = np.array([low + (first << shift) for first, _ in bin_ranges(histogram, NEAR_BUDGET)], dtype="int64")
     paths = [scratch / f"near-{i}" for i in range(len(starts))]
     handles = [path.open("wb") for path in paths]
     try:
-        for records in _near(stage, every, threads):
+        again = read_chunks(scratch / "near.bin", RECORD, NEAR_BUDGET) if kept.spilled else iter(kept.chunks)
+        for records in again:
             clipped = np.clip(records["start"], low, high)
             write_partitions(records, np.searchsorted(starts, clipped, side="right") - 1, handles)
     finally:
