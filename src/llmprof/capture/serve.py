@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from llmprof.capture.loadgen import stream_completion
+from llmprof.capture.loadgen import METRICS, PERCENTILES, stream_completion
 from llmprof.capture.model import model_path
 from llmprof.capture.profile import WorkloadError, log_tail, nsys_arguments, nsys_record
 from llmprof.capture.workload import (
@@ -299,7 +299,7 @@ def client_command(spec: RunSpec, base_url: str, path: Path, result: Path, *, pr
     own += ["--dataset-name", "random", "--random-input-len", lengths[0], "--random-output-len", lengths[1]]
     own += ["--ignore-eos", "--temperature", "0", "--disable-tqdm", "--num-warmups", "0", "--save-result"]
     own += ["--result-dir", str(result.parent), "--result-filename", result.name]
-    own += ["--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99"]
+    own += ["--percentile-metrics", ",".join(METRICS), "--metric-percentiles", ",".join(map(str, PERCENTILES))]
     return [*prefix, *own, *load]
 
 
@@ -365,7 +365,7 @@ def serving_record(result: dict[str, Any], spec: RunSpec, source: Path) -> Servi
         "total_output_tokens": int(result["total_output_tokens"]),
         "request_throughput_per_s": float(result["request_throughput"]),
         "output_tokens_per_s": float(result.get("output_throughput") or result["total_output_tokens"] / duration),
-        **{metric: _percentiles(result, metric) for metric in ("ttft", "tpot", "itl", "e2el")},  # type: ignore[typeddict-item]
+        **{metric: _percentiles(result, metric) for metric in METRICS},  # type: ignore[typeddict-item]
     }
 
 
