@@ -11,12 +11,14 @@ tokens - 1)``, E2EL the whole request; output tokens come from the final ``usage
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,13 +120,12 @@ def run_load(
 ) -> tuple[list[RequestResult], float]:
     """Send every prompt at its arrival time (at most ``max_concurrency`` in flight); results and duration (s)."""
     results: list[RequestResult | None] = [None] * len(prompts)
-    limit = threading.BoundedSemaphore(max_concurrency) if max_concurrency else None
+    limit: AbstractContextManager[object] = (
+        threading.BoundedSemaphore(max_concurrency) if max_concurrency else contextlib.nullcontext()
+    )
 
     def send(index: int) -> None:
-        if limit is not None:
-            with limit:
-                results[index] = stream_completion(base_url, model, prompts[index], output_len)
-        else:
+        with limit:
             results[index] = stream_completion(base_url, model, prompts[index], output_len)
 
     started = time.perf_counter()
