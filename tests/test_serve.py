@@ -133,13 +133,15 @@ def test_profile_runs_the_server_under_nsys_and_the_client_opens_the_capture(
 
 def test_vllm_client_result_format_becomes_the_record(model_dir: Path, pids: Path, tmp_path: Path) -> None:
     standin = [sys.executable, str(SERVING / "vllm_bench_standin.py")]
-    record = serve_baseline(spec(client="vllm", client_command=standin), model_dir, tmp_path / "run.json")
+    settings = spec(client="vllm", client_command=standin, num_prompts=24)  # the real result's load
+    record = serve_baseline(settings, model_dir, tmp_path / "run.json")
     serving, result = record["serving"], json.loads(RESULT.read_text())
     ttft = {f"{key}_ms": result[f"{key}_ttft_ms"] for key in ("mean", "p50", "p90", "p99")}
     assert serving["ttft"] == ttft and ttft["p99_ms"] == pytest.approx(28.229, abs=1e-3)
     assert serving["tpot"]["p99_ms"] == result["p99_tpot_ms"] and serving["itl"]["p90_ms"] == result["p90_itl_ms"]
     assert serving["request_throughput_per_s"] == result["request_throughput"]
-    assert serving["output_tokens_per_s"] == result["output_throughput"] and serving["completed"] == 24
+    assert serving["output_tokens_per_s"] == result["output_throughput"]
+    assert serving["num_prompts"] == serving["completed"] == 24
     assert (
         serving["duration_s"] == result["duration"] and record["output_tokens"] == result["total_output_tokens"] == 384
     )

@@ -5,6 +5,7 @@ where --result-dir and --result-filename say."""
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import urllib.request
@@ -21,10 +22,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     for flag in ("--base-url", "--result-dir", "--result-filename", "--tokenizer", "--dataset-name"):
         parser.add_argument(flag, required=True)
+    parser.add_argument("--num-prompts", type=int, required=True)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--save-result", action="store_true")
     args, rest = parser.parse_known_args()
     print("stand-in vllm bench serve:", " ".join(sys.argv[1:]), flush=True)
+    recorded = json.loads(RESULT.read_text())["num_prompts"]
+    if args.num_prompts != recorded:  # the result stands for its own load only
+        sys.exit(f"stand-in: the result holds {recorded} prompts, --num-prompts {args.num_prompts} asked")
     if args.profile:
         post(f"{args.base_url}/start_profile")
         post(f"{args.base_url}/stop_profile")
